@@ -1,0 +1,41 @@
+# peakloc: set-up, tests, demo and benchmarks. Everything runs in .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Torch first, pinned: here pip takes a CPU build from local disk in seconds; on a machine with a GPU
+# the same pin from PyPI is a CUDA build. Override for another build, e.g.
+#   make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+
+.PHONY: install test lint demo sample-data bench bench-accuracy clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@$(BIN)/peakloc --version
+
+test:
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check peakloc tests benchmarks tools
+	$(BIN)/ruff format --check peakloc tests benchmarks tools
+
+sample-data:
+	$(BIN)/python tools/make_sample_data.py sample_data
+
+demo:
+	mkdir -p out
+	$(BIN)/peakloc find sample_data -o out/peaks.csv
+	$(BIN)/peakloc find sample_data/pose --axes CYX -o out/pose_keypoints.csv
+	@echo "tables: out/peaks.csv out/pose_keypoints.csv"
+
+bench:
+	$(BIN)/python benchmarks/bench_speed.py
+
+bench-accuracy:
+	$(BIN)/python benchmarks/bench_accuracy.py
+
+clean:
+	rm -rf out .pytest_cache build *.egg-info

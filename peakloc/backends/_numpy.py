@@ -1,0 +1,293 @@
+"""NumPy back end: the default CPU path. It must never import torch.
+
+Work is done in blocks of about :data:`BLOCK_ELEMENTS` values so that a block's float temporaries stay in
+cache: each block is read from the input once (the cast to float fuses with the subtraction of the
+maximum), and blocks run on a thread pool, since NumPy releases the GIL inside its loops.
+A single map larger than a block is processed in slabs along its first spatial axis, in two passes
+(its maximum must be known before any ``exp``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import TypeVar
+
+import numpy as np
+
+from ..errors import NoFiniteValueError
+
+#: Values per block: 256 Ki float32 values (1 MiB) keep a block and its temporaries in L2 cache.
+BLOCK_ELEMENTS = 1 << 18
+#: Below this many values in all, threads cost more than they save.
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+T = TypeVar("T")
+
+
+def work_dtype(dtype: np.dtype) -> np.dtype:
+    """float64 for float64 (and wider) input, else float32: never the input's integer or half type."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize >= 8:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)), thread_name_prefix="peakloc")
+
+
+def _map(fn: Callable[..., T], items: Sequence, parallel: bool) -> list[T]:
+    if parallel and len(items) > 1:
+        return list(_pool().map(fn, items))
+    return [fn(item) for item in items]
+
+
+def _flat_batch(x: np.ndarray, ndim: int) -> np.ndarray:
+    """``(..., *spatial)`` -> ``(B, *spatial)``; a view when the batch axes allow it."""
+    return x.reshape((-1,) + x.shape[x.ndim - ndim :])
+
+
+def _finite_mask(x: np.ndarray) -> np.ndarray | None:
+    """Boolean mask of finite values, or None when every value is finite (the usual, fast case)."""
+    if x.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(x)
+    return None if finite.all() else finite
+
+
+def _raise_if_empty(finite_count: np.ndarray, offset: int = 0) -> None:
+    empty = np.flatnonzero(finite_count == 0)
+    if empty.size:
+        raise NoFiniteValueError(f"heatmap {offset + int(empty[0])} has no finite value", int(offset + empty[0]))
+
+
+# ----------------------------------------------------------------------------------------- argmax
+
+
+def argmax(x: np.ndarray, ndim: int) -> tuple[np.ndarray, int]:
+    """First maximum in C order of each map, ignoring NaN and inf.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(..., *spatial)``
+    ndim : int
+        Number of trailing spatial axes.
+
+    Returns
+    -------
+    coords : ndarray of int64, shape ``(..., ndim)``
+        In array-axis order ``(..., z, y, x)``.
+    nonfinite : int
+        How many values were ignored.
+    """
+    spatial = x.shape[x.ndim - ndim :]
+    flat = x.reshape(-1, int(np.prod(spatial)))
+    finite = _finite_mask(flat)
+    nonfinite = 0
+    if finite is not None:
+        counts = finite.sum(axis=1)
+        _raise_if_empty(counts)
+        nonfinite = int(flat.size - counts.sum())
+        # -inf never wins unless nothing else is there, and that case has just been refused.
+        flat = np.where(finite, flat, -np.inf)
+    index = flat.argmax(axis=1)
+    coords = np.stack(np.unravel_index(index, spatial), axis=-1).astype(np.int64)
+    return coords.reshape(x.shape[: x.ndim - ndim] + (ndim,)), nonfinite
+
+
+# ------------------------------------------------------------------------------------ soft-argmax
+
+
+def _coefficient(beta: float, normalize: str, hi: np.ndarray, lo: np.ndarray | None) -> np.ndarray:
+    """Per map, ``c`` such that the logits are ``c * (v - max v)``: beta times the normalisation scale.
+
+    ``minmax`` divides by ``max - min`` (a constant map gets 0: uniform weights, the centre);
+    ``max`` divides by the maximum when it is positive (dividing by a negative maximum would turn
+    the map upside down, so such a map is left unscaled); ``none`` leaves values raw.
+    """
+    hi = hi.astype(np.float64)
+    if normalize == "minmax":
+        span = hi - lo.astype(np.float64)
+        coef = np.divide(beta, span, out=np.zeros_like(span), where=span > 0)
+    elif normalize == "max":
+        coef = np.divide(beta, hi, out=np.full_like(hi, beta), where=hi > 0)
+    else:
+        coef = np.full_like(hi, beta)
+    # A tiny span must not make the coefficient inf: inf * 0 at the maximum would be NaN.
+    return np.minimum(coef, np.finfo(np.float32).max)
+
+
+def _stats(x: np.ndarray, normalize: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Per map of ``x`` (shape ``(b, ...)``): max, min (or None), finite count, finite mask (or None)."""
+    axes = tuple(range(1, x.ndim))
+    finite = _finite_mask(x)
+    if finite is None:
+        hi = x.max(axis=axes)
+        lo = x.min(axis=axes) if normalize == "minmax" else None
+        count = np.full(x.shape[0], x[0].size, np.int64)
+    else:
+        hi = np.where(finite, x, -np.inf).max(axis=axes)
+        lo = np.where(finite, x, np.inf).min(axis=axes) if normalize == "minmax" else None
+        count = finite.sum(axis=axes)
+    return hi, lo, count, finite
+
+
+def _weights(x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype) -> np.ndarray:
+    """``exp(coef * (x - hi))`` per map, 0 where ``x`` is not finite; one new float array."""
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    # Subtracting the maximum first keeps every exponent <= 0: no overflow whatever beta and dtype.
+    w = np.subtract(x, hi.astype(dtype).reshape(shape), dtype=dtype)
+    w *= coef.astype(dtype).reshape(shape)
+    np.exp(w, out=w)
+    if finite is not None:
+        w[~finite] = 0
+    return w
+
+
+def _marginals(w: np.ndarray) -> list[np.ndarray]:
+    """Sums of ``w`` (shape ``(b, n0, ..., nk)``) onto each spatial axis: ``[(b, n0), ..., (b, nk)]``.
+
+    Two passes over ``w`` whatever the number of axes: the last axis's marginal, then a sum over the
+    last axis that leaves a smaller array for the others.
+    """
+    out: list[np.ndarray] = []
+    current = w
+    while current.ndim > 2:
+        out.append(current.reshape(current.shape[0], -1, current.shape[-1]).sum(axis=1))
+        current = current.sum(axis=-1)
+    out.append(current)
+    return out[::-1]
+
+
+def _centroid(marginals: Sequence[np.ndarray]) -> np.ndarray:
+    """Weighted mean position per axis from marginals; float64, shape ``(b, ndim)``."""
+    total = marginals[0].sum(axis=1, dtype=np.float64)
+    return np.stack(
+        [m.astype(np.float64) @ np.arange(m.shape[1], dtype=np.float64) / total for m in marginals], axis=-1
+    )
+
+
+def _soft_argmax_block(x: np.ndarray, beta: float, normalize: str, dtype) -> tuple[np.ndarray, int]:
+    hi, lo, count, finite = _stats(x, normalize)
+    _raise_if_empty(count)
+    w = _weights(x, hi, _coefficient(beta, normalize, hi, lo), finite, dtype)
+    return _centroid(_marginals(w)), int(x.size - count.sum())
+
+
+def _slabs(n: int, step: int) -> list[slice]:
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def _soft_argmax_large(x: np.ndarray, beta: float, normalize: str, dtype, parallel: bool) -> tuple[np.ndarray, int]:
+    """One map too large for a block, in slabs along its first axis: stats first, then weights."""
+    x = x[np.newaxis]
+    step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(x.shape[2:]))))
+    slabs = _slabs(x.shape[1], step)
+    stats = _map(lambda s: _stats(x[:, s], normalize)[:3], slabs, parallel)
+    hi = np.max([s[0] for s in stats], axis=0)
+    lo = np.min([s[1] for s in stats], axis=0) if normalize == "minmax" else None
+    count = np.sum([s[2] for s in stats], axis=0)
+    _raise_if_empty(count)
+    coef = _coefficient(beta, normalize, hi, lo)
+
+    def slab_marginals(s: slice) -> list[np.ndarray]:
+        part = x[:, s]
+        return _marginals(_weights(part, hi, coef, _finite_mask(part), dtype))
+
+    parts = _map(slab_marginals, slabs, parallel)
+    marginals = [np.concatenate([p[0] for p in parts], axis=1)]
+    for k in range(1, x.ndim - 1):
+        marginals.append(np.sum([p[k].astype(np.float64) for p in parts], axis=0))
+    return _centroid(marginals)[0], int(x.size - count.sum())
+
+
+def soft_argmax(x: np.ndarray, beta: float, ndim: int, normalize: str) -> tuple[np.ndarray, int]:
+    """Soft-argmax ``sum_i i * softmax(beta * v)_i`` of each map, ``v`` normalised as asked.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(..., *spatial)``
+    beta : float
+        Sharpness, > 0.
+    ndim : int
+        Number of trailing spatial axes.
+    normalize : {"minmax", "max", "none"}
+
+    Returns
+    -------
+    coords : ndarray of float64, shape ``(..., ndim)``
+        Pixel coordinates in array-axis order.
+    nonfinite : int
+        How many values were ignored.
+    """
+    flat = _flat_batch(x, ndim)
+    batch, per_map = flat.shape[0], int(np.prod(flat.shape[1:]))
+    dtype = work_dtype(x.dtype)
+    parallel = flat.size >= PARALLEL_MIN_ELEMENTS
+    out = np.empty((batch, ndim), np.float64)
+    if per_map <= BLOCK_ELEMENTS:
+        blocks = _slabs(batch, max(1, BLOCK_ELEMENTS // per_map))
+
+        def run(s: slice) -> int:
+            try:
+                out[s], nonfinite = _soft_argmax_block(flat[s], beta, normalize, dtype)
+            except NoFiniteValueError as exc:
+                raise NoFiniteValueError(
+                    f"heatmap {s.start + exc.position} has no finite value", s.start + exc.position
+                ) from None
+            return nonfinite
+
+        nonfinite = sum(_map(run, blocks, parallel))
+    else:
+        nonfinite = 0
+        for b in range(batch):
+            try:
+                out[b], n = _soft_argmax_large(flat[b], beta, normalize, dtype, parallel)
+            except NoFiniteValueError:
+                raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
+            nonfinite += n
+    return out.reshape(x.shape[: x.ndim - ndim] + (ndim,)), nonfinite
+
+
+# ---------------------------------------------------------------------------------- interpolation
+
+
+def interpolate(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Multilinear interpolation of each map at sub-pixel coordinates, skipping non-finite corners.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(B, *spatial)``
+    coords : ndarray, shape ``(B, P, ndim)``
+        Pixel coordinates in array-axis order; clipped to the map.
+
+    Returns
+    -------
+    ndarray of float64, shape ``(B, P)``
+        NaN only where every surrounding sample is non-finite.
+    """
+    spatial = np.array(x.shape[1:])
+    batch, points, ndim = coords.shape
+    c = np.clip(coords.astype(np.float64), 0, spatial - 1)
+    base = np.minimum(np.floor(c), np.maximum(spatial - 2, 0)).astype(np.int64)
+    frac = c - base
+    flat = x.reshape(batch, -1)
+    strides = np.r_[np.cumprod(spatial[::-1])[:-1][::-1], 1].astype(np.int64)
+    total = np.zeros((batch, points))
+    weight_sum = np.zeros((batch, points))
+    rows = np.arange(batch)[:, None]
+    for corner in np.ndindex(*(2,) * ndim):
+        offset = np.array(corner)
+        idx = np.minimum(base + offset, spatial - 1)
+        w = np.prod(np.where(offset == 1, frac, 1 - frac), axis=-1)
+        v = flat[rows, idx @ strides].astype(np.float64)
+        ok = np.isfinite(v) & (w > 0)
+        total += np.where(ok, w * np.where(ok, v, 0), 0)
+        weight_sum += np.where(ok, w, 0)
+    exact = weight_sum > 0
+    nearest = flat[rows, np.rint(c).astype(np.int64) @ strides].astype(np.float64)
+    return np.where(exact, total / np.where(exact, weight_sum, 1), nearest)

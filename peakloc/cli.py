@@ -1,0 +1,276 @@
+"""The command line: ``peakloc find``. Options in, library calls, one-line errors out.
+
+Heavy modules (torch, OpenCV, tifffile, rich) are imported only on the paths that need them, so that
+``--help``, ``--version`` and ``find x.npy`` start fast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .core import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
+from .errors import MissingTorchError, PeaklocError
+from .pipeline import METHOD_ALIASES, METHODS, Options, parse_methods
+from .table import FORMATS, TableWriter, infer_format, rows
+
+#: Show a progress bar from this many inputs on (when stderr is a terminal).
+PROGRESS_MIN_INPUTS = 5
+
+
+def _error(message: str) -> None:
+    click.echo(f"peakloc: error: {message}", err=True)
+
+
+class MethodList(click.ParamType):
+    """A comma-separated list of methods, e.g. ``argmax,softargmax`` or ``both``."""
+
+    name = "METHOD[,METHOD...]"
+
+    def convert(self, value, param, ctx):
+        """Parse the list; a bad name is a usage error."""
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_methods(value)
+        except PeaklocError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class PositiveFloat(click.ParamType):
+    """A finite float > 0."""
+
+    name = "FLOAT"
+
+    def convert(self, value, param, ctx):
+        """Parse the number; non-numbers, zero, negatives, NaN and inf are usage errors."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"must be > 0 and finite. Got: {value}", param, ctx)
+        return number
+
+
+def _validate_axes(ctx, param, value):
+    if value is None:
+        return None
+    from .axes import validate_axes
+
+    try:
+        return validate_axes(value)
+    except PeaklocError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _resolve_device(device: str) -> str:
+    """``cpu`` stays NumPy; ``cuda`` needs torch and a GPU; ``auto`` takes the GPU when there is one."""
+    if device == "cpu":
+        return "cpu"
+    try:
+        from .backends import torch_backend
+
+        available = torch_backend("--device cuda").cuda_available()
+    except MissingTorchError as exc:
+        if device == "auto":
+            return "cpu"
+        raise click.BadParameter(str(exc), param_hint="'--device'") from None
+    if available:
+        return "cuda"
+    if device == "auto":
+        return "cpu"
+    raise click.BadParameter("CUDA is not available on this machine (torch sees no GPU)", param_hint="'--device'")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="peakloc", message="%(prog)s %(version)s")
+def main() -> None:
+    """Find peaks in heatmaps: PNG, NPY and TIFF files, 2-D images and 3-D volumes."""
+
+
+@main.command(no_args_is_help=False)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    type=MethodList(),
+    default="both",
+    show_default=True,
+    help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}.",
+)
+@click.option(
+    "-b",
+    "--beta",
+    type=PositiveFloat(),
+    default=DEFAULT_BETA,
+    show_default=True,
+    help="Soft-argmax sharpness: weights are exp(beta * (v - max v)); > 0. kornia's temperature is 1/beta.",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(NORMALIZE_MODES),
+    default=DEFAULT_NORMALIZE,
+    show_default=True,
+    help="Scaling of each heatmap before beta: minmax to [0, 1], max divides by the maximum, none raw.",
+)
+@click.option(
+    "--axes",
+    callback=_validate_axes,
+    metavar="TEXT",
+    help="Axis letters of the stored array, e.g. YX, ZYX, CYX, TCZYX. Z, Y, X are spatial; others are "
+    "batch axes. Default: TIFF metadata, else X / YX / ZYX by the number of axes.",
+)
+@click.option(
+    "--coords",
+    type=click.Choice(["pixel", "normalized"]),
+    default="pixel",
+    show_default=True,
+    help="pixel: array indices (pixel centres are whole numbers); normalized: [-1, 1], centre of first "
+    "pixel to centre of last.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="cpu",
+    show_default=True,
+    help="cpu (NumPy, no torch needed), cuda (torch on the GPU), auto (cuda if available).",
+)
+@click.option("-o", "--output", default="-", show_default=True, help="Table file; '-' is standard output.")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Table format. Default: from the output's extension (.csv .tsv .json .jsonl), else csv.",
+)
+@click.option("--overlay", type=click.Path(file_okay=False), metavar="DIR", help="Write overlay images into DIR.")
+@click.option("-r", "--recursive", is_flag=True, help="Enter subfolders of directory inputs.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
+def find(inputs, methods, beta, normalize, axes, coords, device, output, fmt, overlay, recursive, fail_fast, quiet):
+    """Locate the peak of every heatmap in INPUT... and write a table.
+
+    INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a directory (its supported files, sorted by
+    name), or '-' to read paths from standard input, one per line.
+
+    Columns: path, index, peak, method, x, y, z, value. Exit status: 0 all inputs done, 1 some failed
+    (one 'peakloc: error: PATH: reason' line each), 2 usage error.
+    """
+    from .inputs import expand
+
+    fmt = infer_format(output, fmt)
+    options = Options(
+        methods=methods, beta=beta, normalize=normalize, axes=axes, coords=coords, device=_resolve_device(device)
+    )
+    todo = expand(inputs, recursive, sys.stdin)
+    if output != "-":
+        _check_output(output, [i.path for i in todo])
+    if overlay is not None:
+        raise click.UsageError("--overlay is not available yet in this version")
+
+    started = time.perf_counter()
+    writer = TableWriter(output, fmt)
+    failed = heatmaps = 0
+    try:
+        with _progress(len(todo), quiet) as advance:
+            for item in todo:
+                try:
+                    if item.problem:
+                        raise PeaklocError(item.problem)
+                    from .pipeline import locate_file
+
+                    located = locate_file(item.path, options)
+                except PeaklocError as exc:
+                    failed += 1
+                    _error(f"{item.path}: {exc}")
+                    if fail_fast:
+                        break
+                    continue
+                finally:
+                    advance()
+                for message in located.warnings:
+                    click.echo(f"peakloc: warning: {item.path}: {message}", err=True)
+                heatmaps += located.layout.count
+                labels = located.layout.index_labels()
+                writer.write(rows(item.path, labels, located.layout.spatial, located.table_peaks(coords)))
+        writer.close()
+    except BrokenPipeError:
+        # The reader of standard output went away (`peakloc find ... | head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    except BaseException:
+        writer.discard()
+        raise
+    if not quiet:
+        seconds = time.perf_counter() - started
+        click.echo(
+            f"peakloc: {len(todo)} file{'s' * (len(todo) != 1)}, {heatmaps} heatmap{'s' * (heatmaps != 1)}, "
+            f"{failed} failed, {seconds:.2f} s",
+            err=True,
+        )
+    sys.exit(1 if failed else 0)
+
+
+def _check_output(output: str, inputs: list[str]) -> None:
+    """Refuse an output path that is one of the inputs (never write over an input) or sits in no folder."""
+    target = Path(output)
+    if target.is_dir():
+        raise click.BadParameter(f"{output} is a directory", param_hint="'--output'")
+    if not target.parent.is_dir() and str(target.parent) != "":
+        raise click.BadParameter(f"folder {target.parent} does not exist", param_hint="'--output'")
+    if target.exists():
+        for path in inputs:
+            try:
+                if os.path.samefile(path, target):
+                    raise click.BadParameter(
+                        f"{output} is one of the inputs; peakloc never writes over an input", param_hint="'--output'"
+                    )
+            except OSError:
+                continue
+
+
+class _NoProgress:
+    def __enter__(self):
+        return lambda: None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _RichProgress:
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("peakloc"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("find", total=total)
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return lambda: self._progress.advance(self._task)
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+
+def _progress(total: int, quiet: bool):
+    """A rich progress bar on stderr for more than a few inputs when stderr is a terminal."""
+    if quiet or total < PROGRESS_MIN_INPUTS or not sys.stderr.isatty():
+        return _NoProgress()
+    return _RichProgress(total)

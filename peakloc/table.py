@@ -1,0 +1,158 @@
+"""The coordinate table: rows -> csv / tsv / json / jsonl, streamed to stdout or written atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+#: The contract's columns, in order.
+COLUMNS = ("path", "index", "peak", "method", "x", "y", "z", "value")
+FORMATS = ("csv", "tsv", "json", "jsonl")
+_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+Row = dict[str, Any]
+
+
+def infer_format(output: str, fmt: str | None) -> str:
+    """The table format: ``fmt`` if given, else from the output's extension, else csv.
+
+    Examples
+    --------
+    >>> infer_format("peaks.jsonl", None), infer_format("-", None), infer_format("a.txt", "tsv")
+    ('jsonl', 'csv', 'tsv')
+    """
+    if fmt:
+        return fmt
+    if output == "-":
+        return "csv"
+    return _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "csv")
+
+
+def number(value: Any) -> int | float | None:
+    """A NumPy or Python scalar as the shortest Python number that prints it exactly (None for NaN).
+
+    float32 values print as float32 (``0.1``, not ``0.10000000149011612``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, np.floating):
+        value = float(str(value))  # str() of a NumPy float is its shortest round-trip repr
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value)
+
+
+class TableWriter:
+    """Write rows as they come; a file appears whole at :meth:`close` (temp file, then rename).
+
+    Standard output (``"-"``) is streamed, flushed after each :meth:`write` call.
+    """
+
+    def __init__(self, output: str, fmt: str) -> None:
+        self.output = output
+        self.fmt = fmt
+        self._count = 0
+        self._tmp: str | None = None
+        if output == "-":
+            self._stream: IO[str] = sys.stdout
+        else:
+            target = Path(output)
+            handle, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+            self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
+        if fmt in ("csv", "tsv"):
+            self._csv = csv.writer(self._stream, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+            self._csv.writerow(COLUMNS)
+        elif fmt == "json":
+            self._stream.write("[")
+
+    def write(self, rows: Iterable[Row]) -> None:
+        """Append rows (dicts keyed by :data:`COLUMNS`)."""
+        for row in rows:
+            if self.fmt in ("csv", "tsv"):
+                self._csv.writerow([_cell(row[c]) for c in COLUMNS])
+            else:
+                text = json.dumps({c: row[c] for c in COLUMNS}, allow_nan=False)
+                if self.fmt == "json":
+                    self._stream.write(("," if self._count else "") + "\n  " + text)
+                else:
+                    self._stream.write(text + "\n")
+            self._count += 1
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Finish the table; for a file, move it into place in one step."""
+        if self.fmt == "json":
+            self._stream.write("\n]\n" if self._count else "]\n")
+        self._stream.flush()
+        if self._tmp is not None:
+            self._stream.close()
+            os.chmod(self._tmp, 0o666 & ~_umask())
+            os.replace(self._tmp, self.output)
+            self._tmp = None
+
+    def discard(self) -> None:
+        """Drop a file table that will not be finished (standard output cannot be taken back)."""
+        if self._tmp is not None:
+            self._stream.close()
+            os.unlink(self._tmp)
+            self._tmp = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def rows(path: str, labels: list[str], spatial: str, peaks: dict[str, tuple[np.ndarray, np.ndarray]]) -> Iterator[Row]:
+    """Rows of one input, in the contract's order: index (C order), then peak rank, then method.
+
+    Parameters
+    ----------
+    path : str
+        The input as given or as found in a directory.
+    labels : list of str
+        One ``index`` label per heatmap.
+    spatial : str
+        The spatial axis letters of the coordinates, in ``Z, Y, X`` order (e.g. ``"YX"``).
+    peaks : dict
+        Method name -> ``(coords, values)`` with coords of shape ``(B, P, ndim)`` (NaN where a peak
+        rank does not exist) and values of shape ``(B, P)``; iteration order is the row order of methods.
+    """
+    methods = list(peaks)
+    n_peaks = max(c.shape[1] for c, _ in peaks.values())
+    axis_of = {a: i for i, a in enumerate(spatial)}
+    for b, label in enumerate(labels):
+        for p in range(n_peaks):
+            for method in methods:
+                coords, values = peaks[method]
+                if p >= coords.shape[1]:
+                    continue
+                point = coords[b, p]
+                if point.dtype.kind == "f" and np.isnan(point).any():
+                    continue
+                yield {
+                    "path": path,
+                    "index": label or None,
+                    "peak": p + 1,
+                    "method": method,
+                    **{a.lower(): (number(point[axis_of[a]]) if a in axis_of else None) for a in "XYZ"},
+                    "value": number(values[b, p]),
+                }

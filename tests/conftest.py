@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+
+def reference_soft_argmax(heatmap, beta=100.0, ndim=2, normalize="minmax"):
+    """Independent float64 formula: sum_i i * softmax(beta * v)_i, NaN/inf ignored, per map."""
+    x = np.asarray(heatmap, dtype=np.float64)
+    spatial = x.shape[-ndim:]
+    flat = x.reshape(-1, int(np.prod(spatial)))
+    out = []
+    for row in flat:
+        ok = np.isfinite(row)
+        v = row[ok]
+        if normalize == "minmax":
+            v = (v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v)
+        elif normalize == "max" and v.max() > 0:
+            v = v / v.max()
+        w = np.exp(beta * (v - v.max()))
+        w /= w.sum()
+        grid = np.stack(np.unravel_index(np.flatnonzero(ok), spatial), axis=-1)
+        out.append(w @ grid)
+    return np.array(out).reshape(x.shape[:-ndim] + (ndim,))
+
+
+def gaussian(shape, centre, sigma=2.0):
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    return np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / (2 * sigma**2))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def _devices():
+    devices = ["cpu"]
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    devices.append(pytest.param("cuda", marks=pytest.mark.skipif(not cuda, reason="CUDA is not available")))
+    return devices
+
+
+@pytest.fixture(params=_devices())
+def device(request):
+    """Torch device: CPU always, CUDA where a GPU exists (skipped elsewhere)."""
+    return request.param
