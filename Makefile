@@ -27,9 +27,9 @@ sample-data:
 
 demo:
 	mkdir -p out
-	$(BIN)/peakloc find sample_data -o out/peaks.csv
-	$(BIN)/peakloc find sample_data/pose --axes CYX -o out/pose_keypoints.csv
-	@echo "tables: out/peaks.csv out/pose_keypoints.csv"
+	$(BIN)/peakloc find sample_data -o out/peaks.csv --overlay out/overlays
+	$(BIN)/peakloc find sample_data/pose --axes CYX -o out/pose_keypoints.csv --overlay out/overlays --overlay-sheet
+	@echo "tables: out/peaks.csv out/pose_keypoints.csv; overlays: out/overlays/"
 
 bench:
 	$(BIN)/python benchmarks/bench_speed.py

@@ -70,6 +70,17 @@ def _validate_axes(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _validate_colormap(ctx, param, value):
+    if value == "jet":  # the default needs no OpenCV import at start-up
+        return value
+    from .overlay import colormap_names
+
+    names = colormap_names()
+    if value.lower() not in names:
+        raise click.BadParameter(f"{value!r} is not an OpenCV colour map; choose from {', '.join(names)}")
+    return value.lower()
+
+
 def _resolve_device(device: str) -> str:
     """``cpu`` stays NumPy; ``cuda`` needs torch and a GPU; ``auto`` takes the GPU when there is one."""
     if device == "cpu":
@@ -151,11 +162,55 @@ def main() -> None:
     type=click.Choice(FORMATS),
     help="Table format. Default: from the output's extension (.csv .tsv .json .jsonl), else csv.",
 )
-@click.option("--overlay", type=click.Path(file_okay=False), metavar="DIR", help="Write overlay images into DIR.")
+@click.option(
+    "--overlay",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked.",
+)
+@click.option(
+    "--colormap",
+    default="jet",
+    show_default=True,
+    callback=_validate_colormap,
+    metavar="NAME",
+    help="Overlay colour map: any OpenCV colour map name (jet, viridis, turbo, inferno, ...).",
+)
+@click.option(
+    "--overlay-scale",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Overlay zoom factor (nearest neighbour). Default: enough for about 256 px on the short side.",
+)
+@click.option("--overlay-sheet", is_flag=True, help="Also write one contact sheet per file of several heatmaps.")
+@click.option(
+    "--background",
+    type=click.Path(dir_okay=False),
+    metavar="IMAGE",
+    help="Blend 2-D overlays over this photograph (the heatmap is resized to it) and mark the peaks there.",
+)
 @click.option("-r", "--recursive", is_flag=True, help="Enter subfolders of directory inputs.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
-def find(inputs, methods, beta, normalize, axes, coords, device, output, fmt, overlay, recursive, fail_fast, quiet):
+def find(
+    inputs,
+    methods,
+    beta,
+    normalize,
+    axes,
+    coords,
+    device,
+    output,
+    fmt,
+    overlay,
+    colormap,
+    overlay_scale,
+    overlay_sheet,
+    background,
+    recursive,
+    fail_fast,
+    quiet,
+):
     """Locate the peak of every heatmap in INPUT... and write a table.
 
     INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a directory (its supported files, sorted by
@@ -173,8 +228,12 @@ def find(inputs, methods, beta, normalize, axes, coords, device, output, fmt, ov
     todo = expand(inputs, recursive, sys.stdin)
     if output != "-":
         _check_output(output, [i.path for i in todo])
-    if overlay is not None:
-        raise click.UsageError("--overlay is not available yet in this version")
+    overlays = _overlay_settings(overlay, colormap, overlay_scale, overlay_sheet, background)
+    if overlays is not None:
+        from .overlay import base_names
+
+        names = base_names([i.path for i in todo])
+        protected = {os.path.realpath(i.path) for i in todo}
 
     started = time.perf_counter()
     writer = TableWriter(output, fmt)
@@ -201,6 +260,18 @@ def find(inputs, methods, beta, normalize, axes, coords, device, output, fmt, ov
                 heatmaps += located.layout.count
                 labels = located.layout.index_labels()
                 writer.write(rows(item.path, labels, located.layout.spatial, located.table_peaks(coords)))
+                if overlays is not None:
+                    from .overlay import write_overlays
+
+                    try:
+                        write_overlays(
+                            names[item.path], item.path, labels, located.heatmaps, located.peaks, overlays, protected
+                        )
+                    except PeaklocError as exc:
+                        failed += 1
+                        _error(f"{item.path}: {exc}")
+                        if fail_fast:
+                            break
         writer.close()
     except BrokenPipeError:
         # The reader of standard output went away (`peakloc find ... | head`): stop quietly.
@@ -218,6 +289,31 @@ def find(inputs, methods, beta, normalize, axes, coords, device, output, fmt, ov
             err=True,
         )
     sys.exit(1 if failed else 0)
+
+
+def _overlay_settings(folder, colormap, scale, sheet, background):
+    """Overlay settings, or None without --overlay (its companion options then make no sense)."""
+    ctx = click.get_current_context()
+    if folder is None:
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in ("colormap", "overlay_scale", "overlay_sheet", "background")
+            if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} needs --overlay DIR")
+        return None
+    from .overlay import OverlaySettings, read_background
+
+    photo = None
+    if background is not None:
+        try:
+            photo = read_background(background)
+        except PeaklocError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--background'") from None
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise click.BadParameter(f"{folder} exists and is not a folder", param_hint="'--overlay'")
+    return OverlaySettings(folder, colormap, scale, sheet, photo)
 
 
 def _check_output(output: str, inputs: list[str]) -> None:
