@@ -18,7 +18,7 @@ from . import __version__
 from .core import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .errors import MissingTorchError, PeaklocError
 from .pipeline import METHOD_ALIASES, METHODS, Options, parse_methods
-from .table import FORMATS, TableWriter, infer_format, rows
+from .table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format, rows
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
 PROGRESS_MIN_INPUTS = 5
@@ -70,6 +70,18 @@ def _validate_axes(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _validate_threshold(ctx, param, value):
+    if value is None:
+        return None
+    from .peaks import parse_threshold
+
+    try:
+        parse_threshold(value)
+    except (ValueError, PeaklocError):
+        raise click.BadParameter(f"{value!r} is not a number or a percentage like '50%'") from None
+    return value
+
+
 def _validate_colormap(ctx, param, value):
     if value == "jet":  # the default needs no OpenCV import at start-up
         return value
@@ -116,6 +128,49 @@ def main() -> None:
     default="both",
     show_default=True,
     help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}.",
+)
+@click.option(
+    "--peaks",
+    "num_peaks",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Find up to K local maxima per heatmap, highest first; every method refines each (softargmax is "
+    "global: rank 1 only).",
+)
+@click.option(
+    "--min-distance",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="PIXELS",
+    help="Minimum distance between peaks (Chebyshev, pixels), as scikit-image's peak_local_max.",
+)
+@click.option(
+    "--threshold",
+    callback=_validate_threshold,
+    metavar="VALUE[%]",
+    help="Peaks must be strictly above this raw value, or above N% of the heatmap's maximum ('50%'). "
+    "Default: above the heatmap's minimum.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    metavar="PIXELS",
+    help="local: half-width of the soft-argmax window. Default: twice the peak's estimated sigma (>= 2).",
+)
+@click.option(
+    "--sigma",
+    type=PositiveFloat(),
+    metavar="PIXELS",
+    help="dark: sigma of the blur, the heatmaps' Gaussian width. Default: estimated per peak.",
+)
+@click.option(
+    "--extra",
+    is_flag=True,
+    help="Add columns after value: sigma (peak width, px), amplitude (height above background), snr "
+    "(amplitude / noise, a confidence), fallback (true where a method kept the integer peak).",
 )
 @click.option(
     "-b",
@@ -195,6 +250,12 @@ def main() -> None:
 def find(
     inputs,
     methods,
+    num_peaks,
+    min_distance,
+    threshold,
+    window,
+    sigma,
+    extra,
     beta,
     normalize,
     axes,
@@ -211,7 +272,7 @@ def find(
     fail_fast,
     quiet,
 ):
-    """Locate the peak of every heatmap in INPUT... and write a table.
+    """Locate the peaks of every heatmap in INPUT... and write a table.
 
     INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a directory (its supported files, sorted by
     name), or '-' to read paths from standard input, one per line.
@@ -223,7 +284,17 @@ def find(
 
     fmt = infer_format(output, fmt)
     options = Options(
-        methods=methods, beta=beta, normalize=normalize, axes=axes, coords=coords, device=_resolve_device(device)
+        methods=methods,
+        beta=beta,
+        normalize=normalize,
+        axes=axes,
+        coords=coords,
+        device=_resolve_device(device),
+        peaks=num_peaks,
+        min_distance=min_distance,
+        threshold=threshold,
+        window=window,
+        sigma=sigma,
     )
     todo = expand(inputs, recursive, sys.stdin)
     if output != "-":
@@ -236,7 +307,7 @@ def find(
         protected = {os.path.realpath(i.path) for i in todo}
 
     started = time.perf_counter()
-    writer = TableWriter(output, fmt)
+    writer = TableWriter(output, fmt, COLUMNS + EXTRA_COLUMNS if extra else COLUMNS)
     failed = heatmaps = 0
     try:
         with _progress(len(todo), quiet) as advance:
@@ -259,13 +330,22 @@ def find(
                     click.echo(f"peakloc: warning: {item.path}: {message}", err=True)
                 heatmaps += located.layout.count
                 labels = located.layout.index_labels()
-                writer.write(rows(item.path, labels, located.layout.spatial, located.table_peaks(coords)))
+                table_peaks = located.table_peaks(coords)
+                writer.write(
+                    rows(item.path, labels, located.layout.spatial, table_peaks, located.extras if extra else None)
+                )
                 if overlays is not None:
                     from .overlay import write_overlays
 
                     try:
                         write_overlays(
-                            names[item.path], item.path, labels, located.heatmaps, located.peaks, overlays, protected
+                            names[item.path],
+                            item.path,
+                            labels,
+                            located.heatmaps,
+                            located.overlay_peaks(),
+                            overlays,
+                            protected,
                         )
                     except PeaklocError as exc:
                         failed += 1

@@ -433,7 +433,7 @@ def write_overlays(
         Index label per heatmap (``""`` for a single one).
     heatmaps : ndarray, shape ``(B, *spatial)``
     peaks : dict
-        Method -> ``(coords (B, P, ndim), values (B, P))`` in pixel units.
+        Method -> coordinates ``(B, P, ndim)`` in pixel units, NaN where a peak is missing.
     protected : set of str
         Real paths of the inputs: an overlay never overwrites one.
     """
@@ -443,7 +443,7 @@ def write_overlays(
         name = f"{base}_{sanitize(label)}" if label else base
         image = render(
             heatmaps[b],
-            {m: c[b] for m, (c, _) in peaks.items()},
+            {m: c[b] for m, c in peaks.items()},
             colormap=settings.colormap,
             scale=settings.scale,
             title=f"{path} {label}".strip(),
@@ -454,7 +454,7 @@ def write_overlays(
             tiles.append(
                 render(
                     heatmaps[b],
-                    {m: c[b] for m, (c, _) in peaks.items()},
+                    {m: c[b] for m, c in peaks.items()},
                     colormap=settings.colormap,
                     scale=settings.scale,
                     title=label,

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import core, io
+from . import core, io, subpixel
 from .axes import Layout, to_heatmaps
 from .backends import _numpy
 from .errors import NoFiniteValueError, PeaklocError
+from .peaks import local_maxima, parse_threshold
 
-#: Every method, in the order rows list them.
-METHODS = ("argmax", "softargmax")
+#: Every method, in the order rows list them: the contract's two, then the sub-pixel refinements.
+METHODS = ("argmax", "softargmax") + subpixel.METHODS
 #: ``--method`` names that stand for several methods.
-METHOD_ALIASES = {"both": ("argmax", "softargmax")}
+METHOD_ALIASES = {"both": ("argmax", "softargmax"), "all": METHODS}
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -51,6 +52,11 @@ class Options:
     axes: str | None = None
     coords: str = "pixel"
     device: str = "cpu"
+    peaks: int = 1
+    min_distance: int = 1
+    threshold: str | None = None
+    window: int | None = None
+    sigma: float | None = None
 
 
 @dataclass
@@ -63,15 +69,20 @@ class Located:
         The input's heatmaps, batch flattened in C order.
     layout : Layout
     peaks : dict
-        Method -> ``(coords, values)``: coords ``(B, P, ndim)`` in pixel units (array-axis order),
-        values ``(B, P)`` raw heatmap values at the peaks.
+        Method -> ``(coords, values)``: coords ``(B, P, ndim)`` in pixel units (array-axis order; NaN
+        where heatmap ``b`` has fewer than ``p + 1`` peaks), values ``(B, P)`` raw heatmap values at the
+        peaks. ``softargmax`` is global: it has ``P = 1``.
+    extras : dict
+        Method -> ``{"sigma", "amplitude", "snr", "fallback"}`` arrays of shape ``(B, P)``.
     warnings : list of str
     """
 
     heatmaps: np.ndarray
     layout: Layout
     peaks: dict[str, tuple[np.ndarray, np.ndarray]]
+    extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    present: np.ndarray | None = None
 
     def table_peaks(self, coords: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The peaks in the table's coordinate system (``pixel`` or ``normalized``)."""
@@ -80,17 +91,28 @@ class Located:
         shape = self.layout.spatial_shape
         return {m: (core.pixel_to_normalized(c, shape), v) for m, (c, v) in self.peaks.items()}
 
+    def overlay_peaks(self) -> dict[str, np.ndarray]:
+        """Method -> float pixel coordinates ``(B, P, ndim)``, NaN where a peak is missing."""
+        out = {}
+        for method, (coords, _) in self.peaks.items():
+            c = coords.astype(np.float64)
+            if self.present is not None:
+                c[~self.present[:, : c.shape[1]]] = np.nan
+            out[method] = c
+        return out
 
-def _compute(heatmaps: np.ndarray, ndim: int, options: Options) -> dict[str, np.ndarray]:
-    """Method -> coords ``(B, ndim)`` in pixels, on the CPU (NumPy) or the GPU (torch)."""
-    out: dict[str, np.ndarray] = {}
+
+def _global(heatmaps: np.ndarray, ndim: int, options: Options) -> dict[str, np.ndarray]:
+    """Global argmax and softargmax, ``(B, ndim)`` each, on the CPU (NumPy) or the GPU (torch)."""
+    wanted = [m for m in ("argmax", "softargmax") if m in options.methods or m == "argmax"]
     if options.device == "cpu":
         source = heatmaps
     else:
         from .backends import torch_backend
 
         source = torch_backend("--device cuda").to_device(heatmaps, options.device)
-    for method in options.methods:
+    out = {}
+    for method in wanted:
         if method == "argmax":
             coords = core.argmax(source, ndim=ndim)
         else:
@@ -99,28 +121,110 @@ def _compute(heatmaps: np.ndarray, ndim: int, options: Options) -> dict[str, np.
     return out
 
 
+def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, options: Options) -> tuple[np.ndarray, np.ndarray]:
+    """Integer peaks ``(B, P, ndim)`` (-1 where missing) and a presence mask ``(B, P)``."""
+    if options.peaks == 1 and options.threshold is None:
+        return argmax[:, None, :], np.ones((len(heatmaps), 1), bool)
+    threshold_abs, threshold_rel = parse_threshold(options.threshold)
+    candidates = None
+    if options.device != "cpu":
+        from .backends import torch_backend
+
+        # Max-pooling NMS on the GPU; the few candidates come back for the greedy spacing.
+        candidates = torch_backend().local_maxima_masks(heatmaps, options.min_distance, options.device)
+    found = [
+        local_maxima(
+            h,
+            options.peaks,
+            options.min_distance,
+            threshold_abs,
+            threshold_rel,
+            candidates=None if candidates is None else candidates[b],
+        )
+        for b, h in enumerate(heatmaps)
+    ]
+    count = max([len(f) for f in found] + [1])
+    centres = np.full((len(heatmaps), count, heatmaps.ndim - 1), -1, np.int64)
+    present = np.zeros((len(heatmaps), count), bool)
+    for b, f in enumerate(found):
+        centres[b, : len(f)] = f
+        present[b, : len(f)] = True
+    return centres, present
+
+
 def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
-    """Peaks of heatmaps already laid out as ``(B, *spatial)``."""
+    """Peaks of heatmaps already laid out as ``(B, *spatial)``, with every method of ``options``."""
     ndim = len(layout.spatial)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            found = _compute(heatmaps, ndim, options)
+            found = _global(heatmaps, ndim, options)
         except NoFiniteValueError as exc:
             label = layout.index_labels()[exc.position]
             message = f"heatmap {label} has no finite value" if label else "the heatmap has no finite value"
             raise NoFiniteValueError(message, exc.position) from None
-    peaks = {}
-    for method, coords in found.items():
+    messages = {str(w.message) for w in caught}
+    centres, present = _integer_peaks(heatmaps, found["argmax"], options)
+    owner, rank = np.nonzero(present)
+    points = centres[owner, rank]
+    width, background, amplitude, noise = subpixel.estimate_width(heatmaps, owner, points)
+    with np.errstate(all="ignore"):
+        plain = {
+            "sigma": width,
+            "amplitude": amplitude,
+            "snr": np.nan_to_num(amplitude / noise, nan=0.0),
+            "fallback": np.zeros(len(points), bool),
+        }
+
+    def scatter(values: np.ndarray, fill) -> np.ndarray:
+        out = np.full(present.shape + values.shape[1:], fill, dtype=values.dtype if fill != -1 else np.int64)
+        out[owner, rank] = values
+        return out
+
+    peaks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    extras: dict[str, dict[str, np.ndarray]] = {}
+    flat = heatmaps.reshape(len(heatmaps), -1)
+    for method in options.methods:
         if method == "argmax":
-            flat = heatmaps.reshape(len(heatmaps), -1)
-            index = np.ravel_multi_index(tuple(coords.T), layout.spatial_shape)
-            values = flat[np.arange(len(flat)), index][:, None]
+            index = np.ravel_multi_index(tuple(points.T), layout.spatial_shape)
+            values = flat[owner, index]
+            coords = scatter(points, -1)
+            peaks[method] = (coords, scatter(values, np.nan if values.dtype.kind == "f" else 0))
+            extras[method] = {k: scatter(v, False if k == "fallback" else np.nan) for k, v in plain.items()}
+        elif method == "softargmax":
+            coords = found["softargmax"][:, None, :]
+            peaks[method] = (coords, _numpy.interpolate(heatmaps, coords))
+            extras[method] = {k: scatter(v, False if k == "fallback" else np.nan)[:, :1] for k, v in plain.items()}
         else:
-            values = _numpy.interpolate(heatmaps, coords[:, None, :])
-        peaks[method] = (coords[:, None, :], values)
-    messages = sorted({str(w.message) for w in caught})
-    return Located(heatmaps, layout, peaks, messages)
+            result = subpixel.refine_flat(
+                heatmaps,
+                owner,
+                points,
+                method,
+                window=options.window,
+                sigma=options.sigma,
+                beta=options.beta,
+                normalize=options.normalize,
+            )
+            coords = scatter(result.coords, np.nan)
+            peaks[method] = (coords, _numpy.interpolate(heatmaps, np.nan_to_num(coords)))
+            extras[method] = {
+                "sigma": scatter(result.sigma, np.nan),
+                "amplitude": scatter(result.amplitude, np.nan),
+                "snr": scatter(result.snr, np.nan),
+                "fallback": scatter(result.fallback, False),
+            }
+            if result.fallback.any():
+                n = int(result.fallback.sum())
+                messages.add(
+                    f"{method} kept the integer peak for {n} peak{'s' * (n != 1)} "
+                    "(border, flat or non-positive neighbourhood, or failed fit)"
+                )
+    present_rows = {m: present[:, : peaks[m][0].shape[1]] for m in peaks}
+    for m, (coords, _) in peaks.items():
+        if coords.dtype.kind == "f":
+            coords[~present_rows[m]] = np.nan
+    return Located(heatmaps, layout, peaks, extras, sorted(messages), present)
 
 
 def locate_file(path: str, options: Options) -> Located:

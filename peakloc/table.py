@@ -15,6 +15,8 @@ import numpy as np
 
 #: The contract's columns, in order.
 COLUMNS = ("path", "index", "peak", "method", "x", "y", "z", "value")
+#: Added at the end with ``--extra``: peak width (px), height above background, signal-to-noise, fallback flag.
+EXTRA_COLUMNS = ("sigma", "amplitude", "snr", "fallback")
 FORMATS = ("csv", "tsv", "json", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -65,9 +67,10 @@ class TableWriter:
     Standard output (``"-"``) is streamed, flushed after each :meth:`write` call.
     """
 
-    def __init__(self, output: str, fmt: str) -> None:
+    def __init__(self, output: str, fmt: str, columns: tuple[str, ...] = COLUMNS) -> None:
         self.output = output
         self.fmt = fmt
+        self.columns = columns
         self._count = 0
         self._tmp: str | None = None
         if output == "-":
@@ -78,7 +81,7 @@ class TableWriter:
             self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
         if fmt in ("csv", "tsv"):
             self._csv = csv.writer(self._stream, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
-            self._csv.writerow(COLUMNS)
+            self._csv.writerow(columns)
         elif fmt == "json":
             self._stream.write("[")
 
@@ -86,9 +89,9 @@ class TableWriter:
         """Append rows (dicts keyed by :data:`COLUMNS`)."""
         for row in rows:
             if self.fmt in ("csv", "tsv"):
-                self._csv.writerow([_cell(row[c]) for c in COLUMNS])
+                self._csv.writerow([_cell(row[c]) for c in self.columns])
             else:
-                text = json.dumps({c: row[c] for c in COLUMNS}, allow_nan=False)
+                text = json.dumps({c: row[c] for c in self.columns}, allow_nan=False)
                 if self.fmt == "json":
                     self._stream.write(("," if self._count else "") + "\n  " + text)
                 else:
@@ -121,7 +124,13 @@ def _umask() -> int:
     return mask
 
 
-def rows(path: str, labels: list[str], spatial: str, peaks: dict[str, tuple[np.ndarray, np.ndarray]]) -> Iterator[Row]:
+def rows(
+    path: str,
+    labels: list[str],
+    spatial: str,
+    peaks: dict[str, tuple[np.ndarray, np.ndarray]],
+    extras: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Iterator[Row]:
     """Rows of one input, in the contract's order: index (C order), then peak rank, then method.
 
     Parameters
@@ -133,8 +142,11 @@ def rows(path: str, labels: list[str], spatial: str, peaks: dict[str, tuple[np.n
     spatial : str
         The spatial axis letters of the coordinates, in ``Z, Y, X`` order (e.g. ``"YX"``).
     peaks : dict
-        Method name -> ``(coords, values)`` with coords of shape ``(B, P, ndim)`` (NaN where a peak
-        rank does not exist) and values of shape ``(B, P)``; iteration order is the row order of methods.
+        Method -> ``(coords, values)`` with coords of shape ``(B, P, ndim)`` (NaN, or -1 for integers,
+        where a peak rank does not exist) and values of shape ``(B, P)``; iteration order is the row order
+        of methods.
+    extras : dict, optional
+        Method -> column -> ``(B, P)`` array for :data:`EXTRA_COLUMNS`.
     """
     methods = list(peaks)
     n_peaks = max(c.shape[1] for c, _ in peaks.values())
@@ -146,9 +158,9 @@ def rows(path: str, labels: list[str], spatial: str, peaks: dict[str, tuple[np.n
                 if p >= coords.shape[1]:
                     continue
                 point = coords[b, p]
-                if point.dtype.kind == "f" and np.isnan(point).any():
+                if np.isnan(point).any() if point.dtype.kind == "f" else (point < 0).any():
                     continue
-                yield {
+                row = {
                     "path": path,
                     "index": label or None,
                     "peak": p + 1,
@@ -156,3 +168,8 @@ def rows(path: str, labels: list[str], spatial: str, peaks: dict[str, tuple[np.n
                     **{a.lower(): (number(point[axis_of[a]]) if a in axis_of else None) for a in "XYZ"},
                     "value": number(values[b, p]),
                 }
+                if extras is not None:
+                    for column, array in extras[method].items():
+                        value = array[b, p]
+                        row[column] = bool(value) if column == "fallback" else number(value)
+                yield row

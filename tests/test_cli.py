@@ -227,3 +227,62 @@ def test_installed_command_runs_end_to_end(files):
     assert out.returncode == 1
     assert out.stderr == f"peakloc: error: {files / 'nope.png'}: no such file or directory\n"
     assert table(out.stdout)[0]["x"] == "30"
+
+
+def test_several_peaks_give_ranked_rows_and_softargmax_only_at_rank_one(tmp_path):
+    heat = gaussian((40, 60), (10.2, 12.7)) + 0.8 * gaussian((40, 60), (30.6, 45.1))
+    np.save(tmp_path / "two.npy", heat)
+    rows = table(
+        run(
+            tmp_path / "two.npy",
+            "--peaks",
+            "3",
+            "--min-distance",
+            "3",
+            "--threshold",
+            "20%",
+            "-m",
+            "argmax,softargmax,gaussian",
+        ).stdout
+    )
+    assert [(r["peak"], r["method"]) for r in rows] == [
+        ("1", "argmax"),
+        ("1", "softargmax"),
+        ("1", "gaussian"),
+        ("2", "argmax"),
+        ("2", "gaussian"),
+    ]
+    np.testing.assert_allclose([float(rows[4]["y"]), float(rows[4]["x"])], [30.6, 45.1], atol=1e-3)
+
+
+def test_extra_columns_come_after_the_contract_columns_only_when_asked(files):
+    assert run(files / "a.png").stdout.splitlines()[0] == "path,index,peak,method,x,y,z,value"
+    rows = table(run(files / "b.npy", "--axes", "CYX", "-m", "dark", "--extra").stdout)
+    assert list(rows[0]) == [
+        "path",
+        "index",
+        "peak",
+        "method",
+        "x",
+        "y",
+        "z",
+        "value",
+        "sigma",
+        "amplitude",
+        "snr",
+        "fallback",
+    ]
+    assert abs(float(rows[0]["sigma"]) - 2) < 0.3 and rows[0]["fallback"] == "False"
+
+
+def test_fallbacks_are_reported_on_stderr(tmp_path):
+    x = np.zeros((10, 10))
+    x[0, 0] = 1
+    np.save(tmp_path / "corner.npy", x)
+    result = run(tmp_path / "corner.npy", "-m", "dark", "-q")
+    assert result.exit_code == 0 and "dark kept the integer peak for 1 peak" in result.stderr
+    assert table(result.stdout)[0]["x"] == "0.0"
+
+
+def test_bad_threshold_is_a_usage_error(files):
+    assert run(files / "a.png", "--threshold", "lots").exit_code == 2

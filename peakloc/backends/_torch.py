@@ -115,3 +115,19 @@ def soft_argmax(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tupl
         grid = torch.arange(p.shape[dim], dtype=p.dtype, device=p.device)
         coords.append((marginal * grid).sum(dim=-1))
     return torch.stack(coords, dim=-1), nonfinite
+
+
+def local_maxima_masks(heatmaps, radius: int, device: str):
+    """``x == max_pool(x)`` per map with a ``(2 * radius + 1)`` window: NumPy bool ``(B, *spatial)``.
+
+    Non-finite values count as -inf, as in the NumPy filter; max pooling pads with -inf.
+    """
+    import numpy as np
+
+    t = to_device(heatmaps, device)
+    x = t.to(work_dtype(t.dtype))
+    x = x.masked_fill(~torch.isfinite(x), float("-inf"))
+    ndim = x.ndim - 1
+    pool = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d, 3: torch.nn.functional.max_pool3d}
+    pooled = pool[ndim](x.unsqueeze(1), kernel_size=2 * radius + 1, stride=1, padding=radius).squeeze(1)
+    return np.asarray((x == pooled).cpu().numpy(), dtype=bool)

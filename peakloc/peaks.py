@@ -1,0 +1,173 @@
+"""Several peaks per heatmap: local maxima, thresholded, spaced, ordered by height.
+
+The rule is scikit-image's ``peak_local_max(..., exclude_border=False)``: a peak is a value equal to the
+maximum of the ``(2 * min_distance + 1)`` window around it (Chebyshev), strictly above the threshold;
+candidates are taken highest first, ties in C order, and one closer than ``min_distance`` (Chebyshev) to an
+accepted peak is dropped. Without a threshold, peaks must be strictly above the map's minimum (flat
+background is no peak), as in scikit-image. Unlike scikit-image, a constant map has one peak, its first
+position, so that ``num_peaks=1`` is always the argmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NoFiniteValueError, PeaklocValueError
+
+
+def parse_threshold(text: str | float | None) -> tuple[float | None, float | None]:
+    """``"0.5"`` -> absolute 0.5; ``"50%"`` -> relative 0.5 of the maximum; None -> no threshold.
+
+    Examples
+    --------
+    >>> parse_threshold("50%"), parse_threshold(3), parse_threshold(None)
+    ((None, 0.5), (3.0, None), (None, None))
+    """
+    if text is None:
+        return None, None
+    if isinstance(text, str) and text.strip().endswith("%"):
+        value = float(text.strip()[:-1]) / 100
+        if not np.isfinite(value):
+            raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
+        return None, value
+    value = float(text)
+    if not np.isfinite(value):
+        raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
+    return value, None
+
+
+def maximum_filter(x: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum over the ``(2 * radius + 1)`` box around each element (values outside count as -inf)."""
+    out = x
+    for axis in range(x.ndim):
+        n = x.shape[axis]
+        padded = np.full(x.shape[:axis] + (n + 2 * radius,) + x.shape[axis + 1 :], -np.inf)
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(radius, radius + n)
+        padded[tuple(index)] = out
+        result = out.copy()
+        for shift in range(2 * radius + 1):
+            index[axis] = slice(shift, shift + n)
+            np.maximum(result, padded[tuple(index)], out=result)
+        out = result
+    return out
+
+
+def _spaced(candidates: np.ndarray, min_distance: int, num_peaks: int) -> np.ndarray:
+    """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one."""
+    if min_distance <= 1 or len(candidates) <= 1:
+        return candidates[:num_peaks]
+    kept: list[np.ndarray] = []
+    for point in candidates:
+        if kept and (np.abs(np.asarray(kept) - point).max(axis=1) < min_distance).any():
+            continue
+        kept.append(point)
+        if len(kept) >= num_peaks:
+            break
+    return np.asarray(kept, dtype=np.int64).reshape(-1, candidates.shape[1])
+
+
+def local_maxima(
+    heatmap: np.ndarray,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold_abs: float | None = None,
+    threshold_rel: float | None = None,
+    candidates: np.ndarray | None = None,
+) -> np.ndarray:
+    """Peaks of one heatmap.
+
+    Parameters
+    ----------
+    heatmap : ndarray, shape ``spatial`` (1-D to 3-D)
+        NaN and inf are ignored.
+    num_peaks : int
+        At most this many.
+    min_distance : int
+        Minimum Chebyshev distance between peaks, in pixels (>= 1).
+    threshold_abs, threshold_rel : float, optional
+        Peaks must be strictly above ``threshold_abs`` (default: the map's minimum) and above
+        ``threshold_rel`` times the maximum.
+    candidates : ndarray of bool, optional
+        ``x == maximum_filter(x, min_distance)``, already computed (by the GPU's max pooling).
+
+    Returns
+    -------
+    ndarray of int64, shape ``(n, ndim)``, ``0 <= n <= num_peaks``
+        Array-axis order, highest first, ties in C order; ``np.empty((0, ndim), int)`` when none.
+    """
+    x = np.asarray(heatmap, dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        raise NoFiniteValueError("the heatmap has no finite value")
+    x = np.where(finite, x, -np.inf)
+    hi = x.max()
+    lo = x[finite].min()
+    asked = -np.inf if threshold_abs is None else threshold_abs
+    if threshold_rel is not None:
+        asked = max(asked, threshold_rel * hi)
+    if lo == hi:  # constant map: its argmax, the first position, is its only peak
+        first = np.array(np.unravel_index(int(np.argmax(x)), x.shape), dtype=np.int64)[None]
+        return first if hi > asked else np.empty((0, x.ndim), np.int64)
+    threshold = max(asked, lo) if threshold_abs is None else asked
+    if candidates is None:
+        candidates = x == maximum_filter(x, min_distance)
+    mask = candidates & (x > threshold) & finite
+    coords = np.argwhere(mask)
+    order = np.argsort(-x[mask], kind="stable")
+    return _spaced(coords[order], min_distance, num_peaks)
+
+
+def find_peaks(heatmap, ndim: int = 2, num_peaks: int = 1, min_distance: int = 1, threshold: str | float | None = None):
+    """Up to ``num_peaks`` local maxima of each heatmap, highest first (scikit-image's rule, see module).
+
+    Parameters
+    ----------
+    heatmap : array_like, shape ``(..., *spatial)``
+    ndim : {1, 2, 3}
+        Number of spatial axes.
+    num_peaks : int
+        At most this many peaks per heatmap (>= 1).
+    min_distance : int
+        Minimum distance between peaks in pixels (Chebyshev), >= 1.
+    threshold : float or str, optional
+        Peaks must be strictly above it: a number (raw value) or ``"N%"`` of the heatmap's maximum.
+        Default: strictly above the heatmap's minimum.
+
+    Returns
+    -------
+    ndarray of int64 ``(n, ndim)`` for a single heatmap; for a batch, a list of those, one per heatmap in
+    C order. Array-axis order; empty results keep their shape ``(0, ndim)``.
+
+    Examples
+    --------
+    >>> x = np.zeros((5, 7)); x[1, 1] = 3; x[3, 5] = 2
+    >>> find_peaks(x, num_peaks=3)
+    array([[1, 1],
+           [3, 5]])
+    >>> find_peaks(x, num_peaks=3, threshold="90%").shape
+    (1, 2)
+    """
+    from .core import _validate_heatmap
+
+    heatmap, ndim = _validate_heatmap(heatmap, ndim)
+    num_peaks, min_distance = _validate_counts(num_peaks, min_distance)
+    threshold_abs, threshold_rel = parse_threshold(threshold)
+    x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
+    flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
+    out = []
+    for b, one in enumerate(flat):
+        try:
+            out.append(local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel))
+        except NoFiniteValueError:
+            raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
+    return out[0] if x.ndim == ndim else out
+
+
+def _validate_counts(num_peaks, min_distance) -> tuple[int, int]:
+    for name, value in (("num_peaks", num_peaks), ("min_distance", min_distance)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"`{name}` must be an int. Got: {type(value).__name__}")
+        if value < 1:
+            raise PeaklocValueError(f"`{name}` must be >= 1. Got: {value}")
+    return int(num_peaks), int(min_distance)
