@@ -5,7 +5,9 @@ maximum of the ``(2 * min_distance + 1)`` window around it (Chebyshev), strictly
 candidates are taken highest first, ties in C order, and one closer than ``min_distance`` (Chebyshev) to an
 accepted peak is dropped. Without a threshold, peaks must be strictly above the map's minimum (flat
 background is no peak), as in scikit-image. Unlike scikit-image, a constant map has one peak, its first
-position, so that ``num_peaks=1`` is always the argmax.
+position, so that ``num_peaks=1`` is always the argmax; and by default a plateau (a connected region of
+equal values, such as the flat top of a peak in an 8-bit map) is one peak, at its first pixel in C order,
+however wide it is (``merge_plateaus=False`` gives scikit-image's one peak per ``min_distance``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import NoFiniteValueError, PeaklocValueError
+
+RIDGE_TOLERANCE = 1.0
 
 
 def parse_threshold(text: str | float | None) -> tuple[float | None, float | None]:
@@ -53,14 +57,59 @@ def maximum_filter(x: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _spaced(candidates: np.ndarray, min_distance: int, num_peaks: int) -> np.ndarray:
-    """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one."""
-    if min_distance <= 1 or len(candidates) <= 1:
+def _region(x: np.ndarray, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray, tuple]:
+    """Connected (8- or 26-neighbour) pixels ``>= floor`` around ``point``, and the box they were grown in.
+
+    The box starts ``reach`` pixels each side and doubles while the region touches its edge.
+    """
+    while True:
+        box = tuple(slice(max(0, p - reach), p + reach + 1) for p in point)
+        crop = x[box]
+        allowed = crop >= floor
+        region = np.zeros(crop.shape, bool)
+        region[tuple(p - b.start for p, b in zip(point, box))] = True
+        count = 1
+        while True:
+            region = (maximum_filter(region.astype(np.float64), 1) > 0) & allowed
+            grown = int(region.sum())
+            if grown == count:
+                break
+            count = grown
+        at_edge = any(
+            (region.take(0, axis=a).any() and box[a].start > 0)
+            or (region.take(-1, axis=a).any() and box[a].start + crop.shape[a] < x.shape[a])
+            for a in range(x.ndim)
+        )
+        if not at_edge:
+            return region, box
+        reach *= 2
+
+
+def _spaced(
+    candidates: np.ndarray, min_distance: int, num_peaks: int, x: np.ndarray | None = None, tolerance: float = 0.0
+) -> np.ndarray:
+    """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one.
+
+    With ``x`` (plateau merging), a kept candidate also removes every candidate joined to it by pixels no
+    more than ``tolerance`` below it (its plateau, and in integer maps the one-level ridges of rounding),
+    and a candidate so joined to a higher pixel is no peak.
+    """
+    if x is None and (min_distance <= 1 or len(candidates) <= 1):
         return candidates[:num_peaks]
     kept: list[np.ndarray] = []
+    merged = np.zeros(x.shape, bool) if x is not None else None
+    reach = max(4 * min_distance, 16)
     for point in candidates:
         if kept and (np.abs(np.asarray(kept) - point).max(axis=1) < min_distance).any():
             continue
+        if merged is not None:
+            if merged[tuple(point)]:
+                continue
+            value = x[tuple(point)]
+            region, box = _region(x, point, value - tolerance, reach)
+            if tolerance and (x[box][region] > value).any():
+                continue  # a shoulder of a higher peak, not a peak of its own
+            merged[box] |= region
         kept.append(point)
         if len(kept) >= num_peaks:
             break
@@ -74,6 +123,7 @@ def local_maxima(
     threshold_abs: float | None = None,
     threshold_rel: float | None = None,
     candidates: np.ndarray | None = None,
+    merge_plateaus: bool = True,
 ) -> np.ndarray:
     """Peaks of one heatmap.
 
@@ -90,6 +140,10 @@ def local_maxima(
         ``threshold_rel`` times the maximum.
     candidates : ndarray of bool, optional
         ``x == maximum_filter(x, min_distance)``, already computed (by the GPU's max pooling).
+    merge_plateaus : bool
+        One peak per plateau of equal values (default), or scikit-image's rule (False). In integer maps
+        a candidate joined to a higher pixel by a ridge at most one level lower is also dropped, and
+        candidates so joined to a kept peak merge with it: rounding makes such bumps, not the data.
 
     Returns
     -------
@@ -115,10 +169,19 @@ def local_maxima(
     mask = candidates & (x > threshold) & finite
     coords = np.argwhere(mask)
     order = np.argsort(-x[mask], kind="stable")
-    return _spaced(coords[order], min_distance, num_peaks)
+    # In an integer map, rounding leaves bumps one level high on the ridges between peaks.
+    tolerance = RIDGE_TOLERANCE if np.asarray(heatmap).dtype.kind in "iu" else 0.0
+    return _spaced(coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance)
 
 
-def find_peaks(heatmap, ndim: int = 2, num_peaks: int = 1, min_distance: int = 1, threshold: str | float | None = None):
+def find_peaks(
+    heatmap,
+    ndim: int = 2,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold: str | float | None = None,
+    merge_plateaus: bool = True,
+):
     """Up to ``num_peaks`` local maxima of each heatmap, highest first (scikit-image's rule, see module).
 
     Parameters
@@ -133,6 +196,9 @@ def find_peaks(heatmap, ndim: int = 2, num_peaks: int = 1, min_distance: int = 1
     threshold : float or str, optional
         Peaks must be strictly above it: a number (raw value) or ``"N%"`` of the heatmap's maximum.
         Default: strictly above the heatmap's minimum.
+    merge_plateaus : bool
+        A plateau of equal values (the flat top of a peak in a quantised map) is one peak, at its first
+        pixel in C order. False: scikit-image's rule, one peak per ``min_distance`` along a plateau.
 
     Returns
     -------
@@ -158,7 +224,9 @@ def find_peaks(heatmap, ndim: int = 2, num_peaks: int = 1, min_distance: int = 1
     out = []
     for b, one in enumerate(flat):
         try:
-            out.append(local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel))
+            out.append(
+                local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus=merge_plateaus)
+            )
         except NoFiniteValueError:
             raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
     return out[0] if x.ndim == ndim else out

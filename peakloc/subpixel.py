@@ -326,6 +326,11 @@ def _positive_definite(precision: np.ndarray) -> np.ndarray:
 
 
 def _fit_chunk(y, d_base, theta, upper, lower, valid, half):
+    with np.errstate(all="ignore"):  # trial steps may leave the valid region; they are rejected below
+        return _fit_steps(y, d_base, theta, upper, lower, valid, half)
+
+
+def _fit_steps(y, d_base, theta, upper, lower, valid, half):
     ndim = d_base.shape[1]
     lam = np.full(len(theta), 1e-3)
 

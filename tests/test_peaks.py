@@ -25,7 +25,9 @@ def test_find_peaks_matches_skimage_peak_local_max(seed, shape, min_distance, nu
         x = np.round(x * levels)  # plateaus and ties
     if x.min() == x.max():
         return
-    ours = peakloc.find_peaks(x, ndim=len(shape), num_peaks=num_peaks, min_distance=min_distance, threshold=threshold)
+    ours = peakloc.find_peaks(
+        x, ndim=len(shape), num_peaks=num_peaks, min_distance=min_distance, threshold=threshold, merge_plateaus=False
+    )
     kwargs = {}
     if isinstance(threshold, float):
         kwargs["threshold_abs"] = threshold
@@ -83,3 +85,21 @@ def test_torch_max_pool_candidates_equal_the_numpy_filter(rng):
         for radius in (1, 3):
             expected = np.stack([m == maximum_filter(np.where(np.isfinite(m), m, -np.inf), radius) for m in x])
             np.testing.assert_array_equal(_torch.local_maxima_masks(x, radius, "cpu"), expected)
+
+
+def test_a_plateau_is_one_peak_at_its_first_pixel():
+    x = np.zeros((12, 30))
+    x[4:7, 3:20] = 5  # a flat top 17 px wide, as 8-bit rounding leaves on broad peaks
+    x[9, 25] = 3
+    assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == [[4, 3], [9, 25]]
+    assert len(peakloc.find_peaks(x, num_peaks=5, min_distance=3, merge_plateaus=False)) > 2
+
+
+def test_in_integer_maps_a_one_level_bump_on_a_ridge_is_no_peak():
+    x = np.zeros((9, 30), np.uint8)
+    x[4, 2:25] = 100  # a ridge ...
+    x[4, 3] = 120  # ... from a peak
+    x[4, 20] = 101  # a bump one level above the ridge: rounding, not a peak
+    x[4, 29] = 90  # a separate peak: the ridge ends before it
+    assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == [[4, 3], [4, 29]]
+    assert [4, 20] in peakloc.find_peaks(x.astype(float), num_peaks=5, min_distance=3).tolist()
