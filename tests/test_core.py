@@ -64,9 +64,17 @@ def test_soft_argmax_in_1d_and_3d_matches_formula(rng, ndim, shape):
 
 
 def test_soft_argmax_of_a_map_larger_than_a_block_matches_formula(rng):
-    x = rng.random((1, 700, 600)).astype(np.float32)  # 420k values > one block: the slab path
+    rows = 2 * _numpy.BLOCK_ELEMENTS // 600 + 7  # more than one block: the slab path, with a ragged last slab
+    x = rng.random((1, rows, 600)).astype(np.float32)
     assert x[0].size > _numpy.BLOCK_ELEMENTS
     np.testing.assert_allclose(peakloc.soft_argmax(x, beta=3), reference_soft_argmax(x, 3), atol=1e-3)
+
+
+def test_sparse_and_dense_paths_agree_with_the_formula(rng):
+    peaked = np.stack([np.exp(-((np.arange(64)[:, None] - 20.3) ** 2 + (np.arange(48) - 30.7) ** 2) / 8)] * 3)
+    flat = rng.random((3, 64, 48))  # minmax, beta 100: ~30% of values count -> dense path
+    for x in (peaked, flat, peaked + 0.01 * rng.random(peaked.shape)):
+        np.testing.assert_allclose(peakloc.soft_argmax(x), reference_soft_argmax(x), atol=1e-5)
 
 
 def test_soft_argmax_of_a_large_batch_uses_blocks_and_matches_formula(rng):

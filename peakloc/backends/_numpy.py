@@ -5,6 +5,14 @@ cache: each block is read from the input once (the cast to float fuses with the 
 maximum), and blocks run on a thread pool, since NumPy releases the GIL inside its loops.
 A single map larger than a block is processed in slabs along its first spatial axis, in two passes
 (its maximum must be known before any ``exp``).
+
+Most of a heatmap's weights are negligible: a weight below ``exp(-(ln N + 20))`` of the maximum's (N values
+in the map) changes no sum by more than 2e-9 of itself, far below float32's resolution. So the soft-argmax
+compares each value once against a per-map raw threshold and takes ``exp`` only of the values above it,
+accumulating their weights with ``bincount`` in float64; only maps where more than half the values count
+take the dense path (``exp`` of everything, then marginal sums). There, logits are clamped at the same
+cutoff before ``exp``: the error bound is the same, and NumPy's ``exp`` is twice as slow on arguments
+that underflow.
 """
 
 from __future__ import annotations
@@ -19,10 +27,15 @@ import numpy as np
 
 from ..errors import NoFiniteValueError
 
-#: Values per block: 256 Ki float32 values (1 MiB) keep a block and its temporaries in L2 cache.
-BLOCK_ELEMENTS = 1 << 18
+#: Values per block: 512 Ki values (2 MiB of float32) keep a block's temporaries in cache and the
+#: per-block overhead small (measured best of 64 Ki to 2 Mi on the pose batch, benchmarks/bench_speed.py).
+BLOCK_ELEMENTS = 1 << 19
 #: Below this many values in all, threads cost more than they save.
 PARALLEL_MIN_ELEMENTS = 1 << 20
+#: Logits below ``-(ln N + NEGLIGIBLE_LOGIT)`` are dropped: their weights sum to < exp(-20) of the total.
+NEGLIGIBLE_LOGIT = 20.0
+#: Above this share of values kept, the dense path (exp of everything) is faster.
+DENSE_SHARE = 0.1
 
 T = TypeVar("T")
 
@@ -123,25 +136,31 @@ def _coefficient(beta: float, normalize: str, hi: np.ndarray, lo: np.ndarray | N
 
 def _stats(x: np.ndarray, normalize: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Per map of ``x`` (shape ``(b, ...)``): max, min (or None), finite count, finite mask (or None)."""
-    axes = tuple(range(1, x.ndim))
-    finite = _finite_mask(x)
-    if finite is None:
-        hi = x.max(axis=axes)
-        lo = x.min(axis=axes) if normalize == "minmax" else None
-        count = np.full(x.shape[0], x[0].size, np.int64)
-    else:
-        hi = np.where(finite, x, -np.inf).max(axis=axes)
-        lo = np.where(finite, x, np.inf).min(axis=axes) if normalize == "minmax" else None
-        count = finite.sum(axis=axes)
-    return hi, lo, count, finite
+    flat = x.reshape(x.shape[0], -1)
+    hi = flat.max(axis=1)
+    lo = flat.min(axis=1) if normalize == "minmax" or x.dtype.kind == "f" else None
+    # NaN propagates through max and inf is an extreme: finite extremes mean every value is finite, so the
+    # usual case needs no separate isfinite pass.
+    if x.dtype.kind != "f" or (np.isfinite(hi).all() and np.isfinite(lo).all()):
+        count = np.full(x.shape[0], flat.shape[1], np.int64)
+        return hi, lo if normalize == "minmax" else None, count, None
+    finite = np.isfinite(x)
+    flat_finite = finite.reshape(x.shape[0], -1)
+    hi = np.where(flat_finite, flat, -np.inf).max(axis=1)
+    lo = np.where(flat_finite, flat, np.inf).min(axis=1) if normalize == "minmax" else None
+    return hi, lo, flat_finite.sum(axis=1), finite
 
 
-def _weights(x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype) -> np.ndarray:
-    """``exp(coef * (x - hi))`` per map, 0 where ``x`` is not finite; one new float array."""
+def _weights(
+    x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, cut: float = -np.inf
+) -> np.ndarray:
+    """``exp(max(coef * (x - hi), cut))`` per map, 0 where ``x`` is not finite; one new float array."""
     shape = (-1,) + (1,) * (x.ndim - 1)
     # Subtracting the maximum first keeps every exponent <= 0: no overflow whatever beta and dtype.
     w = np.subtract(x, hi.astype(dtype).reshape(shape), dtype=dtype)
     w *= coef.astype(dtype).reshape(shape)
+    if cut > -np.inf:
+        np.maximum(w, cut, out=w)
     np.exp(w, out=w)
     if finite is not None:
         w[~finite] = 0
@@ -163,19 +182,54 @@ def _marginals(w: np.ndarray) -> list[np.ndarray]:
     return out[::-1]
 
 
-def _centroid(marginals: Sequence[np.ndarray]) -> np.ndarray:
-    """Weighted mean position per axis from marginals; float64, shape ``(b, ndim)``."""
-    total = marginals[0].sum(axis=1, dtype=np.float64)
-    return np.stack(
-        [m.astype(np.float64) @ np.arange(m.shape[1], dtype=np.float64) / total for m in marginals], axis=-1
-    )
+def _sums(
+    x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, offset: int = 0
+) -> np.ndarray:
+    """Per map of ``x`` (``(b, n0, ...)``): total weight and weighted coordinate sums, float64 ``(b, 1 + ndim)``.
+
+    ``offset`` is added to the first spatial coordinate (a slab of a larger map).
+    """
+    b = x.shape[0]
+    spatial = x.shape[1:]
+    per_map = int(np.prod(spatial))
+    flat = x.reshape(b, per_map)
+    # coef * (v - hi) >= cut  <=>  v >= hi + cut / coef  (coef > 0); coef == 0 keeps every value (uniform).
+    cut = -(np.log(per_map * (1 + offset)) + NEGLIGIBLE_LOGIT)
+    with np.errstate(divide="ignore"):
+        threshold = np.where(coef > 0, hi + cut / np.where(coef > 0, coef, 1), -np.inf)
+    keep = flat >= threshold.astype(np.result_type(flat.dtype, np.float32))[:, None]
+    if finite is not None:
+        keep &= finite.reshape(b, per_map)
+    out = np.empty((b, 1 + len(spatial)))
+    if np.count_nonzero(keep) > DENSE_SHARE * flat.size:
+        w = _weights(x, hi, coef, finite, dtype, cut)
+        marginals = _marginals(w)
+        out[:, 0] = marginals[0].sum(axis=1, dtype=np.float64)
+        for k, m in enumerate(marginals):
+            out[:, 1 + k] = m.astype(np.float64) @ np.arange(m.shape[1], dtype=np.float64)
+        out[:, 1] += offset * out[:, 0]
+        return out
+    index = np.flatnonzero(keep)
+    owner, position = np.divmod(index, per_map)
+    logits = (flat.reshape(-1)[index] - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
+    weights = np.exp(logits)
+    out[:, 0] = np.bincount(owner, weights, minlength=b)
+    coordinates = []
+    for n in spatial[:0:-1]:  # divmod by hand: np.unravel_index is several times slower here
+        position, rest = np.divmod(position, n)
+        coordinates.append(rest)
+    coordinates.append(position)
+    for k, coordinate in enumerate(coordinates[::-1]):
+        out[:, 1 + k] = np.bincount(owner, weights * coordinate, minlength=b)
+    out[:, 1] += offset * out[:, 0]
+    return out
 
 
 def _soft_argmax_block(x: np.ndarray, beta: float, normalize: str, dtype) -> tuple[np.ndarray, int]:
     hi, lo, count, finite = _stats(x, normalize)
     _raise_if_empty(count)
-    w = _weights(x, hi, _coefficient(beta, normalize, hi, lo), finite, dtype)
-    return _centroid(_marginals(w)), int(x.size - count.sum())
+    sums = _sums(x, hi, _coefficient(beta, normalize, hi, lo), finite, dtype)
+    return sums[:, 1:] / sums[:, :1], int(x.size - count.sum())
 
 
 def _slabs(n: int, step: int) -> list[slice]:
@@ -194,15 +248,12 @@ def _soft_argmax_large(x: np.ndarray, beta: float, normalize: str, dtype, parall
     _raise_if_empty(count)
     coef = _coefficient(beta, normalize, hi, lo)
 
-    def slab_marginals(s: slice) -> list[np.ndarray]:
-        part = x[:, s]
-        return _marginals(_weights(part, hi, coef, _finite_mask(part), dtype))
+    def slab_sums(part: slice) -> np.ndarray:
+        piece = x[:, part]
+        return _sums(piece, hi, coef, _finite_mask(piece), dtype, offset=part.start)
 
-    parts = _map(slab_marginals, slabs, parallel)
-    marginals = [np.concatenate([p[0] for p in parts], axis=1)]
-    for k in range(1, x.ndim - 1):
-        marginals.append(np.sum([p[k].astype(np.float64) for p in parts], axis=0))
-    return _centroid(marginals)[0], int(x.size - count.sum())
+    sums = np.sum(_map(slab_sums, slabs, parallel), axis=0)
+    return (sums[:, 1:] / sums[:, :1])[0], int(x.size - count.sum())
 
 
 def soft_argmax(x: np.ndarray, beta: float, ndim: int, normalize: str) -> tuple[np.ndarray, int]:

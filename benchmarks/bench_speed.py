@@ -1,0 +1,203 @@
+"""Speed of peakloc against baselines measured in the same run; every figure is printed as a ratio.
+
+Usage: python benchmarks/bench_speed.py [--quick] [--files N]
+
+- CPU: soft-argmax of the pose batch 64x17x64x48 (float32): peakloc (NumPy) vs kornia's
+  spatial_soft_argmax2d (torch, CPU), the seed's per-map NumPy loop, and numpy's argmax.
+- GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
+- Command line: `peakloc find one.png` vs `python -c "import cv2"`, `peakloc find one.npy` vs
+  `python -c "import numpy"`, and `peakloc find DIR -o out.csv` over N 256x256 PNG heatmaps vs a naive
+  one-process loop (cv2.imread, numpy argmax, the seed's soft-argmax, CSV).
+
+Writes benchmarks/results/speed.{csv,json} with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _common  # noqa: E402
+
+import peakloc  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def best_of(fn, repeat: int = 7, number: int = 1) -> float:
+    """Minimum over `repeat` runs of the mean time of `number` calls, in seconds (shared machines are noisy)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return min(times)
+
+
+def record(group: str, name: str, seconds: float, baseline: str, baseline_seconds: float) -> None:
+    ratio = baseline_seconds / seconds
+    ROWS.append({"group": group, "case": name, "seconds": round(seconds, 6), "baseline": baseline,
+                 "baseline_seconds": round(baseline_seconds, 6), "speedup_vs_baseline": round(ratio, 3)})
+    print(f"  {name:48s} {seconds * 1e3:9.3f} ms   {ratio:7.2f}x vs {baseline} ({baseline_seconds * 1e3:.3f} ms)")
+
+
+def seed_soft_argmax(maps: np.ndarray, beta: float = 100.0) -> np.ndarray:
+    """The seed's decoder: a Python loop over maps, min-max scaling, softmax and grid sums in float64."""
+    flat = maps.reshape(-1, *maps.shape[-2:])
+    out = np.empty((len(flat), 2))
+    for i, m in enumerate(flat):
+        v = m.astype(np.float64)
+        v = (v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v)
+        w = np.exp(beta * (v - v.max()))
+        w /= w.sum()
+        out[i] = ((w.sum(1) * np.arange(w.shape[0])).sum(), (w.sum(0) * np.arange(w.shape[1])).sum())
+    return out
+
+
+def cpu(quick: bool) -> None:
+    print("CPU soft-argmax, pose batch 64x17x64x48 float32")
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 17, 64, 48), dtype=np.float32)
+    ours = best_of(lambda: peakloc.soft_argmax(x), repeat=5 if quick else 15, number=5)
+    seed = best_of(lambda: seed_soft_argmax(x), repeat=3)
+    argmax = best_of(lambda: x.reshape(64 * 17, -1).argmax(1), repeat=15, number=5)
+    record("cpu", "peakloc.soft_argmax vs seed loop", ours, "seed per-map loop", seed)
+    try:
+        import kornia
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        t = torch.from_numpy(x)
+        temperature = torch.tensor(1.0)
+        with torch.no_grad():
+            korn = best_of(
+                lambda: kornia.geometry.subpix.spatial_soft_argmax2d(t, temperature, normalized_coordinates=False),
+                repeat=5 if quick else 15, number=5,
+            )
+        record("cpu", "peakloc.soft_argmax vs kornia", ours, "kornia spatial_soft_argmax2d", korn)
+    except ImportError:
+        print("  kornia not installed: no kornia row")
+    record("cpu", "peakloc.soft_argmax vs numpy argmax", ours, "numpy argmax", argmax)
+
+
+def gpu(quick: bool) -> None:
+    try:
+        import torch
+    except ImportError:
+        print("GPU: torch not installed: no GPU rows")
+        return
+    if not torch.cuda.is_available():
+        print("GPU: CUDA is not available on this machine: no GPU rows (run `make bench` on a GPU machine)")
+        return
+    from peakloc.backends import _torch
+
+    print(f"GPU soft-argmax on {torch.cuda.get_device_name()} (fused: {_torch.fused_available()})")
+    try:
+        from triton.testing import do_bench
+    except ImportError:
+        def do_bench(fn):
+            return best_of(lambda: (fn(), torch.cuda.synchronize()), repeat=20) * 1e3
+
+    batches = [((256, 17, 64, 48), 2), ((64, 1, 1024, 1024), 2), ((16, 1, 4096, 4096), 2), ((8, 1, 128, 128, 128), 3),
+               ((1, 1, 512, 512, 512), 3)]
+    for shape, ndim in batches[:2] if quick else batches:
+        x = torch.rand(shape, device="cuda")
+        read = do_bench(lambda: x.sum()) / 1e3
+        fwd = do_bench(lambda: peakloc.soft_argmax(x, ndim=ndim)) / 1e3
+        name = "x".join(map(str, shape))
+        record("gpu", f"{name} forward, share of x.sum() bandwidth", fwd, "x.sum()", read)
+        xg = x.clone().requires_grad_(True)
+
+        def both():
+            peakloc.soft_argmax(xg, ndim=ndim).sum().backward()
+
+        record("gpu", f"{name} forward+backward vs forward", do_bench(both) / 1e3, "forward", fwd)
+        if ndim == 2:
+            import kornia
+
+            temperature = torch.tensor(1.0, device="cuda")
+            korn = do_bench(lambda: kornia.geometry.subpix.spatial_soft_argmax2d(x, temperature, False)) / 1e3
+            record("gpu", f"{name} forward vs kornia", fwd, "kornia", korn)
+        del x, xg
+        torch.cuda.empty_cache()
+
+
+def command_line(quick: bool, files: int) -> None:
+    import cv2
+
+    print("Command line (wall time of whole processes, best of several)")
+    exe = [sys.executable, "-m", "peakloc"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        yy, xx = np.mgrid[:256, :256]
+        rng = np.random.default_rng(1)
+        for i in range(files):
+            cy, cx = rng.uniform(40, 216, 2)
+            heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 20.0**2))
+            cv2.imwrite(str(tmp / f"frame_{i:05d}.png"), np.round(heat * 255).astype(np.uint8))
+        np.save(tmp / "one.npy", rng.random((64, 48), dtype=np.float32))
+        one_png = tmp / "frame_00000.png"
+
+        def run(args):
+            return lambda: subprocess.run(args, check=True, capture_output=True, cwd=tmp)
+
+        repeat = 5 if quick else 11
+        base_cv2 = best_of(run([sys.executable, "-c", "import cv2"]), repeat=repeat)
+        base_np = best_of(run([sys.executable, "-c", "import numpy"]), repeat=repeat)
+        record("cli", "peakloc find one.png", best_of(run([*exe, "find", str(one_png), "-q"]), repeat=repeat),
+               'python -c "import cv2"', base_cv2)
+        record("cli", "peakloc find one.npy --device cpu",
+               best_of(run([*exe, "find", "one.npy", "--device", "cpu", "-q"]), repeat=repeat),
+               'python -c "import numpy"', base_np)
+        naive = tmp / "naive.py"
+        naive.write_text(
+            "import csv, sys, glob, cv2, numpy as np\n"
+            "def soft(m, beta=100.0):\n"
+            "    v = m.astype(np.float64); v = (v - v.min()) / (v.max() - v.min())\n"
+            "    w = np.exp(beta * (v - v.max())); w /= w.sum()\n"
+            "    return (w.sum(0) * np.arange(w.shape[1])).sum(), (w.sum(1) * np.arange(w.shape[0])).sum()\n"
+            "out = csv.writer(open(sys.argv[2], 'w', newline=''))\n"
+            "out.writerow(['path', 'method', 'x', 'y', 'value'])\n"
+            "for path in sorted(glob.glob(sys.argv[1] + '/*.png')):\n"
+            "    m = cv2.imread(path, cv2.IMREAD_UNCHANGED)\n"
+            "    y, x = np.unravel_index(np.argmax(m), m.shape)\n"
+            "    out.writerow([path, 'argmax', x, y, m[y, x]])\n"
+            "    sx, sy = soft(m)\n"
+            "    out.writerow([path, 'softargmax', sx, sy, ''])\n"
+        )
+        folder = tmp / "frames"
+        folder.mkdir()
+        for p in tmp.glob("frame_*.png"):
+            p.rename(folder / p.name)
+        naive_s = best_of(run([sys.executable, str(naive), str(folder), str(tmp / "naive.csv")]), repeat=3)
+        ours_s = best_of(run([*exe, "find", str(folder), "-o", str(tmp / "ours.csv"), "-q"]), repeat=3)
+        record("cli", f"peakloc find DIR ({files} PNG 256x256) -o out.csv", ours_s, "naive one-process loop", naive_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and batches")
+    parser.add_argument("--files", type=int, default=1000, help="PNG files for the batch case (default 1000)")
+    args = parser.parse_args()
+    print(f"machine: {_common.machine()}")
+    cpu(args.quick)
+    gpu(args.quick)
+    command_line(args.quick, args.files)
+    csv_path, _ = _common.write("speed", ROWS)
+    print(f"written: {csv_path} (and .json)")
+
+
+if __name__ == "__main__":
+    main()
