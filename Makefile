@@ -13,6 +13,7 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m compileall -q peakloc  # start-up reads bytecode even where writing it is switched off
 	@$(BIN)/peakloc --version
 
 test:

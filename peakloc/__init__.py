@@ -5,8 +5,6 @@ This module never imports torch: the torch back end loads only when a tensor or 
 
 from .core import argmax, pixel_to_normalized, soft_argmax
 from .errors import NoFiniteValueError, NonFiniteWarning, PeaklocError
-from .peaks import find_peaks
-from .subpixel import Refined, refine
 
 __version__ = "0.1.0"
 
@@ -22,3 +20,20 @@ __all__ = [
     "refine",
     "soft_argmax",
 ]
+
+# Peak picking and refinement load on first use: `peakloc find` with the contract's methods never needs them.
+_LAZY = {"find_peaks": "peaks", "refine": "subpixel", "Refined": "subpixel"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'peakloc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

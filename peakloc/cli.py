@@ -18,7 +18,7 @@ from . import __version__
 from .core import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .errors import MissingTorchError, PeaklocError
 from .pipeline import METHOD_ALIASES, METHODS, Options, parse_methods
-from .table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format, rows
+from .table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
 PROGRESS_MIN_INPUTS = 5
@@ -295,63 +295,40 @@ def find(
         threshold=threshold,
         window=window,
         sigma=sigma,
+        extra=extra,
     )
     todo = expand(inputs, recursive, sys.stdin)
     if output != "-":
         _check_output(output, [i.path for i in todo])
     overlays = _overlay_settings(overlay, colormap, overlay_scale, overlay_sheet, background)
+    names: dict[str, str] = {}
+    protected: set[str] = set()
     if overlays is not None:
         from .overlay import base_names
 
         names = base_names([i.path for i in todo])
         protected = {os.path.realpath(i.path) for i in todo}
 
+    from .batch import Job, outcomes
+
+    job = Job(options, coords, extra, overlays, names, protected)
     started = time.perf_counter()
     writer = TableWriter(output, fmt, COLUMNS + EXTRA_COLUMNS if extra else COLUMNS)
     failed = heatmaps = 0
     try:
         with _progress(len(todo), quiet) as advance:
-            for item in todo:
-                try:
-                    if item.problem:
-                        raise PeaklocError(item.problem)
-                    from .pipeline import locate_file
-
-                    located = locate_file(item.path, options)
-                except PeaklocError as exc:
+            for outcome in outcomes(job, todo):
+                advance()
+                for message in outcome.warnings:
+                    click.echo(f"peakloc: warning: {outcome.path}: {message}", err=True)
+                heatmaps += outcome.heatmaps
+                writer.write(outcome.rows)
+                for message in outcome.errors:
+                    _error(f"{outcome.path}: {message}")
+                if outcome.errors:
                     failed += 1
-                    _error(f"{item.path}: {exc}")
                     if fail_fast:
                         break
-                    continue
-                finally:
-                    advance()
-                for message in located.warnings:
-                    click.echo(f"peakloc: warning: {item.path}: {message}", err=True)
-                heatmaps += located.layout.count
-                labels = located.layout.index_labels()
-                table_peaks = located.table_peaks(coords)
-                writer.write(
-                    rows(item.path, labels, located.layout.spatial, table_peaks, located.extras if extra else None)
-                )
-                if overlays is not None:
-                    from .overlay import write_overlays
-
-                    try:
-                        write_overlays(
-                            names[item.path],
-                            item.path,
-                            labels,
-                            located.heatmaps,
-                            located.overlay_peaks(),
-                            overlays,
-                            protected,
-                        )
-                    except PeaklocError as exc:
-                        failed += 1
-                        _error(f"{item.path}: {exc}")
-                        if fail_fast:
-                            break
         writer.close()
     except BrokenPipeError:
         # The reader of standard output went away (`peakloc find ... | head`): stop quietly.

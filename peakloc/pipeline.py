@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import core, io, subpixel
+from . import core, io
 from .axes import Layout, to_heatmaps
 from .backends import _numpy
 from .errors import NoFiniteValueError, PeaklocError
-from .peaks import local_maxima, parse_threshold
 
+#: The sub-pixel refinements of peakloc.subpixel, which is imported only when one is asked for.
+REFINE_METHODS = ("local", "quadratic", "dark", "gaussian")
 #: Every method, in the order rows list them: the contract's two, then the sub-pixel refinements.
-METHODS = ("argmax", "softargmax") + subpixel.METHODS
+METHODS = ("argmax", "softargmax") + REFINE_METHODS
 #: ``--method`` names that stand for several methods.
 METHOD_ALIASES = {"both": ("argmax", "softargmax"), "all": METHODS}
 
@@ -57,6 +58,7 @@ class Options:
     threshold: str | None = None
     window: int | None = None
     sigma: float | None = None
+    extra: bool = False
 
 
 @dataclass
@@ -125,6 +127,8 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, options: Options) -
     """Integer peaks ``(B, P, ndim)`` (-1 where missing) and a presence mask ``(B, P)``."""
     if options.peaks == 1 and options.threshold is None:
         return argmax[:, None, :], np.ones((len(heatmaps), 1), bool)
+    from .peaks import local_maxima, parse_threshold
+
     threshold_abs, threshold_rel = parse_threshold(options.threshold)
     candidates = None
     if options.device != "cpu":
@@ -152,6 +156,16 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, options: Options) -
     return centres, present
 
 
+def _plain_extras(heatmaps: np.ndarray, owner: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
+    """Extra columns for argmax and softargmax rows: the width estimate around each integer peak."""
+    from .subpixel import estimate_width
+
+    width, _, amplitude, noise = estimate_width(heatmaps, owner, points)
+    with np.errstate(all="ignore"):
+        snr = np.nan_to_num(amplitude / noise, nan=0.0)
+    return {"sigma": width, "amplitude": amplitude, "snr": snr, "fallback": np.zeros(len(points), bool)}
+
+
 def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
     """Peaks of heatmaps already laid out as ``(B, *spatial)``, with every method of ``options``."""
     ndim = len(layout.spatial)
@@ -167,19 +181,15 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
     centres, present = _integer_peaks(heatmaps, found["argmax"], options)
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
-    width, background, amplitude, noise = subpixel.estimate_width(heatmaps, owner, points)
-    with np.errstate(all="ignore"):
-        plain = {
-            "sigma": width,
-            "amplitude": amplitude,
-            "snr": np.nan_to_num(amplitude / noise, nan=0.0),
-            "fallback": np.zeros(len(points), bool),
-        }
+    plain = _plain_extras(heatmaps, owner, points) if options.extra else {}
 
     def scatter(values: np.ndarray, fill) -> np.ndarray:
         out = np.full(present.shape + values.shape[1:], fill, dtype=values.dtype if fill != -1 else np.int64)
         out[owner, rank] = values
         return out
+
+    def scatter_extras(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: scatter(v, False if k == "fallback" else np.nan) for k, v in columns.items()}
 
     peaks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     extras: dict[str, dict[str, np.ndarray]] = {}
@@ -188,15 +198,16 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
         if method == "argmax":
             index = np.ravel_multi_index(tuple(points.T), layout.spatial_shape)
             values = flat[owner, index]
-            coords = scatter(points, -1)
-            peaks[method] = (coords, scatter(values, np.nan if values.dtype.kind == "f" else 0))
-            extras[method] = {k: scatter(v, False if k == "fallback" else np.nan) for k, v in plain.items()}
+            peaks[method] = (scatter(points, -1), scatter(values, np.nan if values.dtype.kind == "f" else 0))
+            extras[method] = scatter_extras(plain)
         elif method == "softargmax":
             coords = found["softargmax"][:, None, :]
             peaks[method] = (coords, _numpy.interpolate(heatmaps, coords))
-            extras[method] = {k: scatter(v, False if k == "fallback" else np.nan)[:, :1] for k, v in plain.items()}
+            extras[method] = {k: v[:, :1] for k, v in scatter_extras(plain).items()}
         else:
-            result = subpixel.refine_flat(
+            from .subpixel import refine_flat
+
+            result = refine_flat(
                 heatmaps,
                 owner,
                 points,
@@ -208,22 +219,18 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
             )
             coords = scatter(result.coords, np.nan)
             peaks[method] = (coords, _numpy.interpolate(heatmaps, np.nan_to_num(coords)))
-            extras[method] = {
-                "sigma": scatter(result.sigma, np.nan),
-                "amplitude": scatter(result.amplitude, np.nan),
-                "snr": scatter(result.snr, np.nan),
-                "fallback": scatter(result.fallback, False),
-            }
+            extras[method] = scatter_extras(
+                {"sigma": result.sigma, "amplitude": result.amplitude, "snr": result.snr, "fallback": result.fallback}
+            )
             if result.fallback.any():
                 n = int(result.fallback.sum())
                 messages.add(
                     f"{method} kept the integer peak for {n} peak{'s' * (n != 1)} "
                     "(border, flat or non-positive neighbourhood, or failed fit)"
                 )
-    present_rows = {m: present[:, : peaks[m][0].shape[1]] for m in peaks}
-    for m, (coords, _) in peaks.items():
+    for coords, _ in peaks.values():
         if coords.dtype.kind == "f":
-            coords[~present_rows[m]] = np.nan
+            coords[~present[:, : coords.shape[1]]] = np.nan
     return Located(heatmaps, layout, peaks, extras, sorted(messages), present)
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -76,6 +74,8 @@ class TableWriter:
         if output == "-":
             self._stream: IO[str] = sys.stdout
         else:
+            import tempfile  # only for a file: standard output needs none of it
+
             target = Path(output)
             handle, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
             self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
@@ -91,6 +91,8 @@ class TableWriter:
             if self.fmt in ("csv", "tsv"):
                 self._csv.writerow([_cell(row[c]) for c in self.columns])
             else:
+                import json
+
                 text = json.dumps({c: row[c] for c in self.columns}, allow_nan=False)
                 if self.fmt == "json":
                     self._stream.write(("," if self._count else "") + "\n  " + text)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TypeVar
 
@@ -49,7 +48,9 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
 
 
 @lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
+def _pool():
+    from concurrent.futures import ThreadPoolExecutor  # 5 ms of imports, paid only for large arrays
+
     return ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)), thread_name_prefix="peakloc")
 
 
@@ -321,24 +322,50 @@ def interpolate(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
     ndarray of float64, shape ``(B, P)``
         NaN only where every surrounding sample is non-finite.
     """
+    if coords.shape[0] * coords.shape[1] <= 8:
+        return _interpolate_few(x, coords)
     spatial = np.array(x.shape[1:])
     batch, points, ndim = coords.shape
     c = np.clip(coords.astype(np.float64), 0, spatial - 1)
     base = np.minimum(np.floor(c), np.maximum(spatial - 2, 0)).astype(np.int64)
-    frac = c - base
-    flat = x.reshape(batch, -1)
-    strides = np.r_[np.cumprod(spatial[::-1])[:-1][::-1], 1].astype(np.int64)
-    total = np.zeros((batch, points))
-    weight_sum = np.zeros((batch, points))
-    rows = np.arange(batch)[:, None]
-    for corner in np.ndindex(*(2,) * ndim):
-        offset = np.array(corner)
-        idx = np.minimum(base + offset, spatial - 1)
-        w = np.prod(np.where(offset == 1, frac, 1 - frac), axis=-1)
-        v = flat[rows, idx @ strides].astype(np.float64)
-        ok = np.isfinite(v) & (w > 0)
-        total += np.where(ok, w * np.where(ok, v, 0), 0)
-        weight_sum += np.where(ok, w, 0)
+    frac = (c - base)[:, :, None, :]
+    corners = np.array(list(np.ndindex(*(2,) * ndim)))  # (2**ndim, ndim) of 0 and 1
+    index = np.minimum(base[:, :, None, :] + corners, spatial - 1) @ _strides(spatial)
+    weights = np.prod(np.where(corners == 1, frac, 1 - frac), axis=-1)
+    values = x.reshape(batch, -1)[np.arange(batch)[:, None, None], index].astype(np.float64)
+    ok = np.isfinite(values) & (weights > 0)
+    total = np.sum(np.where(ok, weights * np.where(ok, values, 0), 0), axis=-1)
+    weight_sum = np.sum(np.where(ok, weights, 0), axis=-1)
     exact = weight_sum > 0
-    nearest = flat[rows, np.rint(c).astype(np.int64) @ strides].astype(np.float64)
-    return np.where(exact, total / np.where(exact, weight_sum, 1), nearest)
+    nearest = x.reshape(batch, -1)[np.arange(batch)[:, None], np.rint(c).astype(np.int64) @ _strides(spatial)]
+    return np.where(exact, total / np.where(exact, weight_sum, 1), nearest.astype(np.float64))
+
+
+def _interpolate_few(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """:func:`interpolate` for a handful of points in plain Python: 20 times faster than array code there."""
+    import itertools
+    import math
+
+    shape = x.shape[1:]
+    out = np.empty(coords.shape[:2])
+    for b, p in np.ndindex(*coords.shape[:2]):
+        c = [min(max(float(v), 0.0), n - 1) for v, n in zip(coords[b, p], shape)]
+        base = [min(int(math.floor(v)), max(n - 2, 0)) for v, n in zip(c, shape)]
+        total = weight_sum = 0.0
+        for corner in itertools.product((0, 1), repeat=len(shape)):
+            w = 1.0
+            for v, lo, k in zip(c, base, corner):
+                w *= (v - lo) if k else (1 - (v - lo))
+            if w > 0:
+                value = float(x[(b,) + tuple(min(lo + k, n - 1) for lo, k, n in zip(base, corner, shape))])
+                if math.isfinite(value):
+                    total += w * value
+                    weight_sum += w
+        nearest = float(x[(b,) + tuple(int(round(v)) for v in c)])
+        out[b, p] = total / weight_sum if weight_sum > 0 else nearest
+    return out
+
+
+def _strides(spatial: np.ndarray) -> np.ndarray:
+    """C-order strides, in elements, of an array of shape ``spatial``."""
+    return np.r_[np.cumprod(spatial[::-1])[:-1][::-1], 1].astype(np.int64)
