@@ -48,8 +48,16 @@ def best_of(fn, repeat: int = 7, number: int = 1) -> float:
 
 def record(group: str, name: str, seconds: float, baseline: str, baseline_seconds: float) -> None:
     ratio = baseline_seconds / seconds
-    ROWS.append({"group": group, "case": name, "seconds": round(seconds, 6), "baseline": baseline,
-                 "baseline_seconds": round(baseline_seconds, 6), "speedup_vs_baseline": round(ratio, 3)})
+    ROWS.append(
+        {
+            "group": group,
+            "case": name,
+            "seconds": round(seconds, 6),
+            "baseline": baseline,
+            "baseline_seconds": round(baseline_seconds, 6),
+            "speedup_vs_baseline": round(ratio, 3),
+        }
+    )
     print(f"  {name:48s} {seconds * 1e3:9.3f} ms   {ratio:7.2f}x vs {baseline} ({baseline_seconds * 1e3:.3f} ms)")
 
 
@@ -84,7 +92,8 @@ def cpu(quick: bool) -> None:
         with torch.no_grad():
             korn = best_of(
                 lambda: kornia.geometry.subpix.spatial_soft_argmax2d(t, temperature, normalized_coordinates=False),
-                repeat=5 if quick else 15, number=5,
+                repeat=5 if quick else 15,
+                number=5,
             )
         record("cpu", "peakloc.soft_argmax vs kornia", ours, "kornia spatial_soft_argmax2d", korn)
     except ImportError:
@@ -107,31 +116,42 @@ def gpu(quick: bool) -> None:
     try:
         from triton.testing import do_bench
     except ImportError:
+
         def do_bench(fn):
             return best_of(lambda: (fn(), torch.cuda.synchronize()), repeat=20) * 1e3
 
-    batches = [((256, 17, 64, 48), 2), ((64, 1, 1024, 1024), 2), ((16, 1, 4096, 4096), 2), ((8, 1, 128, 128, 128), 3),
-               ((1, 1, 512, 512, 512), 3)]
+    batches = [
+        ((256, 17, 64, 48), 2),
+        ((64, 1, 1024, 1024), 2),
+        ((16, 1, 4096, 4096), 2),
+        ((8, 1, 128, 128, 128), 3),
+        ((1, 1, 512, 512, 512), 3),
+    ]
     for shape, ndim in batches[:2] if quick else batches:
-        x = torch.rand(shape, device="cuda")
-        read = do_bench(lambda: x.sum()) / 1e3
-        fwd = do_bench(lambda: peakloc.soft_argmax(x, ndim=ndim)) / 1e3
-        name = "x".join(map(str, shape))
-        record("gpu", f"{name} forward, share of x.sum() bandwidth", fwd, "x.sum()", read)
-        xg = x.clone().requires_grad_(True)
-
-        def both():
-            peakloc.soft_argmax(xg, ndim=ndim).sum().backward()
-
-        record("gpu", f"{name} forward+backward vs forward", do_bench(both) / 1e3, "forward", fwd)
-        if ndim == 2:
-            import kornia
-
-            temperature = torch.tensor(1.0, device="cuda")
-            korn = do_bench(lambda: kornia.geometry.subpix.spatial_soft_argmax2d(x, temperature, False)) / 1e3
-            record("gpu", f"{name} forward vs kornia", fwd, "kornia", korn)
-        del x, xg
+        _gpu_case(shape, ndim, do_bench)
         torch.cuda.empty_cache()
+
+
+def _gpu_case(shape: tuple[int, ...], ndim: int, do_bench) -> None:
+    import torch
+
+    x = torch.rand(shape, device="cuda")
+    read = do_bench(lambda: x.sum()) / 1e3
+    fwd = do_bench(lambda: peakloc.soft_argmax(x, ndim=ndim)) / 1e3
+    name = "x".join(map(str, shape))
+    record("gpu", f"{name} forward, share of x.sum() bandwidth", fwd, "x.sum()", read)
+    xg = x.clone().requires_grad_(True)
+
+    def both():
+        peakloc.soft_argmax(xg, ndim=ndim).sum().backward()
+
+    record("gpu", f"{name} forward+backward vs forward", do_bench(both) / 1e3, "forward", fwd)
+    if ndim == 2:
+        import kornia
+
+        temperature = torch.tensor(1.0, device="cuda")
+        korn = do_bench(lambda: kornia.geometry.subpix.spatial_soft_argmax2d(x, temperature, False)) / 1e3
+        record("gpu", f"{name} forward vs kornia", fwd, "kornia", korn)
 
 
 def command_line(quick: bool, files: int) -> None:
@@ -160,11 +180,20 @@ def command_line(quick: bool, files: int) -> None:
         repeat = 5 if quick else 11
         base_cv2 = best_of(run([sys.executable, "-c", "import cv2"]), repeat=repeat)
         base_np = best_of(run([sys.executable, "-c", "import numpy"]), repeat=repeat)
-        record("cli", "peakloc find one.png", best_of(run([*exe, "find", str(one_png), "-q"]), repeat=repeat),
-               'python -c "import cv2"', base_cv2)
-        record("cli", "peakloc find one.npy --device cpu",
-               best_of(run([*exe, "find", "one.npy", "--device", "cpu", "-q"]), repeat=repeat),
-               'python -c "import numpy"', base_np)
+        record(
+            "cli",
+            "peakloc find one.png",
+            best_of(run([*exe, "find", str(one_png), "-q"]), repeat=repeat),
+            'python -c "import cv2"',
+            base_cv2,
+        )
+        record(
+            "cli",
+            "peakloc find one.npy --device cpu",
+            best_of(run([*exe, "find", "one.npy", "--device", "cpu", "-q"]), repeat=repeat),
+            'python -c "import numpy"',
+            base_np,
+        )
         naive = tmp / "naive.py"
         naive.write_text(
             "import csv, sys, glob, cv2, numpy as np\n"
