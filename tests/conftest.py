@@ -1,5 +1,17 @@
+import os
+
 import numpy as np
 import pytest
+
+try:
+    import torch
+
+    _CUDA = torch.cuda.is_available()
+except ImportError:
+    _CUDA = False
+if not _CUDA:
+    # Triton reads this once, at its first import: without a GPU, its kernels run in the CPU interpreter.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def reference_soft_argmax(heatmap, beta=100.0, ndim=2, normalize="minmax"):
@@ -33,15 +45,8 @@ def rng():
 
 
 def _devices():
-    devices = ["cpu"]
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    devices.append(pytest.param("cuda", marks=pytest.mark.skipif(not cuda, reason="CUDA is not available")))
-    return devices
+    cuda = pytest.param("cuda", marks=pytest.mark.skipif(not _CUDA, reason="CUDA is not available"))
+    return ["cpu", cuda]
 
 
 @pytest.fixture(params=_devices())

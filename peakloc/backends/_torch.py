@@ -5,9 +5,30 @@ The only module of peakloc that imports torch.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import NoFiniteValueError
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_available() -> bool:
+    """True when the fused Triton kernel can run (Triton importable)."""
+    try:
+        from . import _triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _use_fused(t: torch.Tensor) -> bool:
+    """CUDA float tensors use the fused kernel; PEAKLOC_TRITON=0 turns it off, =1 forces it (interpreter)."""
+    choice = os.environ.get("PEAKLOC_TRITON", "")
+    if choice == "0" or t.dtype not in _FLOATS or not (t.is_cuda or choice == "1"):
+        return False
+    return fused_available()
 
 
 def to_device(array, device: str) -> torch.Tensor:
@@ -105,7 +126,23 @@ def probabilities(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tu
 
 
 def soft_argmax(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tuple[torch.Tensor, int]:
-    """Soft-argmax per map: float ``(..., ndim)`` in array-axis order, on ``t``'s device, differentiable."""
+    """Soft-argmax per map: float ``(..., ndim)`` in array-axis order, on ``t``'s device, differentiable.
+
+    CUDA tensors go through the fused Triton kernel (one read of the data) where Triton is installed;
+    elsewhere, eager torch: softmax, then marginal sums.
+    """
+    if _use_fused(t):
+        from . import _triton
+
+        coords, count = _triton.soft_argmax(t, beta, ndim, normalize)
+        empty = torch.nonzero(count == 0)
+        if empty.numel():
+            position = int(empty[0, 0])
+            raise NoFiniteValueError(f"heatmap {position} has no finite value", position)
+        per_map = 1
+        for n in t.shape[t.ndim - ndim :]:
+            per_map *= int(n)
+        return coords, int(count.numel() * per_map - count.sum().item())
     p, nonfinite = probabilities(t, beta, ndim, normalize)
     spatial_dims = list(range(p.ndim - ndim, p.ndim))
     coords = []
