@@ -159,7 +159,8 @@ def _weights(
     shape = (-1,) + (1,) * (x.ndim - 1)
     # Subtracting the maximum first keeps every exponent <= 0: no overflow whatever beta and dtype.
     w = np.subtract(x, hi.astype(dtype).reshape(shape), dtype=dtype)
-    w *= coef.astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # a huge coef sends non-maxima to -inf: weight 0, as it should be
+        w *= coef.astype(dtype).reshape(shape)
     if cut > -np.inf:
         np.maximum(w, cut, out=w)
     np.exp(w, out=w)
@@ -212,7 +213,8 @@ def _sums(
         return out
     index = np.flatnonzero(keep)
     owner, position = np.divmod(index, per_map)
-    logits = (flat.reshape(-1)[index] - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
+    with np.errstate(over="ignore"):  # as in _weights: -inf logits are weight 0
+        logits = (flat.reshape(-1)[index] - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
     weights = np.exp(logits)
     out[:, 0] = np.bincount(owner, weights, minlength=b)
     coordinates = []
