@@ -207,3 +207,26 @@ def test_background_option_blends_over_the_photo(tmp_path):
     )
     assert result.exit_code == 0
     assert cv2.imread(str(tmp_path / "o" / "frame.png")).shape[1] == 256
+
+
+def test_overlays_from_parallel_workers_are_all_written(tmp_path):
+    import subprocess
+    import sys
+
+    from peakloc import batch
+
+    count = batch.PARALLEL_MIN_INPUTS + 4
+    for i in range(count):
+        _png(tmp_path / "in" / f"f{i:02d}.png", (5 + i, 7))
+    out = subprocess.run(
+        [sys.executable, "-m", "peakloc", "find", str(tmp_path / "in"), "--overlay", str(tmp_path / "ov"), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"f{i:02d}.png" for i in range(count)]
+    image = cv2.imread(str(tmp_path / "ov" / "f09.png"))
+    f = math.ceil(256 / 48)
+    top = overlay.LINE_HEIGHT + 6
+    x, y = centroid(image[top : top + 48 * f], WHITE)
+    assert abs(x - (7.5 * f - 0.5)) < 0.5 and abs(y - (14.5 * f - 0.5)) < 0.5
