@@ -368,8 +368,6 @@ def _overlay_settings(folder, colormap, scale, sheet, background):
             photo = read_background(background)
         except PeaklocError as exc:
             raise click.BadParameter(str(exc), param_hint="'--background'") from None
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise click.BadParameter(f"{folder} exists and is not a folder", param_hint="'--overlay'")
     return OverlaySettings(folder, colormap, scale, sheet, photo)
 
 

@@ -437,7 +437,10 @@ def write_overlays(
     protected : set of str
         Real paths of the inputs: an overlay never overwrites one.
     """
-    os.makedirs(settings.folder, exist_ok=True)
+    try:
+        os.makedirs(settings.folder, exist_ok=True)
+    except OSError as exc:
+        raise PeaklocError(f"cannot create overlay folder {settings.folder}: {exc.strerror or exc}") from None
     written, tiles = [], []
     for b, label in enumerate(labels):
         name = f"{base}_{sanitize(label)}" if label else base

@@ -170,11 +170,13 @@ def test_overlay_never_overwrites_an_input(tmp_path):
     assert result.stdout.count("frame.png") == 2  # the rows are still written
 
 
-def test_overlay_folder_that_is_a_file_is_a_usage_error(tmp_path):
+def test_overlay_folder_that_cannot_be_made_fails_each_input_and_keeps_the_table(tmp_path):
     _png(tmp_path / "frame.png", (5, 5))
     (tmp_path / "file").write_text("x")
     result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "file")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
+    assert f"peakloc: error: {tmp_path / 'frame.png'}: cannot create overlay folder" in result.stderr
+    assert result.stdout.count("frame.png") == 2
 
 
 def test_overlay_options_need_overlay(tmp_path):
