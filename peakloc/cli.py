@@ -219,7 +219,7 @@ def main() -> None:
 )
 @click.option(
     "--overlay",
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     metavar="DIR",
     help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked.",
 )
