@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import io
-from .axes import to_heatmaps
 from .errors import PeaklocError
 from .inputs import Input
-from .pipeline import Located, Options, locate
+from .pipeline import Located, Options, locate, read_heatmaps
 from .table import rows
 
 #: From this many inputs on, a process pool pays for its start-up.
@@ -55,9 +53,7 @@ def _read(job: Job, item: Input):
     """``(heatmaps (B, *spatial), layout)`` of one input, or a :class:`PeaklocError`."""
     if item.problem:
         raise PeaklocError(item.problem)
-    array, axes = io.read(item.path, job.options.axes)
-    stacked, layout = to_heatmaps(array, axes)
-    return stacked.reshape((layout.count,) + layout.spatial_shape), layout
+    return read_heatmaps(item.path, job.options.axes)
 
 
 def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:

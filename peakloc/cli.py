@@ -127,7 +127,8 @@ def main() -> None:
     type=MethodList(),
     default="both",
     show_default=True,
-    help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}.",
+    help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}; "
+    "'all' = every method.",
 )
 @click.option(
     "--peaks",

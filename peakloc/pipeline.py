@@ -1,6 +1,7 @@
 """One input, end to end: read, lay out as heatmaps, locate peaks with every method asked for.
 
-The CLI calls :func:`locate_file` per input; this module holds the wiring, not the maths or the formats.
+:mod:`peakloc.batch` calls :func:`read_heatmaps` and :func:`locate` per input (or per stack of inputs);
+this module holds the wiring, not the maths or the formats.
 """
 
 from __future__ import annotations
@@ -234,9 +235,13 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
     return Located(heatmaps, layout, peaks, extras, sorted(messages), present)
 
 
+def read_heatmaps(path: str, axes: str | None = None) -> tuple[np.ndarray, Layout]:
+    """A file's heatmaps ``(B, *spatial)`` and their layout; :class:`PeaklocError` for a bad input."""
+    array, letters = io.read(path, axes)
+    stacked, layout = to_heatmaps(array, letters)
+    return stacked.reshape((layout.count,) + layout.spatial_shape), layout
+
+
 def locate_file(path: str, options: Options) -> Located:
     """Read one file and locate its peaks; raises :class:`PeaklocError` for anything wrong with the input."""
-    array, axes = io.read(path, options.axes)
-    stacked, layout = to_heatmaps(array, axes)
-    heatmaps = stacked.reshape((layout.count,) + layout.spatial_shape)
-    return locate(heatmaps, layout, options)
+    return locate(*read_heatmaps(path, options.axes), options)

@@ -138,19 +138,14 @@ def estimate_width(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
 
 def _local(heatmaps, owner, centres, window, beta, normalize):
     """Soft-argmax over a ``(2 * window + 1)`` window around each peak, normalised within the window."""
+    from .backends._numpy import _coefficient
+
     w = windows(heatmaps, owner, centres, window)
     flat = w.reshape(len(w), -1)
     with np.errstate(all="ignore"):
-        hi = np.nanmax(flat, axis=1, keepdims=True)
-        lo = np.nanmin(flat, axis=1, keepdims=True)
-        if normalize == "minmax":
-            span = hi - lo
-            scale = np.divide(beta, span, out=np.zeros_like(span), where=span > 0)
-        elif normalize == "max":
-            scale = np.divide(beta, hi, out=np.full_like(hi, beta), where=hi > 0)
-        else:
-            scale = np.full_like(hi, beta)
-        weights = np.exp(np.minimum(scale, np.finfo(np.float64).max) * (flat - hi))
+        hi = np.nanmax(flat, axis=1)
+        scale = _coefficient(beta, normalize, hi, np.nanmin(flat, axis=1))
+        weights = np.exp(scale[:, None] * (flat - hi[:, None]))
     weights = np.nan_to_num(weights, nan=0.0)
     offsets = _offsets(window, centres.shape[1])
     shift = weights @ offsets / weights.sum(axis=1, keepdims=True)

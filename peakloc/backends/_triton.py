@@ -23,11 +23,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ._torch import _coefficient
+
 #: Largest map (values) handled by one program from registers.
 TILE_MAX = 16384
 #: Values per loop step of a split program.
 BLOCK = 4096
 MODES = {"minmax": 0, "max": 1, "none": 2}
+NORMALIZE = {mode: name for name, mode in MODES.items()}
 
 
 @triton.jit
@@ -198,7 +201,7 @@ class _FusedSoftArgmax(torch.autograd.Function):
             hi = partial[..., 0].amax(dim=1)
             lo = partial[..., 1].amin(dim=1)
             count = partial[..., 2].sum(dim=1)
-            coef = _torch_coef(hi, lo, beta, mode)
+            coef = _coefficient(beta, NORMALIZE[mode], hi, lo)
             stats = torch.stack([hi, coef], dim=1).contiguous()
             parts = torch.empty((batch, splits, 8), dtype=acc_torch, device=x.device)
             _sums_split[(batch, splits)](x, stats, parts, n, h, w, span, splits, BLOCK=BLOCK, ACC=acc)
@@ -241,17 +244,6 @@ class _FusedSoftArgmax(torch.autograd.Function):
             at_hi = x.masked_fill(~finite, float("-inf")).argmax(dim=1)
             flat.scatter_add_(1, at_hi[:, None], d_hi[:, None].to(flat.dtype))
         return grad, None, None, None, None, None, None
-
-
-def _torch_coef(hi, lo, beta, mode):
-    if mode == 0:
-        span = hi - lo
-        coef = torch.where(span > 0, beta / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(span))
-    elif mode == 1:
-        coef = torch.where(hi > 0, beta / torch.where(hi > 0, hi, torch.ones_like(hi)), torch.full_like(hi, beta))
-    else:
-        coef = torch.full_like(hi, beta)
-    return coef.clamp(max=3.0e38)
 
 
 def soft_argmax(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
