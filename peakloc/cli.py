@@ -210,7 +210,9 @@ def main() -> None:
     show_default=True,
     help="cpu (NumPy, no torch needed), cuda (torch on the GPU), auto (cuda if available).",
 )
-@click.option("-o", "--output", default="-", show_default=True, help="Table file; '-' is standard output.")
+@click.option(
+    "-o", "--output", default="-", show_default=True, metavar="PATH", help="Table file; '-' is standard output."
+)
 @click.option(
     "-f",
     "--format",
