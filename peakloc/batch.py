@@ -120,11 +120,6 @@ def run_chunk(job: Job, items: Sequence[Input]) -> list[Outcome]:
     return outcomes
 
 
-def run_one(job: Job, item: Input) -> Outcome:
-    """Process one input; a :class:`PeaklocError` becomes an error message, anything else propagates."""
-    return run_chunk(job, [item])[0]
-
-
 _JOB: Job | None = None
 
 

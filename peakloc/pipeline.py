@@ -240,8 +240,3 @@ def read_heatmaps(path: str, axes: str | None = None) -> tuple[np.ndarray, Layou
     array, letters = io.read(path, axes)
     stacked, layout = to_heatmaps(array, letters)
     return stacked.reshape((layout.count,) + layout.spatial_shape), layout
-
-
-def locate_file(path: str, options: Options) -> Located:
-    """Read one file and locate its peaks; raises :class:`PeaklocError` for anything wrong with the input."""
-    return locate(*read_heatmaps(path, options.axes), options)
