@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,13 +145,17 @@ def workers_for(count: int, options: Options) -> int:
     return min(cores, 8, count)
 
 
-def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Outcome]:
-    """Each input's outcome, in input order; in a process pool when that pays."""
+@contextmanager
+def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
+    """Context giving each input's outcome, in input order; in a process pool when that pays.
+
+    The pool is forked on entering, before the caller starts anything with threads of its own (a progress
+    bar): forking a process that runs other threads can deadlock the children.
+    """
     workers = workers_for(len(items), job.options)
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     if workers == 1:
-        for chunk in chunks:
-            yield from run_chunk(job, chunk)
+        yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk))
         return
     import multiprocessing
 
@@ -158,5 +163,4 @@ def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Outcome]:
     context = multiprocessing.get_context(method)
     with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
         # imap keeps input order; results are rows, so the ones waiting for their turn stay small.
-        for done in pool.imap(_run_in_worker, chunks):
-            yield from done
+        yield (outcome for done in pool.imap(_run_in_worker, chunks) for outcome in done)

@@ -319,8 +319,8 @@ def find(
     writer = TableWriter(output, fmt, COLUMNS + EXTRA_COLUMNS if extra else COLUMNS)
     failed = heatmaps = 0
     try:
-        with _progress(len(todo), quiet) as advance:
-            for outcome in outcomes(job, todo):
+        with outcomes(job, todo) as results, _progress(len(todo), quiet) as advance:
+            for outcome in results:
                 advance()
                 for message in outcome.warnings:
                     click.echo(f"peakloc: warning: {outcome.path}: {message}", err=True)
