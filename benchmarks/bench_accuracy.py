@@ -134,16 +134,22 @@ def run_methods(maps: np.ndarray, cond: Condition) -> dict[str, np.ndarray]:
     return out
 
 
+#: ``--smooth`` values tried on the fixation maps: off, and about sigma / 8 (undoes the 8-bit plateaus).
+SMOOTHS = (0.0, 4.0)
+
+
 def several_peaks(n_maps: int, rng: np.random.Generator) -> dict:
     """The seed demo's 40-subject fixation maps (256x256, sigma 33, 8-bit): are all true peaks found?
 
-    Per method: true peaks with a found peak within 1 px, found peaks with no true peak within 1 px (extra).
+    Per method and ``--smooth``: true peaks with a found peak within 1 px, found peaks with no true peak
+    within 1 px (extra). Keys are ``"method"`` or ``"method smooth S"``.
     """
     threshold = 0.25
-    methods = ("argmax",) + OURS
-    found_within = dict.fromkeys(methods, 0)
-    extra = dict.fromkeys(methods, 0)
-    worst = dict.fromkeys(methods, 0.0)
+    configs = [(m, s) for s in SMOOTHS for m in ("argmax",) + OURS]
+    keys = [m if not s else f"{m} smooth {s:g}" for m, s in configs]
+    found_within = dict.fromkeys(keys, 0)
+    extra = dict.fromkeys(keys, 0)
+    worst = dict.fromkeys(keys, 0.0)
     true_total = 0
     yy, xx = np.mgrid[:256, :256].astype(np.float64)
     for _ in range(n_maps):
@@ -156,29 +162,32 @@ def several_peaks(n_maps: int, rng: np.random.Generator) -> dict:
         truth = peakloc.find_peaks(heat, num_peaks=100, min_distance=5, threshold=threshold)
         truth = np.array([_newton(points, t) for t in truth]).reshape(-1, 2)
         true_total += len(truth)
-        found = peakloc.find_peaks(image, num_peaks=100, min_distance=10, threshold=f"{threshold * 100:g}%")
-        for method in methods:
-            coords = (
-                found.astype(float)
-                if method == "argmax" or not len(found)
-                else peakloc.refine(image, found, method=method)
-            )
-            if not len(truth) or not len(coords):
-                extra[method] += len(coords)
-                continue
-            dist = np.linalg.norm(truth[:, None] - coords[None], axis=-1)
-            found_within[method] += int(np.sum(dist.min(axis=1) <= 1.0))
-            extra[method] += int(np.sum(dist.min(axis=0) > 1.0))
-            worst[method] = max(worst[method], float(dist.min(axis=1).max()))
+        for smooth in SMOOTHS:
+            # As `peakloc find --smooth S` does: every method on the smoothed map.
+            work = peakloc.smooth(image, smooth) if smooth else image
+            found = peakloc.find_peaks(work, num_peaks=100, min_distance=10, threshold=f"{threshold * 100:g}%")
+            for method, key in ((m, k) for (m, s), k in zip(configs, keys) if s == smooth):
+                coords = (
+                    found.astype(float)
+                    if method == "argmax" or not len(found)
+                    else peakloc.refine(work, found, method=method)
+                )
+                if not len(truth) or not len(coords):
+                    extra[key] += len(coords)
+                    continue
+                dist = np.linalg.norm(truth[:, None] - coords[None], axis=-1)
+                found_within[key] += int(np.sum(dist.min(axis=1) <= 1.0))
+                extra[key] += int(np.sum(dist.min(axis=0) > 1.0))
+                worst[key] = max(worst[key], float(dist.min(axis=1).max()))
     return {
-        m: {
+        k: {
             "maps": n_maps,
             "true_peaks": true_total,
-            "found_within_1px": found_within[m],
-            "extra_peaks": extra[m],
-            "worst_distance_px": round(worst[m], 3),
+            "found_within_1px": found_within[k],
+            "extra_peaks": extra[k],
+            "worst_distance_px": round(worst[k], 3),
         }
-        for m in methods
+        for k in keys
     }
 
 
@@ -237,10 +246,14 @@ def main() -> None:
         else:
             ok = stats[best][0] <= 0.005
             bar = f"{best} {stats[best][0]:.4f} px"
+        verdict = "PASS" if ok else "FAIL"
+        if not ok and cond.noise and stats[best][0] <= 1.1 * crb and z < 2:
+            # Both at the bound: the sign of the difference is the draw's, not the method's.
+            verdict = "FAIL (tie: not significantly worse than DARK)"
         if not ok:
             failures.append(cond.name)
         cells = " ".join(f"{stats[m][0]:7.4f}/{stats[m][1]:7.4f}" for m in names)
-        print(f"{cond.name:42s} {cells} {crb:7.4f}  {'PASS' if ok else 'FAIL'} {bar}", flush=True)
+        print(f"{cond.name:42s} {cells} {crb:7.4f}  {verdict} {bar}", flush=True)
         for method in names:
             rows.append(
                 {
@@ -265,10 +278,13 @@ def main() -> None:
     print("\nseveral peaks, seed demo fixation maps (256x256, sigma 33, 8-bit; --threshold 25% --min-distance 10):")
     for method, result in peaks.items():
         print(
-            f"  {method:10s} {result['found_within_1px']}/{result['true_peaks']} true peaks within 1 px, "
+            f"  {method:19s} {result['found_within_1px']}/{result['true_peaks']} true peaks within 1 px, "
             f"{result['extra_peaks']} extra, worst distance {result['worst_distance_px']} px"
         )
-    best = max(OURS, key=lambda m: (peaks[m]["found_within_1px"], -peaks[m]["extra_peaks"]))
+    best = max(
+        (k for k in peaks if not k.startswith("argmax")),
+        key=lambda k: (peaks[k]["found_within_1px"], -peaks[k]["extra_peaks"]),
+    )
     peaks_ok = peaks[best]["found_within_1px"] == peaks[best]["true_peaks"] and peaks[best]["extra_peaks"] == 0
     print(f"  best: {best}: {'PASS' if peaks_ok else 'FAIL'}")
     if not peaks_ok:

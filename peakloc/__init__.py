@@ -18,11 +18,12 @@ __all__ = [
     "find_peaks",
     "pixel_to_normalized",
     "refine",
+    "smooth",
     "soft_argmax",
 ]
 
 # Peak picking and refinement load on first use: `peakloc find` with the contract's methods never needs them.
-_LAZY = {"find_peaks": "peaks", "refine": "subpixel", "Refined": "subpixel"}
+_LAZY = {"find_peaks": "peaks", "refine": "subpixel", "Refined": "subpixel", "smooth": "smoothing"}
 
 
 def __getattr__(name: str):

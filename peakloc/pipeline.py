@@ -59,6 +59,7 @@ class Options:
     threshold: str | None = None
     window: int | None = None
     sigma: float | None = None
+    smooth: float = 0.0
     extra: bool = False
 
 
@@ -168,8 +169,17 @@ def _plain_extras(heatmaps: np.ndarray, owner: np.ndarray, points: np.ndarray) -
 
 
 def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
-    """Peaks of heatmaps already laid out as ``(B, *spatial)``, with every method of ``options``."""
+    """Peaks of heatmaps already laid out as ``(B, *spatial)``, with every method of ``options``.
+
+    With ``options.smooth``, every method runs on the smoothed heatmaps (:func:`peakloc.smooth`);
+    the values stay the raw heatmaps'.
+    """
     ndim = len(layout.spatial)
+    raw = heatmaps
+    if options.smooth:
+        from .smoothing import smooth
+
+        heatmaps = smooth(raw, options.smooth, ndim)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -194,7 +204,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
 
     peaks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     extras: dict[str, dict[str, np.ndarray]] = {}
-    flat = heatmaps.reshape(len(heatmaps), -1)
+    flat = raw.reshape(len(raw), -1)
     for method in options.methods:
         if method == "argmax":
             index = np.ravel_multi_index(tuple(points.T), layout.spatial_shape)
@@ -203,7 +213,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
             extras[method] = scatter_extras(plain)
         elif method == "softargmax":
             coords = found["softargmax"][:, None, :]
-            peaks[method] = (coords, _numpy.interpolate(heatmaps, coords))
+            peaks[method] = (coords, _numpy.interpolate(raw, coords))
             extras[method] = {k: v[:, :1] for k, v in scatter_extras(plain).items()}
         else:
             from .subpixel import refine_flat
@@ -219,7 +229,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
                 normalize=options.normalize,
             )
             coords = scatter(result.coords, np.nan)
-            peaks[method] = (coords, _numpy.interpolate(heatmaps, np.nan_to_num(coords)))
+            peaks[method] = (coords, _numpy.interpolate(raw, np.nan_to_num(coords)))
             extras[method] = scatter_extras(
                 {"sigma": result.sigma, "amplitude": result.amplitude, "snr": result.snr, "fallback": result.fallback}
             )
@@ -232,7 +242,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, options: Options) -> Located:
     for coords, _ in peaks.values():
         if coords.dtype.kind == "f":
             coords[~present[:, : coords.shape[1]]] = np.nan
-    return Located(heatmaps, layout, peaks, extras, sorted(messages), present)
+    return Located(raw, layout, peaks, extras, sorted(messages), present)
 
 
 def read_heatmaps(path: str, axes: str | None = None) -> tuple[np.ndarray, Layout]:
