@@ -36,7 +36,7 @@ bench:
 	$(BIN)/python benchmarks/bench_speed.py
 
 bench-accuracy:
-	$(BIN)/python benchmarks/bench_accuracy.py
+	$(BIN)/python benchmarks/bench_accuracy.py | tee benchmarks/results/accuracy.txt
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info
