@@ -1,10 +1,11 @@
 """peakloc: find peaks in heatmaps (hard argmax and soft-argmax, 1-D to 3-D, NumPy or torch).
 
-This module never imports torch: the torch back end loads only when a tensor or a GPU asks for it.
+This module never imports torch: the torch back end loads only when a tensor or a GPU asks for it, and
+:class:`SoftArgmax` (a ``torch.nn.Module``) only when it is first used.
 """
 
-from .core import argmax, pixel_to_normalized, soft_argmax
-from .errors import NoFiniteValueError, NonFiniteWarning, PeaklocError
+from .errors import NoFiniteValueError, NonFiniteWarning, PeaklocError, PeaklocWarning
+from .ops.coords import argmax, normalized_to_pixel, pixel_to_normalized, soft_argmax
 
 __version__ = "0.1.0"
 
@@ -12,18 +13,27 @@ __all__ = [
     "NoFiniteValueError",
     "NonFiniteWarning",
     "PeaklocError",
+    "PeaklocWarning",
     "Refined",
+    "SoftArgmax",
     "__version__",
     "argmax",
     "find_peaks",
+    "normalized_to_pixel",
     "pixel_to_normalized",
     "refine",
     "smooth",
     "soft_argmax",
 ]
 
-# Peak picking and refinement load on first use: `peakloc find` with the contract's methods never needs them.
-_LAZY = {"find_peaks": "peaks", "refine": "subpixel", "Refined": "subpixel", "smooth": "smoothing"}
+# Loaded on first use: `peakloc find` with the contract's methods never needs them, and SoftArgmax needs torch.
+_LAZY = {
+    "find_peaks": "ops.peaks",
+    "refine": "ops.subpixel",
+    "Refined": "ops.subpixel",
+    "smooth": "ops.smoothing",
+    "SoftArgmax": "nn",
+}
 
 
 def __getattr__(name: str):

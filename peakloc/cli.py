@@ -10,22 +10,53 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .core import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .errors import MissingTorchError, PeaklocError
-from .pipeline import METHOD_ALIASES, METHODS, Options, parse_methods
-from .table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
+from .ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
+from .output.table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
+from .run.settings import COORDS, METHOD_ALIASES, METHODS, Settings, parse_methods
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
 PROGRESS_MIN_INPUTS = 5
 
 
+#: Library parameter (as library errors name it, in backticks) -> the option that sets it.
+FLAGS = {
+    "`axes`": "--axes",
+    "`device`='cuda'": "--device cuda",
+    "`device`": "--device",
+    "`background`": "--background",
+    "`folder`": "--overlay",
+    "`threshold`": "--threshold",
+    "`sigma` of the smoothing": "--smooth",
+    "`beta`": "--beta",
+}
+
+
+def as_flags(message: str) -> str:
+    """A library message in the command line's words: parameters become the options that set them.
+
+    Examples
+    --------
+    >>> as_flags("cannot tell the axes of a 4-d array: pass `axes` with 4 letters")
+    'cannot tell the axes of a 4-d array: pass --axes with 4 letters'
+    """
+    for parameter, flag in FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
+
+
 def _error(message: str) -> None:
-    click.echo(f"peakloc: error: {message}", err=True)
+    click.echo(f"peakloc: error: {as_flags(message)}", err=True)
+
+
+def _warning(path: str, message: str) -> None:
+    click.echo(f"peakloc: warning: {path}: {as_flags(message)}", err=True)
 
 
 class MethodList(click.ParamType):
@@ -62,18 +93,18 @@ class PositiveFloat(click.ParamType):
 def _validate_axes(ctx, param, value):
     if value is None:
         return None
-    from .axes import validate_axes
+    from .io.axes import validate_axes
 
     try:
         return validate_axes(value)
     except PeaklocError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(as_flags(str(exc))) from None
 
 
 def _validate_threshold(ctx, param, value):
     if value is None:
         return None
-    from .peaks import parse_threshold
+    from .ops.peaks import parse_threshold
 
     try:
         parse_threshold(value)
@@ -85,7 +116,7 @@ def _validate_threshold(ctx, param, value):
 def _validate_colormap(ctx, param, value):
     if value == "jet":  # the default needs no OpenCV import at start-up
         return value
-    from .overlay import colormap_names
+    from .output.overlay import colormap_names
 
     names = colormap_names()
     if value.lower() not in names:
@@ -98,18 +129,191 @@ def _resolve_device(device: str) -> str:
     if device == "cpu":
         return "cpu"
     try:
-        from .backends import torch_backend
+        from .backends import load_torch
 
-        available = torch_backend("--device cuda").cuda_available()
+        available = load_torch("`device`='cuda'").cuda_available()
     except MissingTorchError as exc:
         if device == "auto":
             return "cpu"
-        raise click.BadParameter(str(exc), param_hint="'--device'") from None
+        raise click.BadParameter(as_flags(str(exc)), param_hint="'--device'") from None
     if available:
         return "cuda"
     if device == "auto":
         return "cpu"
     raise click.BadParameter("CUDA is not available on this machine (torch sees no GPU)", param_hint="'--device'")
+
+
+def option_group(*options: Callable) -> Callable:
+    """Several Click options as one decorator, listed in ``--help`` in the order given."""
+
+    def apply(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+#: Which methods run, and the sub-pixel methods' settings.
+method_options = option_group(
+    click.option(
+        "-m",
+        "--method",
+        "methods",
+        type=MethodList(),
+        default="both",
+        show_default=True,
+        help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}; "
+        "'all' = every method.",
+    ),
+    click.option(
+        "--window",
+        type=click.IntRange(min=1),
+        metavar="PIXELS",
+        help="local: half-width of the soft-argmax window. Default: twice the peak's estimated sigma (>= 2).",
+    ),
+    click.option(
+        "--sigma",
+        type=PositiveFloat(),
+        metavar="PIXELS",
+        help="dark: sigma of the blur, the heatmaps' Gaussian width. Default: estimated per peak.",
+    ),
+    click.option(
+        "--smooth",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        metavar="PIXELS",
+        help="Before every method, replace each heatmap by a local quadratic fit with Gaussian weights of this "
+        "sigma (a Savitzky-Golay filter): it keeps broad peaks in place and separates peaks that 8-bit rounding "
+        "merged into one plateau. About 1/8 of the peak's sigma; values stay the raw heatmap's. Default: 0, off.",
+    ),
+)
+#: How many peaks per heatmap, and which count.
+peak_options = option_group(
+    click.option(
+        "--peaks",
+        "num_peaks",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        metavar="K",
+        help="Find up to K local maxima per heatmap, highest first; every method refines each (softargmax is "
+        "global: rank 1 only).",
+    ),
+    click.option(
+        "--min-distance",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        metavar="PIXELS",
+        help="Minimum distance between peaks (Chebyshev, pixels), as scikit-image's peak_local_max.",
+    ),
+    click.option(
+        "--threshold",
+        callback=_validate_threshold,
+        metavar="VALUE[%]",
+        help="Peaks must be strictly above this raw value, or above N% of the heatmap's maximum ('50%'). "
+        "Default: above the heatmap's minimum.",
+    ),
+)
+#: The soft-argmax's sharpness and scaling.
+softargmax_options = option_group(
+    click.option(
+        "-b",
+        "--beta",
+        type=PositiveFloat(),
+        default=DEFAULT_BETA,
+        show_default=True,
+        help="Soft-argmax sharpness: weights are exp(beta * (v - max v)); > 0. kornia's temperature is 1/beta.",
+    ),
+    click.option(
+        "--normalize",
+        type=click.Choice(NORMALIZE_MODES),
+        default=DEFAULT_NORMALIZE,
+        show_default=True,
+        help="Scaling of each heatmap before beta: minmax to [0, 1], max divides by the maximum, none raw.",
+    ),
+)
+#: How inputs are found and read.
+input_options = option_group(
+    click.option(
+        "--axes",
+        callback=_validate_axes,
+        metavar="TEXT",
+        help="Axis letters of the stored array, e.g. YX, ZYX, CYX, TCZYX. Z, Y, X are spatial; others are "
+        "batch axes. Default: TIFF metadata, else X / YX / ZYX by the number of axes.",
+    ),
+    click.option("-r", "--recursive", is_flag=True, help="Enter subfolders of directory inputs."),
+)
+#: The table: where, which format, which coordinates and columns.
+output_options = option_group(
+    click.option(
+        "-o", "--output", default="-", show_default=True, metavar="PATH", help="Table file; '-' is standard output."
+    ),
+    click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        help="Table format. Default: from the output's extension (.csv .tsv .json .jsonl), else csv.",
+    ),
+    click.option(
+        "--coords",
+        type=click.Choice(COORDS),
+        default="pixel",
+        show_default=True,
+        help="pixel: array indices (pixel centres are whole numbers); normalized: [-1, 1], centre of first "
+        "pixel to centre of last.",
+    ),
+    click.option(
+        "--extra",
+        is_flag=True,
+        help="Add columns after value: sigma (peak width, px), amplitude (height above background), snr "
+        "(amplitude / noise, a confidence), fallback (true where a method kept the integer peak).",
+    ),
+)
+#: Overlay pictures.
+overlay_options = option_group(
+    click.option(
+        "--overlay",
+        type=click.Path(),
+        metavar="DIR",
+        help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked.",
+    ),
+    click.option(
+        "--colormap",
+        default="jet",
+        show_default=True,
+        callback=_validate_colormap,
+        metavar="NAME",
+        help="Overlay colour map: any OpenCV colour map name (jet, viridis, turbo, inferno, ...).",
+    ),
+    click.option(
+        "--overlay-scale",
+        type=click.IntRange(1, 64),
+        metavar="N",
+        help="Overlay zoom factor (nearest neighbour). Default: enough for about 256 px on the short side.",
+    ),
+    click.option("--overlay-sheet", is_flag=True, help="Also write one contact sheet per file of several heatmaps."),
+    click.option(
+        "--background",
+        type=click.Path(dir_okay=False),
+        metavar="IMAGE",
+        help="Blend 2-D overlays over this photograph (the heatmap is resized to it) and mark the peaks there.",
+    ),
+)
+#: Where and how the run goes.
+run_options = option_group(
+    click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda", "auto"]),
+        default="cpu",
+        show_default=True,
+        help="cpu (NumPy, no torch needed), cuda (torch on the GPU), auto (cuda if available).",
+    ),
+    click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr."),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,171 +324,14 @@ def main() -> None:
 
 @main.command(no_args_is_help=False)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "-m",
-    "--method",
-    "methods",
-    type=MethodList(),
-    default="both",
-    show_default=True,
-    help=f"Methods, comma-separated: {', '.join(METHODS)}; 'both' = {','.join(METHOD_ALIASES['both'])}; "
-    "'all' = every method.",
-)
-@click.option(
-    "--peaks",
-    "num_peaks",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    metavar="K",
-    help="Find up to K local maxima per heatmap, highest first; every method refines each (softargmax is "
-    "global: rank 1 only).",
-)
-@click.option(
-    "--min-distance",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    metavar="PIXELS",
-    help="Minimum distance between peaks (Chebyshev, pixels), as scikit-image's peak_local_max.",
-)
-@click.option(
-    "--threshold",
-    callback=_validate_threshold,
-    metavar="VALUE[%]",
-    help="Peaks must be strictly above this raw value, or above N% of the heatmap's maximum ('50%'). "
-    "Default: above the heatmap's minimum.",
-)
-@click.option(
-    "--window",
-    type=click.IntRange(min=1),
-    metavar="PIXELS",
-    help="local: half-width of the soft-argmax window. Default: twice the peak's estimated sigma (>= 2).",
-)
-@click.option(
-    "--sigma",
-    type=PositiveFloat(),
-    metavar="PIXELS",
-    help="dark: sigma of the blur, the heatmaps' Gaussian width. Default: estimated per peak.",
-)
-@click.option(
-    "--smooth",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="PIXELS",
-    help="Before every method, replace each heatmap by a local quadratic fit with Gaussian weights of this "
-    "sigma (a Savitzky-Golay filter): it keeps broad peaks in place and separates peaks that 8-bit rounding "
-    "merged into one plateau. About 1/8 of the peak's sigma; values stay the raw heatmap's. Default: 0, off.",
-)
-@click.option(
-    "--extra",
-    is_flag=True,
-    help="Add columns after value: sigma (peak width, px), amplitude (height above background), snr "
-    "(amplitude / noise, a confidence), fallback (true where a method kept the integer peak).",
-)
-@click.option(
-    "-b",
-    "--beta",
-    type=PositiveFloat(),
-    default=DEFAULT_BETA,
-    show_default=True,
-    help="Soft-argmax sharpness: weights are exp(beta * (v - max v)); > 0. kornia's temperature is 1/beta.",
-)
-@click.option(
-    "--normalize",
-    type=click.Choice(NORMALIZE_MODES),
-    default=DEFAULT_NORMALIZE,
-    show_default=True,
-    help="Scaling of each heatmap before beta: minmax to [0, 1], max divides by the maximum, none raw.",
-)
-@click.option(
-    "--axes",
-    callback=_validate_axes,
-    metavar="TEXT",
-    help="Axis letters of the stored array, e.g. YX, ZYX, CYX, TCZYX. Z, Y, X are spatial; others are "
-    "batch axes. Default: TIFF metadata, else X / YX / ZYX by the number of axes.",
-)
-@click.option(
-    "--coords",
-    type=click.Choice(["pixel", "normalized"]),
-    default="pixel",
-    show_default=True,
-    help="pixel: array indices (pixel centres are whole numbers); normalized: [-1, 1], centre of first "
-    "pixel to centre of last.",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda", "auto"]),
-    default="cpu",
-    show_default=True,
-    help="cpu (NumPy, no torch needed), cuda (torch on the GPU), auto (cuda if available).",
-)
-@click.option(
-    "-o", "--output", default="-", show_default=True, metavar="PATH", help="Table file; '-' is standard output."
-)
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    help="Table format. Default: from the output's extension (.csv .tsv .json .jsonl), else csv.",
-)
-@click.option(
-    "--overlay",
-    type=click.Path(),
-    metavar="DIR",
-    help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked.",
-)
-@click.option(
-    "--colormap",
-    default="jet",
-    show_default=True,
-    callback=_validate_colormap,
-    metavar="NAME",
-    help="Overlay colour map: any OpenCV colour map name (jet, viridis, turbo, inferno, ...).",
-)
-@click.option(
-    "--overlay-scale",
-    type=click.IntRange(1, 64),
-    metavar="N",
-    help="Overlay zoom factor (nearest neighbour). Default: enough for about 256 px on the short side.",
-)
-@click.option("--overlay-sheet", is_flag=True, help="Also write one contact sheet per file of several heatmaps.")
-@click.option(
-    "--background",
-    type=click.Path(dir_okay=False),
-    metavar="IMAGE",
-    help="Blend 2-D overlays over this photograph (the heatmap is resized to it) and mark the peaks there.",
-)
-@click.option("-r", "--recursive", is_flag=True, help="Enter subfolders of directory inputs.")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
-def find(
-    inputs,
-    methods,
-    num_peaks,
-    min_distance,
-    threshold,
-    window,
-    sigma,
-    smooth,
-    extra,
-    beta,
-    normalize,
-    axes,
-    coords,
-    device,
-    output,
-    fmt,
-    overlay,
-    colormap,
-    overlay_scale,
-    overlay_sheet,
-    background,
-    recursive,
-    fail_fast,
-    quiet,
-):
+@method_options
+@peak_options
+@softargmax_options
+@input_options
+@output_options
+@overlay_options
+@run_options
+def find(inputs: tuple[str, ...], **options) -> None:
     """Locate the peaks of every heatmap in INPUT... and write a table.
 
     INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a directory (its supported files, sorted by
@@ -293,48 +340,27 @@ def find(
     Columns: path, index, peak, method, x, y, z, value. Exit status: 0 all inputs done, 1 some failed
     (one 'peakloc: error: PATH: reason' line each), 2 usage error.
     """
-    from .inputs import expand
+    from .io.inputs import expand
 
-    fmt = infer_format(output, fmt)
-    options = Options(
-        methods=methods,
-        beta=beta,
-        normalize=normalize,
-        axes=axes,
-        coords=coords,
-        device=_resolve_device(device),
-        peaks=num_peaks,
-        min_distance=min_distance,
-        threshold=threshold,
-        window=window,
-        sigma=sigma,
-        smooth=smooth,
-        extra=extra,
-    )
-    todo = expand(inputs, recursive, sys.stdin)
+    output, quiet, fail_fast = options.pop("output"), options.pop("quiet"), options.pop("fail_fast")
+    fmt = infer_format(output, options.pop("fmt"))
+    todo = expand(inputs, options.pop("recursive"), sys.stdin)
     if output != "-":
         _check_output(output, [i.path for i in todo])
-    overlays = _overlay_settings(overlay, colormap, overlay_scale, overlay_sheet, background)
-    names: dict[str, str] = {}
-    protected: set[str] = set()
-    if overlays is not None:
-        from .overlay import base_names
-
-        names = base_names([i.path for i in todo])
-        protected = {os.path.realpath(i.path) for i in todo}
-
-    from .batch import Job, outcomes
-
-    job = Job(options, coords, extra, overlays, names, protected)
+    settings = _settings(options)
+    job = _job(settings, [i.path for i in todo])
+    columns = COLUMNS + EXTRA_COLUMNS if settings.extra else COLUMNS
     started = time.perf_counter()
-    writer = TableWriter(output, fmt, COLUMNS + EXTRA_COLUMNS if extra else COLUMNS)
+    writer = TableWriter(output, fmt, columns)
     failed = heatmaps = 0
+    from .run.batch import outcomes
+
     try:
         with outcomes(job, todo) as results, _progress(len(todo), quiet) as advance:
             for outcome in results:
                 advance()
                 for message in outcome.warnings:
-                    click.echo(f"peakloc: warning: {outcome.path}: {message}", err=True)
+                    _warning(outcome.path, message)
                 heatmaps += outcome.heatmaps
                 writer.write(outcome.rows)
                 for message in outcome.errors:
@@ -362,6 +388,31 @@ def find(
     sys.exit(1 if failed else 0)
 
 
+def _settings(options: dict) -> Settings:
+    """The one settings object from the options that describe the work (the rest are consumed by ``find``)."""
+    overlay = _overlay_settings(
+        options.pop("overlay"),
+        options.pop("colormap"),
+        options.pop("overlay_scale"),
+        options.pop("overlay_sheet"),
+        options.pop("background"),
+    )
+    options["device"] = _resolve_device(options["device"])
+    options["peaks"] = options.pop("num_peaks")
+    return Settings(**options, overlay=overlay)
+
+
+def _job(settings: Settings, paths: list[str]):
+    """The run's job: settings, and for overlays one unique file name per input and the inputs to protect."""
+    from .run.batch import Job
+
+    if settings.overlay is None:
+        return Job(settings)
+    from .output.overlay_files import base_names
+
+    return Job(settings, base_names(paths), frozenset(os.path.realpath(p) for p in paths))
+
+
 def _overlay_settings(folder, colormap, scale, sheet, background):
     """Overlay settings, or None without --overlay (its companion options then make no sense)."""
     ctx = click.get_current_context()
@@ -374,14 +425,14 @@ def _overlay_settings(folder, colormap, scale, sheet, background):
         if given:
             raise click.UsageError(f"{', '.join(given)} needs --overlay DIR")
         return None
-    from .overlay import OverlaySettings, read_background
+    from .output.overlay_files import OverlaySettings, read_background
 
     photo = None
     if background is not None:
         try:
             photo = read_background(background)
         except PeaklocError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--background'") from None
+            raise click.BadParameter(as_flags(str(exc)), param_hint="'--background'") from None
     return OverlaySettings(folder, colormap, scale, sheet, photo)
 
 

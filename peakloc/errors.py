@@ -40,5 +40,9 @@ class MissingTorchError(PeaklocError, ImportError):
         )
 
 
-class NonFiniteWarning(UserWarning):
+class PeaklocWarning(UserWarning):
+    """Something the user should know that does not stop the work; one line, like an error."""
+
+
+class NonFiniteWarning(PeaklocWarning):
     """NaN or infinite values were found and ignored."""

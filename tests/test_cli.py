@@ -286,30 +286,3 @@ def test_fallbacks_are_reported_on_stderr(tmp_path):
 
 def test_bad_threshold_is_a_usage_error(files):
     assert run(files / "a.png", "--threshold", "lots").exit_code == 2
-
-
-def test_many_files_run_in_parallel_chunks_with_rows_in_input_order(tmp_path):
-    from peakloc import batch
-
-    expected = []
-    for i in range(batch.PARALLEL_MIN_INPUTS + batch.CHUNK + 3):
-        heat = np.zeros((20 + (i % 3), 30), np.uint8)  # three shapes: stacked in groups, split back
-        heat[i % 17, (2 * i) % 29] = 200
-        cv2.imwrite(str(tmp_path / f"f{i:03d}.png"), heat)
-        expected.append((str(tmp_path / f"f{i:03d}.png"), str((2 * i) % 29), str(i % 17)))
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    out = subprocess.run(
-        [sys.executable, "-m", "peakloc", "find", str(tmp_path), "-m", "argmax", "-q"], capture_output=True, text=True
-    )
-    assert out.returncode == 1 and out.stderr.count("peakloc: error:") == 1
-    assert [(r["path"], r["x"], r["y"]) for r in table(out.stdout)] == expected
-
-
-def test_interpolation_paths_for_few_and_many_points_agree(rng):
-    from peakloc.backends import _numpy
-
-    x = rng.random((3, 7, 9))
-    x[0, 2, 3] = np.nan
-    coords = rng.uniform(-1, 9, size=(3, 2, 2))
-    many = np.concatenate([coords] * 5, axis=1)  # more than 8 points: the array path
-    np.testing.assert_allclose(_numpy.interpolate(x, coords), _numpy.interpolate(x, many)[:, :2])

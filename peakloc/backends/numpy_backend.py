@@ -1,0 +1,324 @@
+"""NumPy back end: the default CPU path. It must never import torch.
+
+Work is done in blocks of about :data:`BLOCK_ELEMENTS` values so that a block's float temporaries stay in
+cache: each block is read from the input once (the cast to float fuses with the subtraction of the
+maximum), and blocks run on a thread pool, since NumPy releases the GIL inside its loops.
+A single map larger than a block is processed in slabs along its first spatial axis, in two passes
+(its maximum must be known before any ``exp``).
+
+Most of a heatmap's weights are negligible: a weight below ``exp(-(ln N + 20))`` of the maximum's (N values
+in the map) changes no sum by more than 2e-9 of itself, far below float32's resolution. So the soft-argmax
+compares each value once against a per-map raw threshold and takes ``exp`` only of the values above it,
+accumulating their weights with ``bincount`` in float64; only maps where more than a tenth of the values count
+take the dense path (``exp`` of everything, then marginal sums). That choice is made per map, never per
+block, so that a map's result does not depend on the maps computed beside it. There, logits are clamped at the same
+cutoff before ``exp``: the error bound is the same, and NumPy's ``exp`` is twice as slow on arguments
+that underflow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import TypeVar
+
+import numpy as np
+
+from ..errors import NoFiniteValueError
+from ..ops.normalize import coefficient
+
+#: Values per block: 512 Ki values (2 MiB of float32) keep a block's temporaries in cache and the
+#: per-block overhead small (measured best of 64 Ki to 2 Mi on the pose batch, benchmarks/bench_speed.py).
+BLOCK_ELEMENTS = 1 << 19
+#: Below this many values in all, threads cost more than they save.
+PARALLEL_MIN_ELEMENTS = 1 << 20
+#: Logits below ``-(ln N + NEGLIGIBLE_LOGIT)`` are dropped: their weights sum to < exp(-20) of the total.
+NEGLIGIBLE_LOGIT = 20.0
+#: Above this share of values kept, the dense path (exp of everything) is faster.
+DENSE_SHARE = 0.1
+
+T = TypeVar("T")
+
+
+def work_dtype(dtype: np.dtype) -> np.dtype:
+    """float64 for float64 (and wider) input, else float32: never the input's integer or half type."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize >= 8:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+#: Threads for large arrays when the caller does not say: one per core, at most 8.
+DEFAULT_THREADS = max(1, min(os.cpu_count() or 1, 8))
+
+
+@cache
+def _pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor  # 5 ms of imports, paid only for large arrays
+
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="peakloc")
+
+
+def _map(fn: Callable[..., T], items: Sequence, threads: int) -> list[T]:
+    if threads > 1 and len(items) > 1:
+        return list(_pool(threads).map(fn, items))
+    return [fn(item) for item in items]
+
+
+def _flat_batch(x: np.ndarray, ndim: int) -> np.ndarray:
+    """``(..., *spatial)`` -> ``(B, *spatial)``; a view when the batch axes allow it."""
+    return x.reshape((-1,) + x.shape[x.ndim - ndim :])
+
+
+def _finite_mask(x: np.ndarray) -> np.ndarray | None:
+    """Boolean mask of finite values, or None when every value is finite (the usual, fast case)."""
+    if x.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(x)
+    return None if finite.all() else finite
+
+
+def _raise_if_empty(finite_count: np.ndarray, offset: int = 0) -> None:
+    empty = np.flatnonzero(finite_count == 0)
+    if empty.size:
+        raise NoFiniteValueError(f"heatmap {offset + int(empty[0])} has no finite value", int(offset + empty[0]))
+
+
+# ----------------------------------------------------------------------------------------- argmax
+
+
+def argmax(x: np.ndarray, ndim: int) -> tuple[np.ndarray, int]:
+    """First maximum in C order of each map, ignoring NaN and inf.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(..., *spatial)``
+    ndim : int
+        Number of trailing spatial axes.
+
+    Returns
+    -------
+    coords : ndarray of int64, shape ``(..., ndim)``
+        In array-axis order ``(..., z, y, x)``.
+    nonfinite : int
+        How many values were ignored.
+    """
+    spatial = x.shape[x.ndim - ndim :]
+    flat = x.reshape(-1, int(np.prod(spatial)))
+    finite = _finite_mask(flat)
+    nonfinite = 0
+    if finite is not None:
+        counts = finite.sum(axis=1)
+        _raise_if_empty(counts)
+        nonfinite = int(flat.size - counts.sum())
+        # -inf never wins unless nothing else is there, and that case has just been refused.
+        flat = np.where(finite, flat, -np.inf)
+    index = flat.argmax(axis=1)
+    coords = np.stack(np.unravel_index(index, spatial), axis=-1).astype(np.int64)
+    return coords.reshape(x.shape[: x.ndim - ndim] + (ndim,)), nonfinite
+
+
+# ------------------------------------------------------------------------------------ soft-argmax
+
+
+def _stats(x: np.ndarray, normalize: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Per map of ``x`` (shape ``(b, ...)``): max, min (or None), finite count, finite mask (or None)."""
+    flat = x.reshape(x.shape[0], -1)
+    hi = flat.max(axis=1)
+    lo = flat.min(axis=1) if normalize == "minmax" or x.dtype.kind == "f" else None
+    # NaN propagates through max and inf is an extreme: finite extremes mean every value is finite, so the
+    # usual case needs no separate isfinite pass.
+    if x.dtype.kind != "f" or (np.isfinite(hi).all() and np.isfinite(lo).all()):
+        count = np.full(x.shape[0], flat.shape[1], np.int64)
+        return hi, lo if normalize == "minmax" else None, count, None
+    finite = np.isfinite(x)
+    flat_finite = finite.reshape(x.shape[0], -1)
+    hi = np.where(flat_finite, flat, -np.inf).max(axis=1)
+    lo = np.where(flat_finite, flat, np.inf).min(axis=1) if normalize == "minmax" else None
+    return hi, lo, flat_finite.sum(axis=1), finite
+
+
+def _weights(
+    x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, cut: float = -np.inf
+) -> np.ndarray:
+    """``exp(max(coef * (x - hi), cut))`` per map, 0 where ``x`` is not finite; one new float array."""
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    # Subtracting the maximum first keeps every exponent <= 0: no overflow whatever beta and dtype.
+    w = np.subtract(x, hi.astype(dtype).reshape(shape), dtype=dtype)
+    with np.errstate(over="ignore"):  # a huge coef sends non-maxima to -inf: weight 0, as it should be
+        w *= coef.astype(dtype).reshape(shape)
+    if cut > -np.inf:
+        np.maximum(w, cut, out=w)
+    np.exp(w, out=w)
+    if finite is not None:
+        w[~finite] = 0
+    return w
+
+
+def _marginals(w: np.ndarray) -> list[np.ndarray]:
+    """Sums of ``w`` (shape ``(b, n0, ..., nk)``) onto each spatial axis: ``[(b, n0), ..., (b, nk)]``.
+
+    Two passes over ``w`` whatever the number of axes: the last axis's marginal, then a sum over the
+    last axis that leaves a smaller array for the others.
+    """
+    out: list[np.ndarray] = []
+    current = w
+    while current.ndim > 2:
+        out.append(current.reshape(current.shape[0], -1, current.shape[-1]).sum(axis=1))
+        current = current.sum(axis=-1)
+    out.append(current)
+    return out[::-1]
+
+
+def _dense_sums(x, hi, coef, finite, dtype, cut: float) -> np.ndarray:
+    """:func:`_sums` by ``exp`` of every value, logits clamped at ``cut``; row by row the same whatever ``b``."""
+    w = _weights(x, hi, coef, finite, dtype, cut)
+    marginals = _marginals(w)
+    out = np.empty((x.shape[0], 1 + len(marginals)))
+    out[:, 0] = marginals[0].sum(axis=1, dtype=np.float64)
+    for k, m in enumerate(marginals):
+        # A row-wise sum, not a matrix product: BLAS may block a product by the number of rows.
+        out[:, 1 + k] = (m.astype(np.float64) * np.arange(m.shape[1], dtype=np.float64)).sum(axis=1)
+    return out
+
+
+def _sparse_sums(flat, spatial, hi, coef, keep, dtype) -> np.ndarray:
+    """:func:`_sums` over the kept values only, weights accumulated per map with ``bincount``."""
+    b, per_map = flat.shape
+    index = np.flatnonzero(keep)
+    owner, position = np.divmod(index, per_map)
+    with np.errstate(over="ignore"):  # as in _weights: -inf logits are weight 0
+        logits = (flat.reshape(-1)[index] - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
+    weights = np.exp(logits)
+    out = np.empty((b, 1 + len(spatial)))
+    out[:, 0] = np.bincount(owner, weights, minlength=b)
+    coordinates = []
+    for n in spatial[:0:-1]:  # divmod by hand: np.unravel_index is several times slower here
+        position, rest = np.divmod(position, n)
+        coordinates.append(rest)
+    coordinates.append(position)
+    for k, coordinate in enumerate(coordinates[::-1]):
+        out[:, 1 + k] = np.bincount(owner, weights * coordinate, minlength=b)
+    return out
+
+
+def _sums(
+    x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, offset: int = 0
+) -> np.ndarray:
+    """Per map of ``x`` (``(b, n0, ...)``): total weight and weighted coordinate sums, float64 ``(b, 1 + ndim)``.
+
+    ``offset`` is added to the first spatial coordinate (a slab of a larger map). Each map takes the dense
+    or the sparse path by its own share of kept values, so its sums do not depend on the other maps.
+    """
+    b = x.shape[0]
+    spatial = x.shape[1:]
+    per_map = int(np.prod(spatial))
+    flat = x.reshape(b, per_map)
+    # coef * (v - hi) >= cut  <=>  v >= hi + cut / coef  (coef > 0); coef == 0 keeps every value (uniform).
+    cut = -(np.log(per_map * (1 + offset)) + NEGLIGIBLE_LOGIT)
+    with np.errstate(divide="ignore"):
+        threshold = np.where(coef > 0, hi + cut / np.where(coef > 0, coef, 1), -np.inf)
+    keep = flat >= threshold.astype(np.result_type(flat.dtype, np.float32))[:, None]
+    if finite is not None:
+        keep &= finite.reshape(b, per_map)
+    dense = np.count_nonzero(keep, axis=1) > DENSE_SHARE * per_map
+    out = np.empty((b, 1 + len(spatial)))
+    if dense.all():
+        out[:] = _dense_sums(x, hi, coef, finite, dtype, cut)
+    elif not dense.any():
+        out[:] = _sparse_sums(flat, spatial, hi, coef, keep, dtype)
+    else:
+        rows = np.flatnonzero(dense)
+        mask = None if finite is None else finite[rows]
+        out[rows] = _dense_sums(x[rows], hi[rows], coef[rows], mask, dtype, cut)
+        rows = np.flatnonzero(~dense)
+        out[rows] = _sparse_sums(flat[rows], spatial, hi[rows], coef[rows], keep[rows], dtype)
+    out[:, 1] += offset * out[:, 0]
+    return out
+
+
+def _soft_argmax_block(x: np.ndarray, beta: float, normalize: str, dtype) -> tuple[np.ndarray, int]:
+    hi, lo, count, finite = _stats(x, normalize)
+    _raise_if_empty(count)
+    sums = _sums(x, hi, coefficient(beta, normalize, hi, lo), finite, dtype)
+    return sums[:, 1:] / sums[:, :1], int(x.size - count.sum())
+
+
+def _slabs(n: int, step: int) -> list[slice]:
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def _soft_argmax_large(x: np.ndarray, beta: float, normalize: str, dtype, threads: int) -> tuple[np.ndarray, int]:
+    """One map too large for a block, in slabs along its first axis: stats first, then weights."""
+    x = x[np.newaxis]
+    step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(x.shape[2:]))))
+    slabs = _slabs(x.shape[1], step)
+    stats = _map(lambda s: _stats(x[:, s], normalize)[:3], slabs, threads)
+    hi = np.max([s[0] for s in stats], axis=0)
+    lo = np.min([s[1] for s in stats], axis=0) if normalize == "minmax" else None
+    count = np.sum([s[2] for s in stats], axis=0)
+    _raise_if_empty(count)
+    coef = coefficient(beta, normalize, hi, lo)
+
+    def slab_sums(part: slice) -> np.ndarray:
+        piece = x[:, part]
+        return _sums(piece, hi, coef, _finite_mask(piece), dtype, offset=part.start)
+
+    sums = np.sum(_map(slab_sums, slabs, threads), axis=0)
+    return (sums[:, 1:] / sums[:, :1])[0], int(x.size - count.sum())
+
+
+def soft_argmax(
+    x: np.ndarray, beta: float, ndim: int, normalize: str, threads: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Soft-argmax ``sum_i i * softmax(beta * v)_i`` of each map, ``v`` normalised as asked.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(..., *spatial)``
+    beta : float
+        Sharpness, > 0.
+    ndim : int
+        Number of trailing spatial axes.
+    normalize : {"minmax", "max", "none"}
+    threads : int, optional
+        Threads for arrays of :data:`PARALLEL_MIN_ELEMENTS` values or more; default :data:`DEFAULT_THREADS`.
+        A process pool that already runs one process per core passes 1.
+
+    Returns
+    -------
+    coords : ndarray of float64, shape ``(..., ndim)``
+        Pixel coordinates in array-axis order.
+    nonfinite : int
+        How many values were ignored.
+    """
+    flat = _flat_batch(x, ndim)
+    batch, per_map = flat.shape[0], int(np.prod(flat.shape[1:]))
+    dtype = work_dtype(x.dtype)
+    threads = (
+        (DEFAULT_THREADS if threads is None else max(1, int(threads))) if flat.size >= PARALLEL_MIN_ELEMENTS else 1
+    )
+    out = np.empty((batch, ndim), np.float64)
+    if per_map <= BLOCK_ELEMENTS:
+        blocks = _slabs(batch, max(1, BLOCK_ELEMENTS // per_map))
+
+        def run(s: slice) -> int:
+            try:
+                out[s], nonfinite = _soft_argmax_block(flat[s], beta, normalize, dtype)
+            except NoFiniteValueError as exc:
+                raise NoFiniteValueError(
+                    f"heatmap {s.start + exc.position} has no finite value", s.start + exc.position
+                ) from None
+            return nonfinite
+
+        nonfinite = sum(_map(run, blocks, threads))
+    else:
+        nonfinite = 0
+        for b in range(batch):
+            try:
+                out[b], n = _soft_argmax_large(flat[b], beta, normalize, dtype, threads)
+            except NoFiniteValueError:
+                raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
+            nonfinite += n
+    return out.reshape(x.shape[: x.ndim - ndim] + (ndim,)), nonfinite

@@ -1,0 +1,193 @@
+"""Readers: a path in, ``(array, axes)`` out. One function per format; no maths here.
+
+Heavy libraries load only for their own format: OpenCV for images, tifffile for TIFF; NPY needs NumPy alone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AxesError, InputError
+from .axes import default_axes, validate_axes
+
+NPY_SUFFIXES = frozenset({".npy"})
+TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+#: Formats OpenCV decodes in every build of opencv-python-headless.
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".bmp",
+        ".dib",
+        ".webp",
+        ".jp2",
+        ".pbm",
+        ".pgm",
+        ".ppm",
+        ".pnm",
+        ".pxm",
+        ".sr",
+        ".ras",
+        ".hdr",
+        ".pic",
+    }
+)
+SUFFIXES = NPY_SUFFIXES | TIFF_SUFFIXES | IMAGE_SUFFIXES
+#: ITU-R BT.601 luminance, the weights OpenCV's ``cvtColor(..., COLOR_RGB2GRAY)`` uses.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    """True when the file's extension (any case) is one peakloc reads."""
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def read(path: str | os.PathLike, axes: str | None = None) -> tuple[np.ndarray, str]:
+    """Read a heatmap file.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.npy``, ``.tif``/``.tiff`` or image file (PNG, JPEG, BMP, ... anything in :data:`SUFFIXES`).
+    axes : str, optional
+        Axis letters of the stored array (after colour is turned to grey), overriding the defaults.
+
+    Returns
+    -------
+    array : ndarray
+        As stored, in its own dtype (16-bit images stay 16-bit); NPY files are memory-mapped.
+    axes : str
+        One letter per axis of `array`.
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated, corrupt, pickled or non-numeric files, unsupported extensions.
+    AxesError
+        `axes` does not fit the array, or a 4-D or larger array has no axes.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputError("no such file or directory")
+    if path.is_dir():
+        raise InputError("is a directory")
+    if suffix not in SUFFIXES:
+        raise InputError(
+            f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(sorted(SUFFIXES))}"
+        )
+    try:
+        if path.stat().st_size == 0:
+            raise InputError("file is empty")
+        if suffix in NPY_SUFFIXES:
+            array, stored = read_npy(path), None
+        elif suffix in TIFF_SUFFIXES:
+            array, stored = read_tiff(path)
+        else:
+            array, stored = read_image(path), "YX"
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except (InputError, AxesError):
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"dtype {array.dtype} is not numeric")
+    if array.size == 0:
+        raise InputError(f"array is empty (shape {array.shape})")
+    if axes is not None:
+        letters = validate_axes(axes)
+        if len(letters) != array.ndim:
+            raise AxesError(
+                f"`axes` {letters} names {len(letters)} axes but the data has {array.ndim} (shape {array.shape})"
+            )
+        return array, letters
+    if stored is None or (set(stored) - {"Y", "X"} <= {"Q", "I"} and not set(stored) <= {"Y", "X"}):
+        # No metadata, or tifffile's "unknown"/"sequence" letters only: read it as an NPY of that shape.
+        return array, default_axes(array.ndim)
+    return array, stored
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """Memory-map an ``.npy`` file; never unpickles (``allow_pickle=False``)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        text = str(exc)
+        if "pickle" in text or "Python objects" in text:
+            raise InputError("holds Python objects (pickled data); peakloc never unpickles") from None
+        if "mmap length" in text or "Failed to read" in text:
+            raise InputError("truncated .npy file (less data than its header says)") from None
+        raise InputError(f"not a valid .npy file ({text.splitlines()[0] if text else 'bad header'})") from None
+    except EOFError:
+        raise InputError("truncated .npy file") from None
+
+
+def _rgb_to_grey(array: np.ndarray, axis: int) -> np.ndarray:
+    """Luminance of RGB(A) samples along ``axis`` (alpha ignored), in the input's dtype, rounded."""
+    samples = array.shape[axis]
+    if samples == 1:
+        return np.take(array, 0, axis=axis)
+    if samples == 2:  # grey + alpha
+        return np.take(array, 0, axis=axis)
+    if samples not in (3, 4):
+        raise InputError(f"cannot turn {samples} colour samples into grey (expected 1 to 4)")
+    rgb = np.moveaxis(np.asarray(array), axis, -1)[..., :3].astype(np.float32)
+    grey = rgb @ np.array(LUMA, dtype=np.float32)
+    if array.dtype.kind in "biu":
+        info = np.iinfo(array.dtype) if array.dtype.kind != "b" else None
+        grey = np.rint(grey)
+        if info is not None:
+            grey = np.clip(grey, info.min, info.max)
+        return grey.astype(array.dtype)
+    return grey.astype(array.dtype)
+
+
+def read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    """First series of a TIFF with tifffile's axes (ImageJ and OME metadata); ``S`` turned to grey."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array, axes = series.asarray(), series.axes
+    except (tifffile.TiffFileError, ValueError, IndexError, KeyError, struct.error) as exc:
+        raise InputError(
+            f"not a valid TIFF file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    if "S" in axes:
+        array, axes = _rgb_to_grey(array, axes.index("S")), axes.replace("S", "")
+    return array, axes
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image with OpenCV, all bits kept (16-bit stays 16-bit); colour becomes grey (BT.601)."""
+    import cv2
+
+    _quiet_opencv(cv2)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError(f"cannot decode image (corrupt, truncated, or not a {path.suffix.lower()[1:].upper()} file)")
+    if image.ndim == 3:
+        channels = image.shape[2]
+        if channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+        else:
+            image = image[..., 0]
+    return image
+
+
+def _quiet_opencv(cv2) -> None:
+    """OpenCV logs decoder warnings to stderr itself; peakloc reports one line per bad file instead."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and hasattr(logging, "LOG_LEVEL_SILENT"):
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)

@@ -1,0 +1,223 @@
+"""The public array functions: hard argmax, soft-argmax and coordinate conversion over arrays or tensors.
+
+Every function takes a heatmap of shape ``(..., *spatial)`` with ``ndim`` trailing spatial axes and any
+number of leading batch axes, and returns coordinates of shape ``(..., ndim)`` in array-axis order
+``(..., z, y, x)``, in pixel units: ``x`` is the column index, pixel centres are whole numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import backends
+from ..errors import NonFiniteWarning, PeaklocValueError
+from .normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
+
+
+def _compiling() -> bool:
+    """True while ``torch.compile`` traces (then data-dependent checks and warnings are skipped)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+def validate_heatmap(heatmap: Any, ndim: Any) -> tuple[Any, int]:
+    """Check ``ndim`` and the dtype; NumPy-like input becomes an ndarray, tensors pass through."""
+    if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)):
+        raise TypeError(f"`ndim` must be an int. Got: {type(ndim).__name__}")
+    if not 1 <= ndim <= 3:
+        raise PeaklocValueError(f"`ndim` must be 1, 2 or 3. Got: {ndim}")
+    if not backends.is_tensor(heatmap):
+        heatmap = np.asarray(heatmap)
+        if heatmap.dtype.kind not in "biuf":
+            raise TypeError(f"`heatmap` must hold real numbers. Got dtype: {heatmap.dtype}")
+    elif heatmap.is_complex():
+        raise TypeError(f"`heatmap` must hold real numbers. Got dtype: {heatmap.dtype}")
+    if heatmap.ndim < ndim:
+        raise PeaklocValueError(f"`heatmap` must have at least `ndim`={ndim} axes. Got shape: {tuple(heatmap.shape)}")
+    if any(int(n) == 0 for n in heatmap.shape[heatmap.ndim - ndim :]):
+        raise PeaklocValueError(f"`heatmap` has an empty spatial axis. Got shape: {tuple(heatmap.shape)}")
+    return heatmap, int(ndim)
+
+
+def validate_beta(beta: Any) -> float:
+    """``beta`` as a float; a number > 0 and finite, else TypeError or :class:`PeaklocValueError`."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`beta` must be a number. Got: {type(beta).__name__}")
+    if not (np.isfinite(beta) and beta > 0):
+        raise PeaklocValueError(f"`beta` must be > 0 and finite. Got: {beta}")
+    return float(beta)
+
+
+def validate_normalize(normalize: Any) -> str:
+    """``normalize`` if it is one of :data:`NORMALIZE_MODES`, else :class:`PeaklocValueError`."""
+    if normalize not in NORMALIZE_MODES:
+        raise PeaklocValueError(f"`normalize` must be one of {', '.join(NORMALIZE_MODES)}. Got: {normalize!r}")
+    return normalize
+
+
+def _warn_nonfinite(count: int) -> None:
+    if count and not _compiling():
+        # Why not fail: a few NaN holes (masked pixels, dead detector rows) should not cost the peak.
+        warnings.warn(f"{count} non-finite value{'s' if count != 1 else ''} ignored", NonFiniteWarning, stacklevel=3)
+
+
+def argmax(heatmap: Any, ndim: int = 2) -> Any:
+    """Integer coordinates of the first maximum of each heatmap, as :func:`numpy.argmax` picks it.
+
+    Parameters
+    ----------
+    heatmap : array_like or torch.Tensor, shape ``(..., *spatial)``
+        Leading axes are batch axes; the last `ndim` axes are spatial. NaN and inf are ignored
+        (with a :class:`~peakloc.errors.NonFiniteWarning`).
+    ndim : {1, 2, 3}
+        Number of spatial axes.
+
+    Returns
+    -------
+    ndarray or torch.Tensor of int64, shape ``heatmap.shape[:-ndim] + (ndim,)``
+        In array-axis order ``(..., z, y, x)``, like :func:`numpy.unravel_index`. A tensor in gives a
+        tensor out on the same device.
+
+    Raises
+    ------
+    NoFiniteValueError
+        A heatmap holds no finite value.
+
+    Examples
+    --------
+    >>> argmax(np.array([[0, 1, 0], [0, 3, 3]]))
+    array([1, 1])
+    >>> argmax(np.zeros((2, 4, 5)), ndim=2).shape
+    (2, 2)
+    """
+    heatmap, ndim = validate_heatmap(heatmap, ndim)
+    coords, nonfinite = backends.for_array(heatmap).argmax(heatmap, ndim)
+    _warn_nonfinite(nonfinite)
+    return coords
+
+
+def soft_argmax(
+    heatmap: Any,
+    beta: float = DEFAULT_BETA,
+    ndim: int = 2,
+    normalize: str = DEFAULT_NORMALIZE,
+    *,
+    threads: int | None = None,
+) -> Any:
+    """Differentiable peak position: ``sum_i i * softmax(beta * v)_i`` over the spatial positions.
+
+    Parameters
+    ----------
+    heatmap : array_like or torch.Tensor, shape ``(..., *spatial)``
+        Leading axes are batch axes; the last `ndim` axes are spatial. NaN and inf get zero weight
+        (with a :class:`~peakloc.errors.NonFiniteWarning`).
+    beta : float
+        Sharpness, > 0. Weights are ``exp(beta * (v - max v))`` where ``v`` is the normalised map;
+        kornia's ``temperature`` is ``1 / beta``.
+    ndim : {1, 2, 3}
+        Number of spatial axes.
+    normalize : {"minmax", "max", "none"}
+        Scaling of each map before `beta`: ``minmax`` to [0, 1], ``max`` divides by the maximum (when it
+        is positive; otherwise values stay raw), ``none`` uses raw values.
+    threads : int, optional
+        NumPy input only: threads for large arrays (default: one per core, at most 8; 1 for none).
+
+    Returns
+    -------
+    ndarray or torch.Tensor, shape ``heatmap.shape[:-ndim] + (ndim,)``
+        Pixel coordinates in array-axis order ``(..., z, y, x)``, float64 for NumPy input; for a
+        tensor, float32 (float64 if the input is float64) on the same device, differentiable with
+        respect to the heatmap. A constant map gives its centre.
+
+    Notes
+    -----
+    Computed in float32 or wider whatever the input dtype, with the maximum subtracted before
+    ``exp`` so that no ``beta`` or integer type can overflow.
+
+    Tensors work under ``torch.compile(fullgraph=True)``. While compiling, the data-dependent checks are
+    skipped: non-finite values are still ignored, but there is no :class:`~peakloc.errors.NonFiniteWarning`,
+    and a map with no finite value gives NaN instead of :class:`~peakloc.errors.NoFiniteValueError`.
+    On CUDA the fused Triton kernel serves float tensors (see :func:`peakloc.backends.use_triton`).
+
+    Examples
+    --------
+    >>> soft_argmax(np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+    array([1. , 1.5])
+    >>> soft_argmax(np.ones((3, 5)))
+    array([1., 2.])
+    """
+    heatmap, ndim = validate_heatmap(heatmap, ndim)
+    beta = validate_beta(beta)
+    normalize = validate_normalize(normalize)
+    coords, nonfinite = backends.for_array(heatmap).soft_argmax(heatmap, beta, ndim, normalize, threads)
+    _warn_nonfinite(nonfinite)
+    return coords
+
+
+def _with_factors(coords: Any, factors: np.ndarray) -> tuple[Any, Any]:
+    """``coords`` as floats with per-axis ``factors`` alike: NumPy float64, or tensors on ``coords``' device."""
+    if backends.is_tensor(coords):
+        import torch
+
+        dtype = coords.dtype if coords.is_floating_point() else torch.float32
+        return coords.to(dtype), torch.as_tensor(factors, dtype=dtype, device=coords.device)
+    return np.asarray(coords, dtype=np.float64), factors
+
+
+def _lengths(spatial_shape: Any) -> np.ndarray:
+    n = np.asarray(spatial_shape, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0 or np.any(n < 1):
+        raise PeaklocValueError(f"`spatial_shape` must be a sequence of axis lengths >= 1. Got: {spatial_shape!r}")
+    return n
+
+
+def pixel_to_normalized(coords: Any, spatial_shape: tuple[int, ...]) -> Any:
+    """Map pixel coordinates to [-1, 1]: first pixel centre -1, last +1, as ``linspace(-1, 1, n)``.
+
+    Parameters
+    ----------
+    coords : ndarray or torch.Tensor, shape ``(..., ndim)``
+        Pixel coordinates in array-axis order.
+    spatial_shape : tuple of int, length ``ndim``
+
+    Returns
+    -------
+    ndarray of float64, or a float tensor on the same device (differentiable), same shape. An axis of
+    length 1 maps to -1, as ``linspace(-1, 1, 1)`` does.
+
+    Examples
+    --------
+    >>> pixel_to_normalized(np.array([0, 2, 4]), (5,))
+    array([-1.,  0.,  1.])
+    """
+    n = _lengths(spatial_shape)
+    coords, scale = _with_factors(coords, np.divide(2.0, n - 1, out=np.zeros_like(n), where=n > 1))
+    return coords * scale - 1.0
+
+
+def normalized_to_pixel(coords: Any, spatial_shape: tuple[int, ...]) -> Any:
+    """Inverse of :func:`pixel_to_normalized`: -1 is the first pixel centre, +1 the last.
+
+    Parameters
+    ----------
+    coords : ndarray or torch.Tensor, shape ``(..., ndim)``
+        Normalized coordinates in array-axis order.
+    spatial_shape : tuple of int, length ``ndim``
+
+    Returns
+    -------
+    ndarray of float64, or a float tensor on the same device (differentiable), same shape. An axis of
+    length 1 maps every value to 0, its only pixel.
+
+    Examples
+    --------
+    >>> normalized_to_pixel(np.array([-1.0, 0.0, 1.0]), (5,))
+    array([0., 2., 4.])
+    """
+    coords, half = _with_factors(coords, (_lengths(spatial_shape) - 1) / 2)
+    return (coords + 1.0) * half

@@ -1,0 +1,258 @@
+"""Several peaks per heatmap: local maxima, thresholded, spaced, ordered by height.
+
+The rule is scikit-image's ``peak_local_max(..., exclude_border=False)``: a peak is a value equal to the
+maximum of the ``(2 * min_distance + 1)`` window around it (Chebyshev), strictly above the threshold;
+candidates are taken highest first, ties in C order, and one closer than ``min_distance`` (Chebyshev) to an
+accepted peak is dropped. Without a threshold, peaks must be strictly above the map's minimum (flat
+background is no peak), as in scikit-image. Unlike scikit-image, a constant map has one peak, its first
+position, so that ``num_peaks=1`` is always the argmax; and by default a plateau (a connected region of
+equal values, such as the flat top of a peak in an 8-bit map) is one peak, at its first pixel in C order,
+however wide it is (``merge_plateaus=False`` gives scikit-image's one peak per ``min_distance``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NoFiniteValueError, PeaklocValueError
+from .filters import maximum_filter
+
+RIDGE_TOLERANCE = 1.0
+
+
+def parse_threshold(text: str | float | None) -> tuple[float | None, float | None]:
+    """``"0.5"`` -> absolute 0.5; ``"50%"`` -> relative 0.5 of the maximum; None -> no threshold.
+
+    Examples
+    --------
+    >>> parse_threshold("50%"), parse_threshold(3), parse_threshold(None)
+    ((None, 0.5), (3.0, None), (None, None))
+    """
+    if text is None:
+        return None, None
+    if isinstance(text, str) and text.strip().endswith("%"):
+        value = float(text.strip()[:-1]) / 100
+        if not np.isfinite(value):
+            raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
+        return None, value
+    value = float(text)
+    if not np.isfinite(value):
+        raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
+    return value, None
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by one pixel towards all 3**ndim - 1 neighbours."""
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        grown = out.copy()
+        index_a = [slice(None)] * mask.ndim
+        index_b = [slice(None)] * mask.ndim
+        index_a[axis], index_b[axis] = slice(1, None), slice(None, -1)
+        grown[tuple(index_a)] |= out[tuple(index_b)]
+        grown[tuple(index_b)] |= out[tuple(index_a)]
+        out = grown
+    return out
+
+
+#: Dilation steps tried before a 2-D region is labelled by OpenCV instead (which costs its import once).
+GROWTH_STEPS = 8
+
+
+def _component(allowed: np.ndarray, seed: tuple) -> np.ndarray:
+    """The 8- (26-) connected component of ``allowed`` that holds ``seed``.
+
+    Grown by dilation, one pixel per step: a float map's plateaus are a pixel or two. A wide 2-D region (the
+    flat top of a broad 8-bit peak) is labelled in one pass instead of one dilation per pixel of its width.
+    """
+    region = np.zeros(allowed.shape, bool)
+    region[seed] = True
+    count = 1
+    for step in range(allowed.size):
+        if step == GROWTH_STEPS and allowed.ndim == 2:
+            import cv2
+
+            _, labels = cv2.connectedComponents(allowed.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            return labels == labels[seed]
+        region = _dilate(region) & allowed
+        grown = int(region.sum())
+        if grown == count:
+            break
+        count = grown
+    return region
+
+
+def _region(x: np.ndarray, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray, tuple]:
+    """Connected (8- or 26-neighbour) pixels ``>= floor`` around ``point``, and the box they were grown in.
+
+    The box starts ``reach`` pixels each side and doubles while the region touches its edge.
+    """
+    while True:
+        box = tuple(slice(max(0, p - reach), p + reach + 1) for p in point)
+        crop = x[box]
+        region = _component(np.ascontiguousarray(crop >= floor), tuple(p - b.start for p, b in zip(point, box)))
+        at_edge = any(
+            (region.take(0, axis=a).any() and box[a].start > 0)
+            or (region.take(-1, axis=a).any() and box[a].start + crop.shape[a] < x.shape[a])
+            for a in range(x.ndim)
+        )
+        if not at_edge:
+            return region, box
+        reach *= 2
+
+
+def _spaced(
+    candidates: np.ndarray, min_distance: int, num_peaks: int, x: np.ndarray | None = None, tolerance: float = 0.0
+) -> np.ndarray:
+    """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one.
+
+    With ``x`` (plateau merging), a kept candidate also removes every candidate joined to it by pixels no
+    more than ``tolerance`` below it (its plateau, and in integer maps the one-level ridges of rounding),
+    and a candidate so joined to a higher pixel is no peak.
+    """
+    if x is None and (min_distance <= 1 or len(candidates) <= 1):
+        return candidates[:num_peaks]
+    kept: list[np.ndarray] = []
+    merged = np.zeros(x.shape, bool) if x is not None else None
+    reach = max(4 * min_distance, 16)
+    for point in candidates:
+        if kept and (np.abs(np.asarray(kept) - point).max(axis=1) < min_distance).any():
+            continue
+        if merged is not None:
+            if merged[tuple(point)]:
+                continue
+            value = x[tuple(point)]
+            region, box = _region(x, point, value - tolerance, reach)
+            if tolerance and (x[box][region] > value).any():
+                continue  # a shoulder of a higher peak, not a peak of its own
+            merged[box] |= region
+        kept.append(point)
+        if len(kept) >= num_peaks:
+            break
+    return np.asarray(kept, dtype=np.int64).reshape(-1, candidates.shape[1])
+
+
+def local_maxima(
+    heatmap: np.ndarray,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold_abs: float | None = None,
+    threshold_rel: float | None = None,
+    candidates: np.ndarray | None = None,
+    merge_plateaus: bool = True,
+) -> np.ndarray:
+    """Peaks of one heatmap.
+
+    Parameters
+    ----------
+    heatmap : ndarray, shape ``spatial`` (1-D to 3-D)
+        NaN and inf are ignored.
+    num_peaks : int
+        At most this many.
+    min_distance : int
+        Minimum Chebyshev distance between peaks, in pixels (>= 1).
+    threshold_abs, threshold_rel : float, optional
+        Peaks must be strictly above ``threshold_abs`` (default: the map's minimum) and above
+        ``threshold_rel`` times the maximum.
+    candidates : ndarray of bool, optional
+        ``x == maximum_filter(x, min_distance)``, already computed (by the GPU's max pooling).
+    merge_plateaus : bool
+        One peak per plateau of equal values (default), or scikit-image's rule (False). In integer maps
+        a candidate joined to a higher pixel by a ridge at most one level lower is also dropped, and
+        candidates so joined to a kept peak merge with it: rounding makes such bumps, not the data.
+
+    Returns
+    -------
+    ndarray of int64, shape ``(n, ndim)``, ``0 <= n <= num_peaks``
+        Array-axis order, highest first, ties in C order; ``np.empty((0, ndim), int)`` when none.
+    """
+    x = np.asarray(heatmap, dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        raise NoFiniteValueError("the heatmap has no finite value")
+    x = np.where(finite, x, -np.inf)
+    hi = x.max()
+    lo = x[finite].min()
+    asked = -np.inf if threshold_abs is None else threshold_abs
+    if threshold_rel is not None:
+        asked = max(asked, threshold_rel * hi)
+    if lo == hi:  # constant map: its argmax, the first position, is its only peak
+        first = np.array(np.unravel_index(int(np.argmax(x)), x.shape), dtype=np.int64)[None]
+        return first if hi > asked else np.empty((0, x.ndim), np.int64)
+    threshold = max(asked, lo) if threshold_abs is None else asked
+    if candidates is None:
+        candidates = x == maximum_filter(x, min_distance)
+    mask = candidates & (x > threshold) & finite
+    coords = np.argwhere(mask)
+    order = np.argsort(-x[mask], kind="stable")
+    # In an integer map, rounding leaves bumps one level high on the ridges between peaks.
+    tolerance = RIDGE_TOLERANCE if np.asarray(heatmap).dtype.kind in "iu" else 0.0
+    return _spaced(coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance)
+
+
+def find_peaks(
+    heatmap,
+    ndim: int = 2,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold: str | float | None = None,
+    merge_plateaus: bool = True,
+):
+    """Up to ``num_peaks`` local maxima of each heatmap, highest first (scikit-image's rule, see module).
+
+    Parameters
+    ----------
+    heatmap : array_like, shape ``(..., *spatial)``
+    ndim : {1, 2, 3}
+        Number of spatial axes.
+    num_peaks : int
+        At most this many peaks per heatmap (>= 1).
+    min_distance : int
+        Minimum distance between peaks in pixels (Chebyshev), >= 1.
+    threshold : float or str, optional
+        Peaks must be strictly above it: a number (raw value) or ``"N%"`` of the heatmap's maximum.
+        Default: strictly above the heatmap's minimum.
+    merge_plateaus : bool
+        A plateau of equal values (the flat top of a peak in a quantised map) is one peak, at its first
+        pixel in C order. False: scikit-image's rule, one peak per ``min_distance`` along a plateau.
+
+    Returns
+    -------
+    ndarray of int64 ``(n, ndim)`` for a single heatmap; for a batch, a list of those, one per heatmap in
+    C order. Array-axis order; empty results keep their shape ``(0, ndim)``.
+
+    Examples
+    --------
+    >>> x = np.zeros((5, 7)); x[1, 1] = 3; x[3, 5] = 2
+    >>> find_peaks(x, num_peaks=3)
+    array([[1, 1],
+           [3, 5]])
+    >>> find_peaks(x, num_peaks=3, threshold="90%").shape
+    (1, 2)
+    """
+    from .coords import validate_heatmap
+
+    heatmap, ndim = validate_heatmap(heatmap, ndim)
+    num_peaks, min_distance = validate_counts(num_peaks, min_distance)
+    threshold_abs, threshold_rel = parse_threshold(threshold)
+    x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
+    flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
+    out = []
+    for b, one in enumerate(flat):
+        try:
+            out.append(
+                local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus=merge_plateaus)
+            )
+        except NoFiniteValueError:
+            raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
+    return out[0] if x.ndim == ndim else out
+
+
+def validate_counts(num_peaks, min_distance) -> tuple[int, int]:
+    """``num_peaks`` and ``min_distance`` as ints >= 1, else TypeError or :class:`PeaklocValueError`."""
+    for name, value in (("num_peaks", num_peaks), ("min_distance", min_distance)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"`{name}` must be an int. Got: {type(value).__name__}")
+        if value < 1:
+            raise PeaklocValueError(f"`{name}` must be >= 1. Got: {value}")
+    return int(num_peaks), int(min_distance)

@@ -1,0 +1,211 @@
+"""``gaussian``: least-squares Gaussian with background and full covariance, Levenberg-Marquardt.
+
+Each peak's window is ``ceil(2.5 sigma)`` pixels each side of its own sigma estimate (3 to
+:data:`FIT_MAX_HALF`); peaks that share a window size are fitted together, in chunks of :data:`FIT_CHUNK`,
+every peak's fit independent of the others. Saturated and floored samples are censored: a clipped sample
+only counts where the model disagrees with the clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..windows import PeakShape, groups, offsets, windows
+from .quadratic import vertex
+
+#: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
+FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
+FIT_ITERATIONS = 40
+#: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
+FIT_CHUNK = 256
+
+
+def _censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per heatmap, the level above which values are clipped (saturated) and below which (floored), or NaN.
+
+    Saturated: the dtype's maximum in an integer map, or a maximum shared by three or more pixels (a
+    clipped plateau). Floored: a minimum of 0 shared by three or more pixels (noise clipped at zero,
+    quantised background).
+    """
+    flat = heatmaps.reshape(len(heatmaps), -1)
+    finite = np.where(np.isfinite(flat), flat, np.nan) if flat.dtype.kind == "f" else flat.astype(np.float64)
+    hi = np.nanmax(finite, axis=1)
+    lo = np.nanmin(finite, axis=1)
+    count_hi = np.sum(finite == hi[:, None], axis=1)
+    count_lo = np.sum(finite == lo[:, None], axis=1)
+    saturated = count_hi >= 3
+    if heatmaps.dtype.kind in "ui":
+        saturated |= hi == np.iinfo(heatmaps.dtype).max
+    upper = np.where(saturated & (lo < hi), hi, np.nan)
+    lower = np.where((count_lo >= 3) & (lo == 0) & (lo < hi), lo, np.nan)
+    return upper, lower
+
+
+def model(theta: np.ndarray, d_base: np.ndarray, ndim: int):
+    """Gaussian with background: value and Jacobian at offsets ``d_base`` (from the window centre)."""
+    mu = theta[:, :ndim]
+    amp = theta[:, ndim]
+    bg = theta[:, ndim + 1]
+    pairs = [(k, m) for k in range(ndim) for m in range(k, ndim)]
+    precision = np.zeros((len(theta), ndim, ndim))
+    for j, (k, m) in enumerate(pairs):
+        precision[:, k, m] = precision[:, m, k] = theta[:, ndim + 2 + j]
+    d = d_base[None] - mu[:, None, :]
+    pd = d @ precision
+    q = np.sum(d * pd, axis=-1)
+    e = np.exp(-0.5 * q)
+    value = amp[:, None] * e + bg[:, None]
+    jac = np.empty(value.shape + (theta.shape[1],))
+    jac[..., :ndim] = (amp[:, None] * e)[..., None] * pd
+    jac[..., ndim] = e
+    jac[..., ndim + 1] = 1.0
+    for j, (k, m) in enumerate(pairs):
+        factor = -0.5 if k == m else -1.0
+        jac[..., ndim + 2 + j] = factor * amp[:, None] * e * d[..., k] * d[..., m]
+    return value, jac, precision
+
+
+def _residuals(y, value, jac, upper, lower, valid):
+    """Residuals and Jacobian with censored samples: a clipped sample only counts where the model disagrees."""
+    r = y - value
+    active = valid.copy()
+    # Saturated sample: the truth is >= the clip level; only a model below it is wrong.
+    sat = valid & (y >= upper[:, None])
+    active &= ~(sat & (r < 0))
+    # Floored sample: the truth is <= the floor; only a model above it is wrong.
+    flo = valid & (y <= lower[:, None])
+    active &= ~(flo & (r > 0))
+    r = np.where(active, r, 0.0)
+    return r, np.where(active[..., None], jac, 0.0)
+
+
+def _positive_definite(precision: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.all(np.linalg.eigvalsh(precision) > 1e-6, axis=1)
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a[n] @ x[n] = b[n]`` for every ``n``; a singular system gets its least-squares answer.
+
+    A singular system makes the batched solve fail as a whole; each system is then solved alone, so that
+    no peak's step depends on whether another peak's system was singular.
+    """
+    try:
+        return np.linalg.solve(a, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.empty(b.shape)
+        for n in range(len(a)):
+            try:
+                out[n] = np.linalg.solve(a[n], b[n])
+            except np.linalg.LinAlgError:
+                out[n] = np.linalg.lstsq(a[n], b[n], rcond=None)[0]
+        return out
+
+
+def _fit_chunk(y, d_base, theta, upper, lower, valid, half):
+    with np.errstate(all="ignore"):  # trial steps may leave the valid region; they are rejected below
+        return _fit_steps(y, d_base, theta, upper, lower, valid, half)
+
+
+def _fit_steps(y, d_base, theta, upper, lower, valid, half):
+    ndim = d_base.shape[1]
+    lam = np.full(len(theta), 1e-3)
+
+    def cost_of(t):
+        value, jac, precision = model(t, d_base, ndim)
+        r, jac = _residuals(y, value, jac, upper, lower, valid)
+        return np.sum(r * r, axis=1), r, jac, precision
+
+    cost, r, jac, _ = cost_of(theta)
+    done = np.zeros(len(theta), bool)
+    for _ in range(FIT_ITERATIONS):
+        jtj = np.einsum("nmi,nmj->nij", jac, jac)
+        jtr = np.einsum("nmi,nm->ni", jac, r)
+        diag = np.einsum("nii->ni", jtj)
+        damped = jtj + (lam[:, None] * diag + 1e-12)[:, :, None] * np.eye(theta.shape[1])[None]
+        with np.errstate(all="ignore"):
+            step = _solve(damped, jtr)
+        step = np.nan_to_num(step)
+        step[done] = 0
+        trial = theta + step
+        new_cost, new_r, new_jac, precision = cost_of(trial)
+        better = (new_cost < cost) & _positive_definite(precision) & (trial[:, ndim] > 0)
+        better &= np.all(np.abs(trial[:, :ndim]) <= half, axis=1)
+        theta = np.where(better[:, None], trial, theta)
+        r = np.where(better[:, None], new_r, r)
+        jac = np.where(better[:, None, None], new_jac, jac)
+        small = np.all(np.abs(step[:, :ndim]) < 1e-7, axis=1)
+        done |= better & small
+        cost = np.where(better, new_cost, cost)
+        lam = np.where(better, lam * 0.3, lam * 10)
+        done |= lam > 1e10
+        if done.all():
+            break
+    return theta, cost
+
+
+def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
+    """Half-width of each peak's fit window from its own sigma: ``ceil(2.5 sigma)``, 3 to FIT_MAX_HALF."""
+    return np.clip(np.ceil(2.5 * sigma), 3, FIT_MAX_HALF[ndim]).astype(np.int64)
+
+
+def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
+    """Fit peaks that share a window half-width: coordinates, fallback, sigma, amplitude, residual noise."""
+    n, ndim = centres.shape
+    sigma, amplitude = shape.sigma, shape.amplitude
+    w = windows(heatmaps, owner, centres, half).reshape(n, -1)
+    valid = np.isfinite(w)
+    y = np.nan_to_num(w)
+    d_base = offsets(half, ndim).astype(np.float64)
+    s0 = np.clip(sigma, 0.5, half)
+    a0 = np.where(amplitude > 0, amplitude, 1.0)
+    theta = np.concatenate(
+        [
+            start - centres,
+            a0[:, None],
+            shape.background[:, None],
+            np.stack([np.where(k == m, 1 / s0**2, 0.0) for k in range(ndim) for m in range(k, ndim)], axis=1),
+        ],
+        axis=1,
+    )
+    upper, lower = bounds
+    theta, cost = _fit_chunk(
+        y, d_base, theta, np.nan_to_num(upper[owner], nan=np.inf), np.nan_to_num(lower[owner], nan=-np.inf), valid, half
+    )
+    _, _, precision = model(theta, d_base, ndim)
+    mu = centres + theta[:, :ndim]
+    spatial = np.array(heatmaps.shape[1:])
+    ok = _positive_definite(precision) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
+    ok &= np.all((mu >= 0) & (mu <= spatial - 1), axis=1) & np.all(np.abs(theta[:, :ndim]) <= half - 0.5, axis=1)
+    with np.errstate(all="ignore"):
+        det = np.linalg.det(np.where(ok[:, None, None], precision, np.eye(ndim)))
+        dof = np.maximum(valid.sum(axis=1) - theta.shape[1], 1)
+        return (
+            np.where(ok[:, None], mu, centres),
+            ~ok,
+            np.where(ok, det ** (-0.5 / ndim), sigma),
+            np.where(ok, theta[:, ndim], amplitude),
+            np.sqrt(cost / dof),
+        )
+
+
+def locate(
+    heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, shape: PeakShape, **_
+) -> tuple[np.ndarray, np.ndarray, PeakShape]:
+    """Coordinates ``(N, ndim)``, fallback flags, and the fitted shape: sigma (geometric mean), amplitude,
+    and the residual standard deviation as the noise (the estimate's where the fit failed).
+    """
+    n, ndim = centres.shape
+    coords = centres.astype(np.float64)
+    fallback = np.ones(n, bool)
+    sigma, amplitude, noise = shape.sigma.copy(), shape.amplitude.copy(), shape.noise.copy()
+    start, _ = vertex(heatmaps, owner, centres)
+    bounds = _censoring(heatmaps)
+    for half, members in groups(fit_window(shape.sigma, ndim)):
+        for lo in range(0, len(members), FIT_CHUNK):
+            part = members[lo : lo + FIT_CHUNK]
+            peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
+            c, f, s, a, fit_noise = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
+            coords[part], fallback[part], sigma[part], amplitude[part] = c, f, s, a
+            noise[part] = np.where(f, shape.noise[part], fit_noise)
+    return coords, fallback, PeakShape(sigma, shape.background, amplitude, noise)

@@ -1,0 +1,1 @@
+"""Outputs: the coordinate table, overlay pictures (pure drawing), and overlay files (names and writing)."""

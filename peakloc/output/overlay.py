@@ -1,0 +1,323 @@
+"""Overlays: a heatmap in a colour map with its peaks marked, as a BGR picture a person can check.
+
+Pure functions from arrays to images; :mod:`.overlay_files` names, writes and protects the files.
+Drawing uses OpenCV with sub-pixel precision (``shift``): a peak at pixel coordinate ``c`` on an axis shown
+``f`` times larger lands at ``(c + 0.5) * f - 0.5``, so pixel centres map to pixel centres.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PeaklocError
+
+#: Overlays of small heatmaps are scaled up (nearest neighbour) to at least this many pixels on the short side.
+MIN_SHORT_SIDE = 256
+#: ... but automatic scaling never makes the long side larger than this.
+MAX_LONG_SIDE = 4096
+DEFAULT_COLORMAP = "jet"
+NAN_COLOUR = (128, 128, 128)
+BAND_COLOUR = (40, 40, 40)
+TEXT_COLOUR = (255, 255, 255)
+FONT_SCALE = 0.45
+LINE_HEIGHT = 18
+_SHIFT = 4  # OpenCV fixed-point bits: positions are drawn to 1/16 pixel
+
+
+@dataclass(frozen=True)
+class Marker:
+    """How a method's peaks are drawn: a shape name and a BGR colour."""
+
+    shape: str
+    colour: tuple[int, int, int]
+
+
+#: One marker per method; white dot for argmax as users know it, distinct shapes for sub-pixel methods.
+MARKERS = {
+    "argmax": Marker("dot", (255, 255, 255)),
+    "softargmax": Marker("cross", (255, 0, 255)),
+    "local": Marker("diamond", (0, 255, 255)),
+    "quadratic": Marker("square", (0, 128, 255)),
+    "dark": Marker("ring", (0, 0, 0)),
+    "gaussian": Marker("triangle", (255, 255, 0)),
+}
+
+
+def colormap_names() -> list[str]:
+    """Names of OpenCV's colour maps, lower case (``jet``, ``viridis``, ...)."""
+    import cv2
+
+    return sorted(n[len("COLORMAP_") :].lower() for n in dir(cv2) if n.startswith("COLORMAP_"))
+
+
+def _colormap_id(name: str) -> int:
+    import cv2
+
+    value = getattr(cv2, f"COLORMAP_{name.upper()}", None)
+    if value is None:
+        raise PeaklocError(f"unknown colour map {name!r}; choose from {', '.join(colormap_names())}")
+    return value
+
+
+def colorize(image: np.ndarray, colormap: str, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Scale an image to 0..255 over its finite values (or ``[lo, hi]``) and colour it; NaN/inf grey.
+
+    Parameters
+    ----------
+    image : ndarray, shape ``(H, W)``, any real dtype
+    colormap : str
+        An OpenCV colour map name.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``(H, W, 3)``, BGR.
+    """
+    import cv2
+
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    if lo is None or hi is None:
+        lo, hi = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 0.0)
+    span = hi - lo
+    scaled = np.where(finite, (values - lo) / span if span > 0 else 0.0, 0.0)
+    grey = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    coloured = cv2.applyColorMap(grey, _colormap_id(colormap))
+    coloured[~finite] = NAN_COLOUR
+    return coloured
+
+
+def auto_scale(shape: tuple[int, ...]) -> int:
+    """Integer zoom so that the short side is about :data:`MIN_SHORT_SIDE` px, long side capped."""
+    short, long = min(shape), max(shape)
+    factor = max(1, math.ceil(MIN_SHORT_SIDE / short))
+    return max(1, min(factor, MAX_LONG_SIDE // long))
+
+
+def _to_fixed(value: float) -> int:
+    return int(round(value * (1 << _SHIFT)))
+
+
+def draw_marker(image: np.ndarray, x: float, y: float, marker: Marker, size: float) -> None:
+    """Draw one marker centred on display coordinates ``(x, y)`` (pixel centres are integers), in place."""
+    import cv2
+
+    r = max(3.0, size)
+    centre = (_to_fixed(x), _to_fixed(y))
+    outline = (0, 0, 0) if sum(marker.colour) > 200 else (255, 255, 255)
+    lt = cv2.LINE_AA
+    if marker.shape == "dot":
+        r = max(2.5, 0.6 * r)
+        cv2.circle(image, centre, _to_fixed(r + 1), outline, -1, lt, _SHIFT)
+        cv2.circle(image, centre, _to_fixed(r), marker.colour, -1, lt, _SHIFT)
+        return
+    if marker.shape == "ring":
+        cv2.circle(image, centre, _to_fixed(r * 1.6), outline, 3, lt, _SHIFT)
+        cv2.circle(image, centre, _to_fixed(r * 1.6), marker.colour, 1, lt, _SHIFT)
+        return
+    a = r * 1.5
+    if marker.shape == "cross":
+        segments = [((x - a, y - a), (x + a, y + a)), ((x - a, y + a), (x + a, y - a))]
+    else:
+        corners = {
+            "diamond": [(x, y - a), (x + a, y), (x, y + a), (x - a, y)],
+            "square": [(x - a, y - a), (x + a, y - a), (x + a, y + a), (x - a, y + a)],
+            "triangle": [(x, y - a), (x + a, y + a * 0.8), (x - a, y + a * 0.8)],
+        }[marker.shape]
+        segments = list(zip(corners, corners[1:] + corners[:1]))
+    for width, colour in ((4, outline), (2, marker.colour)):
+        for (x0, y0), (x1, y1) in segments:
+            cv2.line(image, (_to_fixed(x0), _to_fixed(y0)), (_to_fixed(x1), _to_fixed(y1)), colour, width, lt, _SHIFT)
+
+
+def _put_text(image: np.ndarray, text: str, x: int, y: int, outline: bool = True) -> None:
+    """White text; on the heatmap itself with a black outline so that any colour map leaves it legible."""
+    import cv2
+
+    if outline:
+        cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, TEXT_COLOUR, 1, cv2.LINE_AA)
+
+
+def _text_width(text: str) -> int:
+    import cv2
+
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)[0][0]
+
+
+def _fit(text: str, width: int) -> str:
+    """Shorten text from the left (keeping the file name end) to fit ``width`` pixels."""
+    if _text_width(text) <= width:
+        return text
+    while len(text) > 1 and _text_width("..." + text) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def _band(width: int, lines: int) -> np.ndarray:
+    band = np.empty((lines * LINE_HEIGHT + 6, width, 3), np.uint8)
+    band[:] = BAND_COLOUR
+    return band
+
+
+def legend(width: int, methods: list[str]) -> np.ndarray:
+    """A band naming each method next to its marker, wrapped to ``width`` pixels."""
+    items = [(m, 22 + _text_width(m) + 12) for m in methods]
+    rows: list[list[tuple[str, int]]] = [[]]
+    used = 6
+    for item in items:
+        if rows[-1] and used + item[1] > width:
+            rows.append([])
+            used = 6
+        rows[-1].append(item)
+        used += item[1]
+    band = _band(width, len(rows))
+    for r, row in enumerate(rows):
+        x = 6
+        y_text = 6 + r * LINE_HEIGHT + 12
+        for method, item_width in row:
+            draw_marker(band, x + 7, y_text - 4, MARKERS.get(method, MARKERS["softargmax"]), 4)
+            _put_text(band, method, x + 20, y_text, outline=False)
+            x += item_width
+    return band
+
+
+def title_band(width: int, text: str) -> np.ndarray:
+    """A band with one line of text (the input and index), shortened from the left to fit."""
+    band = _band(width, 1)
+    _put_text(band, _fit(text, width - 12), 6, 18, outline=False)
+    return band
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One view of a heatmap: which coordinate axes go to image rows and columns."""
+
+    image: np.ndarray  # (rows, cols) values
+    row_axis: int  # index into the peak's coordinates (array-axis order) for image rows, -1: none
+    col_axis: int
+    label: str = ""
+
+
+def panels(heatmap: np.ndarray) -> list[Panel]:
+    """2-D: the map itself; 3-D: maximum-intensity projections XY, XZ, YZ; 1-D: one strip."""
+    if heatmap.ndim == 1:
+        return [Panel(heatmap[np.newaxis], -1, 0)]
+    if heatmap.ndim == 2:
+        return [Panel(heatmap, 0, 1)]
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN lines project to NaN and are drawn grey
+        warnings.simplefilter("ignore", RuntimeWarning)
+        finite = np.where(np.isfinite(heatmap), heatmap, np.nan)
+        return [
+            Panel(np.nanmax(finite, axis=0), 1, 2, "XY"),
+            Panel(np.nanmax(finite, axis=1), 0, 2, "XZ"),
+            Panel(np.nanmax(finite, axis=2).T, 1, 0, "YZ"),
+        ]
+
+
+def render(
+    heatmap: np.ndarray,
+    peaks: dict[str, np.ndarray],
+    *,
+    colormap: str = DEFAULT_COLORMAP,
+    scale: int | None = None,
+    title: str = "",
+    background: np.ndarray | None = None,
+) -> np.ndarray:
+    """Picture of one heatmap with its peaks marked.
+
+    Parameters
+    ----------
+    heatmap : ndarray, shape ``(X,)``, ``(Y, X)`` or ``(Z, Y, X)``
+        Raw values; NaN and inf are drawn grey.
+    peaks : dict
+        Method -> pixel coordinates ``(P, ndim)`` in array-axis order, rank 1 first (NaN rows skipped).
+    colormap : str
+        OpenCV colour map name.
+    scale : int, optional
+        Integer zoom (nearest neighbour); default :func:`auto_scale`.
+    title : str
+        Text of the top band (input and index).
+    background : ndarray, optional
+        A BGR photograph (2-D heatmaps only): the coloured map is resized onto it and blended.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``(H, W, 3)``, BGR.
+    """
+    import cv2
+
+    views = panels(heatmap)
+    finite = heatmap[np.isfinite(heatmap)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    pictures = []
+    for view in views:
+        rows, cols = view.image.shape
+        if background is not None:
+            if heatmap.ndim != 2:
+                raise PeaklocError("--background works with 2-D heatmaps only")
+            height, width = background.shape[:2]
+            fy, fx = height / rows, width / cols
+            coloured = cv2.resize(
+                colorize(view.image, colormap, lo, hi), (width, height), interpolation=cv2.INTER_LINEAR
+            )
+            holes = cv2.resize(
+                (~np.isfinite(view.image)).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+            )
+            picture = cv2.addWeighted(background, 0.5, coloured, 0.5, 0)
+            picture[holes.astype(bool)] = background[holes.astype(bool)]
+        else:
+            f = scale or auto_scale(heatmap.shape[-2:])
+            fy = fx = float(f)
+            if heatmap.ndim == 1:
+                fy = float(max(32, f))
+            coloured = colorize(view.image, colormap, lo, hi)
+            picture = cv2.resize(coloured, (int(cols * fx), int(rows * fy)), interpolation=cv2.INTER_NEAREST)
+        size = max(3.0, min(12.0, 0.6 * min(fx, fy)))
+        # argmax last: its small dot then sits visibly inside the larger sub-pixel markers.
+        for method, coords in sorted(peaks.items(), key=lambda item: item[0] == "argmax"):
+            marker = MARKERS.get(method, MARKERS["softargmax"])
+            for rank, point in enumerate(np.asarray(coords, dtype=np.float64), start=1):
+                if np.isnan(point).any():
+                    continue
+                y = (point[view.row_axis] + 0.5) * fy - 0.5 if view.row_axis >= 0 else picture.shape[0] / 2 - 0.5
+                x = (point[view.col_axis] + 0.5) * fx - 0.5
+                draw_marker(picture, x, y, marker, size)
+                if len(coords) > 1 and method == next(iter(peaks)):
+                    _put_text(picture, str(rank), int(x + size + 3), int(y - size - 2))
+        if view.label:
+            _put_text(picture, view.label, 4, 16)
+        pictures.append(picture)
+    body = _side_by_side(pictures)
+    parts = [title_band(body.shape[1], title)] if title else []
+    parts += [body, legend(body.shape[1], list(peaks))]
+    return np.concatenate(parts, axis=0)
+
+
+def _side_by_side(pictures: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    height = max(p.shape[0] for p in pictures)
+    out = []
+    for i, p in enumerate(pictures):
+        if i:
+            out.append(np.full((height, gap, 3), BAND_COLOUR, np.uint8))
+        pad = np.full((height - p.shape[0], p.shape[1], 3), BAND_COLOUR, np.uint8)
+        out.append(np.concatenate([p, pad], axis=0))
+    return np.concatenate(out, axis=1)
+
+
+def contact_sheet(tiles: list[np.ndarray], title: str = "", columns: int | None = None, gap: int = 4) -> np.ndarray:
+    """A grid of overlay images (each with its own title band), row by row in C order, under a title."""
+    columns = columns or math.ceil(math.sqrt(len(tiles)))
+    height = max(t.shape[0] for t in tiles)
+    width = max(t.shape[1] for t in tiles)
+    rows = math.ceil(len(tiles) / columns)
+    sheet = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap, 3), 20, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = gap + r * (height + gap), gap + c * (width + gap)
+        sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    return np.concatenate([title_band(sheet.shape[1], title), sheet]) if title else sheet

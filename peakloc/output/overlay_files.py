@@ -1,0 +1,160 @@
+"""Overlay files: one unique name per input, one PNG per heatmap (and a contact sheet), never over an input."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PeaklocError
+from .overlay import DEFAULT_COLORMAP, contact_sheet, render
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def sanitize(text: str) -> str:
+    """A file-name-safe version of ``text``: ``T=0;C=2`` -> ``T=0_C=2``."""
+    return _UNSAFE.sub("_", text).strip("_") or "_"
+
+
+def base_names(paths: list[str]) -> dict[str, str]:
+    """A unique overlay base name per input path: its stem, lengthened by parent folders on collisions.
+
+    Examples
+    --------
+    >>> base_names(["a/frame.png", "b/frame.png", "c/other.npy"])
+    {'a/frame.png': 'a_frame', 'b/frame.png': 'b_frame', 'c/other.npy': 'other'}
+    >>> base_names(["x/a.png", "x/a.npy"])
+    {'x/a.png': 'a_png', 'x/a.npy': 'a_npy'}
+    """
+    unique = list(dict.fromkeys(paths))
+    parts = {p: os.path.normpath(os.path.abspath(p)).split(os.sep) for p in unique}
+    # Per path: how many trailing path parts name it, and whether the extension is added (a.png vs a.npy).
+    state = {p: [1, False] for p in unique}
+
+    def name(p: str) -> str:
+        depth, with_suffix = state[p]
+        stem, suffix = os.path.splitext(parts[p][-1])
+        leaf = stem + suffix.replace(".", "_") if with_suffix else stem
+        return sanitize("_".join(parts[p][-depth:-1] + [leaf]) if depth > 1 else leaf)
+
+    for _ in range(256):
+        names = {p: name(p) for p in unique}
+        groups: dict[str, list[str]] = {}
+        for p, n in names.items():
+            groups.setdefault(n, []).append(p)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            return names
+        for group in clashes:
+            folders = [tuple(parts[p][:-1]) for p in group]
+            for p, folder in zip(group, folders):
+                if folders.count(folder) > 1 and not state[p][1]:
+                    state[p][1] = True
+                elif state[p][0] < len(parts[p]):
+                    state[p][0] += 1
+    return {p: f"{sanitize(os.path.basename(p))}_{i}" for i, p in enumerate(unique)}
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """Encode and write a PNG; raises :class:`PeaklocError` with the reason (disk full, no folder...)."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise PeaklocError(f"cannot encode overlay {path}")
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data.tobytes())
+    except OSError as exc:
+        raise PeaklocError(f"cannot write overlay {path}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class OverlaySettings:
+    """What ``--overlay`` and its companion options ask for."""
+
+    folder: str
+    colormap: str = DEFAULT_COLORMAP
+    scale: int | None = None
+    sheet: bool = False
+    background: np.ndarray | None = None
+
+
+def read_background(path: str) -> np.ndarray:
+    """A photograph as 8-bit BGR, for ``--background``."""
+    import cv2
+
+    if not os.path.isfile(path):
+        raise PeaklocError(f"{path}: no such file")
+    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise PeaklocError(f"{path}: cannot decode image")
+    return image
+
+
+def write_overlays(
+    base: str,
+    path: str,
+    labels: list[str],
+    heatmaps: np.ndarray,
+    peaks: dict[str, tuple[np.ndarray, np.ndarray]],
+    settings: OverlaySettings,
+    protected: set[str],
+) -> list[str]:
+    """Write one PNG per heatmap (and a contact sheet if asked) for one input; returns the files written.
+
+    Parameters
+    ----------
+    base : str
+        The input's unique base name (see :func:`base_names`).
+    path : str
+        The input as given, for titles.
+    labels : list of str
+        Index label per heatmap (``""`` for a single one).
+    heatmaps : ndarray, shape ``(B, *spatial)``
+    peaks : dict
+        Method -> coordinates ``(B, P, ndim)`` in pixel units, NaN where a peak is missing.
+    protected : set of str
+        Real paths of the inputs: an overlay never overwrites one.
+    """
+    try:
+        os.makedirs(settings.folder, exist_ok=True)
+    except OSError as exc:
+        raise PeaklocError(f"cannot create overlay folder {settings.folder}: {exc.strerror or exc}") from None
+    written, tiles = [], []
+    for b, label in enumerate(labels):
+        name = f"{base}_{sanitize(label)}" if label else base
+        image = render(
+            heatmaps[b],
+            {m: c[b] for m, c in peaks.items()},
+            colormap=settings.colormap,
+            scale=settings.scale,
+            title=f"{path} {label}".strip(),
+            background=settings.background,
+        )
+        written.append(_write_new(os.path.join(settings.folder, name + ".png"), image, protected))
+        if settings.sheet and len(labels) > 1:
+            tiles.append(
+                render(
+                    heatmaps[b],
+                    {m: c[b] for m, c in peaks.items()},
+                    colormap=settings.colormap,
+                    scale=settings.scale,
+                    title=label,
+                    background=settings.background,
+                )
+            )
+    if tiles:
+        sheet = contact_sheet(tiles, title=path)
+        written.append(_write_new(os.path.join(settings.folder, base + "_sheet.png"), sheet, protected))
+    return written
+
+
+def _write_new(path: str, image: np.ndarray, protected: set[str]) -> str:
+    if os.path.realpath(path) in protected:
+        raise PeaklocError(f"overlay {path} would overwrite an input; choose another --overlay folder")
+    write_png(path, image)
+    return path

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import peakloc
+from peakloc.errors import NoFiniteValueError, NonFiniteWarning
+
+from ..conftest import reference_soft_argmax
+
+torch = pytest.importorskip("torch", reason="torch is part of the test install (make install)")
+
+
+def test_tensor_in_gives_tensor_out_on_the_same_device(device, rng):
+    t = torch.tensor(rng.random((2, 3, 10, 12)), dtype=torch.float32, device=device)
+    coords = peakloc.soft_argmax(t)
+    assert isinstance(coords, torch.Tensor) and coords.device.type == device and coords.shape == (2, 3, 2)
+    index = peakloc.argmax(t)
+    assert isinstance(index, torch.Tensor) and index.device.type == device and index.dtype == torch.int64
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
+@pytest.mark.parametrize("ndim,shape", [(1, (3, 77)), (2, (2, 3, 17, 23)), (3, (2, 5, 6, 7))])
+def test_torch_soft_argmax_matches_float64_formula(device, rng, normalize, ndim, shape):
+    x = rng.random(shape).astype(np.float32)
+    got = peakloc.soft_argmax(torch.tensor(x, device=device), beta=20, ndim=ndim, normalize=normalize)
+    np.testing.assert_allclose(got.cpu().numpy(), reference_soft_argmax(x, 20, ndim, normalize), atol=1e-4)
+
+
+def test_torch_argmax_matches_numpy_including_ties(device):
+    x = np.zeros((3, 6, 7), np.float32)
+    x[0, 2, 3] = x[0, 4, 1] = 1
+    x[1, 5, 6] = 2
+    np.testing.assert_array_equal(peakloc.argmax(torch.tensor(x, device=device)).cpu().numpy(), peakloc.argmax(x))
+
+
+def test_torch_ignores_non_finite_values_like_numpy(device):
+    x = np.random.default_rng(0).random((2, 8, 9))
+    x[0, 1, 1], x[1, 3, 3], x[1, 0, 0] = np.nan, np.inf, -np.inf
+    with pytest.warns(NonFiniteWarning, match="3 non-finite"):
+        got = peakloc.soft_argmax(torch.tensor(x, device=device), beta=10)
+    with pytest.warns(NonFiniteWarning):
+        np.testing.assert_allclose(got.cpu().numpy(), peakloc.soft_argmax(x, beta=10), atol=1e-9)
+    with pytest.warns(NonFiniteWarning):
+        np.testing.assert_array_equal(
+            peakloc.argmax(torch.tensor(x, device=device)).cpu().numpy(),
+            peakloc.argmax(np.where(np.isfinite(x), x, -np.inf)),
+        )
+
+
+def test_torch_refuses_an_all_nan_map(device):
+    t = torch.full((2, 4, 4), float("nan"), device=device)
+    with pytest.raises(NoFiniteValueError, match="heatmap 0 has no finite value"):
+        peakloc.soft_argmax(t)
+
+
+def test_torch_soft_argmax_of_uint8_is_float32():
+    t = torch.zeros((5, 5), dtype=torch.uint8)
+    t[1, 2] = 200
+    out = peakloc.soft_argmax(t, beta=1e30, normalize="none")
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), [1, 2])
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
+def test_torch_soft_argmax_passes_gradcheck_in_float64(normalize):
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand((2, 5, 6), dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h: peakloc.soft_argmax(h, beta=3.0, normalize=normalize), (t,))
+
+
+def test_gradient_is_finite_with_nan_holes_and_constant_maps():
+    t = torch.ones((2, 4, 4), dtype=torch.float64)
+    t[1, 2, 2] = 5
+    t[1, 0, 0] = float("nan")
+    t.requires_grad_(True)
+    with pytest.warns(NonFiniteWarning):
+        peakloc.soft_argmax(t, beta=2.0).sum().backward()
+    assert torch.isfinite(t.grad).all()
+
+
+def test_matches_kornia_spatial_soft_argmax2d_with_temperature_one_over_beta(rng):
+    kornia = pytest.importorskip("kornia")
+    x = rng.random((2, 3, 16, 20)).astype(np.float32)
+    beta = 7.0
+    ours = peakloc.soft_argmax(x, beta=beta, normalize="none")
+    theirs = kornia.geometry.subpix.spatial_soft_argmax2d(
+        torch.tensor(x), temperature=torch.tensor(1.0 / beta), normalized_coordinates=False
+    ).numpy()
+    np.testing.assert_allclose(ours[..., ::-1], theirs, atol=1e-4)  # kornia returns (x, y)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+        elements=st.floats(-100, 100, width=32),
+    ),
+    st.sampled_from(["minmax", "max", "none"]),
+)
+def test_numpy_and_torch_back_ends_agree(x, normalize):
+    np.testing.assert_allclose(
+        peakloc.soft_argmax(torch.tensor(x), beta=0.5, normalize=normalize).numpy(),
+        peakloc.soft_argmax(x, beta=0.5, normalize=normalize),
+        atol=2e-3,
+    )
+    np.testing.assert_array_equal(peakloc.argmax(torch.tensor(x)).numpy(), peakloc.argmax(x))

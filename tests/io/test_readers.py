@@ -1,0 +1,129 @@
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from peakloc import io
+from peakloc.io import readers
+from peakloc.errors import AxesError, InputError
+
+
+def test_png_8_bit_is_read_as_stored(tmp_path, rng):
+    a = (rng.random((30, 50)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), a)
+    array, axes = io.read(tmp_path / "a.png")
+    assert axes == "YX" and array.dtype == np.uint8
+    np.testing.assert_array_equal(array, a)
+
+
+def test_png_16_bit_keeps_all_16_bits(tmp_path):
+    a = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) * 27
+    cv2.imwrite(str(tmp_path / "a.png"), a)
+    array, _ = io.read(tmp_path / "a.png")
+    assert array.dtype == np.uint16
+    np.testing.assert_array_equal(array, a)
+
+
+def test_colour_png_becomes_grey_luminance(tmp_path, rng):
+    bgr = (rng.random((20, 30, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "c.png"), bgr)
+    array, _ = io.read(tmp_path / "c.png")
+    rgb = bgr[..., ::-1].astype(np.float64)
+    np.testing.assert_allclose(array, rgb @ [0.299, 0.587, 0.114], atol=1)
+
+
+def test_npy_is_memory_mapped(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((3, 4, 5), np.float32))
+    array, axes = io.read(tmp_path / "a.npy")
+    assert isinstance(array, np.memmap) and axes == "ZYX"
+
+
+def test_npy_with_four_axes_needs_axes(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((2, 3, 4, 5)))
+    with pytest.raises(AxesError, match="pass `axes`"):
+        io.read(tmp_path / "a.npy")
+    assert io.read(tmp_path / "a.npy", axes="tcyx")[1] == "TCYX"
+
+
+def test_pickled_npy_is_never_unpickled(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="never unpickles"):
+        io.read(tmp_path / "o.npy")
+    (tmp_path / "p.npy").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(InputError, match="never unpickles"):
+        io.read(tmp_path / "p.npy")
+
+
+def test_truncated_npy_is_an_input_error(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((100, 100)))
+    data = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(data[:500])
+    with pytest.raises(InputError, match="truncated"):
+        io.read(tmp_path / "t.npy")
+
+
+def test_non_numeric_npy_is_refused(tmp_path):
+    np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(InputError, match="not numeric"):
+        io.read(tmp_path / "s.npy")
+
+
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("e.png", b"", "file is empty"),
+        ("g.png", b"not an image at all", "cannot decode image"),
+        ("g.tif", b"II*\x00garbage", "not a valid TIFF"),
+        ("x.txt", b"1 2 3", "unsupported file type '.txt'"),
+    ],
+)
+def test_bad_files_raise_input_errors(tmp_path, name, content, match):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=match):
+        io.read(tmp_path / name)
+
+
+def test_truncated_png_is_an_input_error(tmp_path, rng):
+    cv2.imwrite(str(tmp_path / "a.png"), (rng.random((64, 64)) * 255).astype(np.uint8))
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cannot decode"):
+        io.read(tmp_path / "t.png")
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        io.read(tmp_path / "nope.png")
+
+
+def test_imagej_tiff_keeps_its_axes(tmp_path):
+    tifffile.imwrite(tmp_path / "h.tif", np.zeros((2, 3, 8, 9), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    array, axes = io.read(tmp_path / "h.tif")
+    assert axes == "ZCYX" and array.shape == (2, 3, 8, 9)
+
+
+def test_ome_tiff_keeps_its_axes(tmp_path):
+    tifffile.imwrite(tmp_path / "o.ome.tif", np.zeros((2, 3, 8, 9), np.uint8), ome=True, metadata={"axes": "TCYX"})
+    assert io.read(tmp_path / "o.ome.tif")[1] == "TCYX"
+
+
+def test_plain_multi_page_tiff_is_a_volume(tmp_path):
+    tifffile.imwrite(tmp_path / "p.tif", np.zeros((5, 8, 9), np.float32))
+    array, axes = io.read(tmp_path / "p.tif")
+    assert axes == "ZYX" and array.shape == (5, 8, 9)
+
+
+def test_rgb_tiff_becomes_grey(tmp_path):
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[1, 2] = (255, 0, 0)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb")
+    array, axes = io.read(tmp_path / "c.tif")
+    assert axes == "YX" and array[1, 2] == round(0.299 * 255)
+
+
+def test_axes_override_must_match_the_number_of_axes(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((3, 4)))
+    with pytest.raises(AxesError, match="names 3 axes but the data has 2"):
+        io.read(tmp_path / "a.npy", axes="CYX")

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import peakloc
+from peakloc.errors import PeaklocValueError
+from peakloc.ops.filters import maximum_filter
+from peakloc.ops.peaks import parse_threshold
+
+skimage_feature = pytest.importorskip("skimage.feature")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(40,), (17, 23), (8, 9, 10)]),
+    min_distance=st.integers(1, 4),
+    num_peaks=st.integers(1, 8),
+    levels=st.sampled_from([None, 4]),
+    threshold=st.sampled_from([None, 0.3, "60%"]),
+)
+def test_find_peaks_matches_skimage_peak_local_max(seed, shape, min_distance, num_peaks, levels, threshold):
+    x = np.random.default_rng(seed).random(shape)
+    if levels:
+        x = np.round(x * levels)  # plateaus and ties
+    if x.min() == x.max():
+        return
+    ours = peakloc.find_peaks(
+        x, ndim=len(shape), num_peaks=num_peaks, min_distance=min_distance, threshold=threshold, merge_plateaus=False
+    )
+    kwargs = {}
+    if isinstance(threshold, float):
+        kwargs["threshold_abs"] = threshold
+    elif isinstance(threshold, str):
+        kwargs["threshold_rel"] = 0.6
+    theirs = skimage_feature.peak_local_max(
+        x, min_distance=min_distance, num_peaks=num_peaks, exclude_border=False, **kwargs
+    )
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_one_peak_is_the_argmax_even_on_plateaus_and_constant_maps(rng):
+    for x in (np.round(rng.random((20, 30)) * 3), np.full((4, 5), 2.0), rng.random((6, 7, 8))):
+        ndim = x.ndim
+        np.testing.assert_array_equal(peakloc.find_peaks(x, ndim=ndim)[0], peakloc.argmax(x, ndim=ndim))
+
+
+def test_no_peak_above_the_threshold_is_an_empty_array_with_a_shape():
+    out = peakloc.find_peaks(np.eye(5), num_peaks=3, threshold=2)
+    assert out.shape == (0, 2) and out.dtype == np.int64
+
+
+def test_batches_give_one_array_per_heatmap_in_c_order():
+    x = np.zeros((2, 3, 6, 6))
+    x[1, 2, 4, 5] = 1
+    out = peakloc.find_peaks(x, num_peaks=2)
+    assert len(out) == 6 and out[5].tolist() == [[4, 5]]
+
+
+def test_peaks_are_ordered_by_height():
+    x = np.zeros((10, 10))
+    x[1, 1], x[5, 5], x[8, 2] = 1, 3, 2
+    assert peakloc.find_peaks(x, num_peaks=5).tolist() == [[5, 5], [8, 2], [1, 1]]
+
+
+def test_parse_threshold_reads_percentages():
+    assert parse_threshold("25%") == (None, 0.25) and parse_threshold("1.5") == (1.5, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"num_peaks": 0}, "`num_peaks` must be >= 1"), ({"min_distance": 0}, "`min_distance` must be >= 1")],
+)
+def test_find_peaks_validates_counts(kwargs, match):
+    with pytest.raises(PeaklocValueError, match=match):
+        peakloc.find_peaks(np.eye(3), **kwargs)
+
+
+def test_torch_max_pool_candidates_equal_the_numpy_filter(rng):
+    from peakloc.backends import torch_backend
+
+    for shape in [(3, 50), (2, 20, 30), (2, 9, 10, 11)]:
+        x = np.round(rng.random(shape) * 4)
+        x[0].flat[3] = np.nan
+        for radius in (1, 3):
+            expected = np.stack([m == maximum_filter(np.where(np.isfinite(m), m, -np.inf), radius) for m in x])
+            np.testing.assert_array_equal(torch_backend.local_maxima_masks(x, radius, "cpu"), expected)
+
+
+def test_a_plateau_is_one_peak_at_its_first_pixel():
+    x = np.zeros((12, 30))
+    x[4:7, 3:20] = 5  # a flat top 17 px wide, as 8-bit rounding leaves on broad peaks
+    x[9, 25] = 3
+    assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == [[4, 3], [9, 25]]
+    assert len(peakloc.find_peaks(x, num_peaks=5, min_distance=3, merge_plateaus=False)) > 2
+
+
+def test_in_integer_maps_a_one_level_bump_on_a_ridge_is_no_peak():
+    x = np.zeros((9, 30), np.uint8)
+    x[4, 2:25] = 100  # a ridge ...
+    x[4, 3] = 120  # ... from a peak
+    x[4, 20] = 101  # a bump one level above the ridge: rounding, not a peak
+    x[4, 29] = 90  # a separate peak: the ridge ends before it
+    assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == [[4, 3], [4, 29]]
+    assert [4, 20] in peakloc.find_peaks(x.astype(float), num_peaks=5, min_distance=3).tolist()

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+import peakloc
+from peakloc.ops.subpixel import refine_flat
+
+from ..conftest import gaussian
+
+
+def _anisotropic(shape, centre, cov):
+    grids = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), -1)
+    d = grids - centre
+    return np.exp(-0.5 * np.einsum("...i,ij,...j->...", d, np.linalg.inv(cov), d))
+
+
+def _maps(rng, n=40, shape=(64, 48), **kwargs):
+    centres = rng.uniform(10, np.array(shape) - 10, size=(n, len(shape)))
+    maps = np.stack([gaussian(shape, c, **kwargs) for c in centres])
+    return maps, centres
+
+
+def _refine(maps, method, **kwargs):
+    ndim = maps.ndim - 1
+    start = peakloc.argmax(maps, ndim=ndim)[:, None, :]
+    return peakloc.refine(maps, start, method=method, ndim=ndim, full_output=True, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["quadratic", "dark", "gaussian"])
+def test_exact_methods_find_noise_free_gaussian_centres(rng, method):
+    maps, centres = _maps(rng)
+    result = _refine(maps, method)
+    assert not result.fallback.any()
+    np.testing.assert_allclose(result.coords[:, 0], centres, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["quadratic", "dark", "gaussian"])
+def test_exact_methods_work_in_3d(rng, method):
+    maps, centres = _maps(rng, n=10, shape=(24, 26, 28), sigma=1.8)
+    np.testing.assert_allclose(_refine(maps, method).coords[:, 0], centres, atol=2e-3)
+
+
+def test_local_soft_argmax_beats_half_a_pixel(rng):
+    maps, centres = _maps(rng)
+    err = np.abs(_refine(maps, "local", beta=1.0, normalize="none").coords[:, 0] - centres)
+    assert err.max() < 0.5
+
+
+def test_gaussian_fit_handles_background_and_full_covariance(rng):
+    cov = np.array([[4.0, 1.5], [1.5, 2.25]])
+    centres = rng.uniform(12, 36, size=(20, 2))
+    maps = np.stack([0.3 + _anisotropic((48, 48), c, cov) for c in centres])
+    result = _refine(maps, "gaussian")
+    np.testing.assert_allclose(result.coords[:, 0], centres, atol=1e-4)
+    np.testing.assert_allclose(result.sigma[:, 0], np.linalg.det(cov) ** 0.25, rtol=1e-3)
+    np.testing.assert_allclose(result.amplitude[:, 0], 1.0, rtol=1e-3)
+
+
+def test_gaussian_fit_treats_saturated_tops_as_censored(rng):
+    maps, centres = _maps(rng)
+    clipped = np.minimum(1.5 * maps, 1.0)
+    np.testing.assert_allclose(_refine(clipped, "gaussian").coords[:, 0], centres, atol=5e-3)
+    eight_bit = np.round(np.minimum(1.5 * maps, 1.0) * 255).astype(np.uint8)
+    err = np.abs(_refine(eight_bit, "gaussian").coords[:, 0] - centres)
+    assert np.sqrt((err**2).mean()) < 0.02
+
+
+@pytest.mark.parametrize("method", ["local", "quadratic", "dark", "gaussian"])
+def test_peaks_on_the_border_stay_inside_and_finite(method):
+    maps = np.stack([gaussian((20, 20), (0.0, 19.0)), gaussian((20, 20), (19.0, 0.3))])
+    result = _refine(maps, method)
+    assert np.isfinite(result.coords).all()
+    assert (result.coords >= 0).all() and (result.coords <= 19).all()
+    if method == "dark":
+        assert result.fallback.all()  # MMPose's stencil needs two pixels on each side
+
+
+def test_flat_or_non_positive_neighbourhoods_fall_back_to_the_integer_peak():
+    flat = np.zeros((2, 9, 9))
+    flat[0, 4, 4] = 1
+    flat[0, 4, 5] = 1
+    flat[1] = -np.abs(np.arange(81).reshape(9, 9) - 40.0)
+    peaks = np.array([[[4, 4]], [[4, 4]]])
+    result = peakloc.refine(flat, peaks, method="quadratic", full_output=True)
+    assert result.fallback.all()
+    np.testing.assert_array_equal(result.coords, peaks)
+
+
+def test_refine_keeps_the_shape_of_its_peaks():
+    heat = gaussian((30, 30), (10.2, 20.7)) + gaussian((30, 30), (22.6, 5.1))
+    single = peakloc.refine(heat, peakloc.find_peaks(heat, num_peaks=2), method="gaussian")
+    assert single.shape == (2, 2)
+    np.testing.assert_allclose(single, [[10.2, 20.7], [22.6, 5.1]], atol=2e-3)
+    batch = peakloc.refine(np.stack([heat, heat]), np.array([[[10, 21]], [[23, 5]]]), method="dark")
+    assert batch.shape == (2, 1, 2)
+
+
+def test_refine_refuses_peaks_outside_or_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="inside the heatmap"):
+        peakloc.refine(np.ones((5, 5)), [[5, 0]])
+    with pytest.raises(ValueError, match="must have shape"):
+        peakloc.refine(np.ones((5, 5)), [[1, 2, 3]])
+
+
+def test_refine_reads_a_torch_tensor():
+    torch = pytest.importorskip("torch")
+    heat = gaussian((30, 30), (10.2, 20.7))
+    np.testing.assert_allclose(peakloc.refine(torch.tensor(heat), [[10, 21]], method="quadratic"), [[10.2, 20.7]])
+
+
+def test_noisy_maps_gaussian_fit_is_not_worse_than_dark():
+    rng = np.random.default_rng(7)
+    maps, centres = _maps(rng, n=150)
+    noisy = np.clip(maps + 0.3 + rng.normal(0, 0.05, maps.shape), 0, None)
+    rmse = {m: np.sqrt(((_refine(noisy, m).coords[:, 0] - centres) ** 2).sum(-1).mean()) for m in ("dark", "gaussian")}
+    assert rmse["gaussian"] <= rmse["dark"]
+
+
+def test_refine_flat_with_no_peaks_returns_empty_shapes():
+    out = refine_flat(np.ones((1, 5, 5)), np.empty(0, int), np.empty((0, 2), int), "dark")
+    assert out.coords.shape == (0, 2) and out.fallback.shape == (0,)

@@ -1,0 +1,90 @@
+import csv
+import io as stdio
+import json
+
+import numpy as np
+import pytest
+
+from peakloc.output.table import COLUMNS, TableWriter, infer_format, number, rows
+from peakloc.run.locate import MethodPeaks
+
+
+def _peaks():
+    present = np.ones((2, 1), bool)
+    return {
+        "argmax": MethodPeaks(
+            np.array([[[3, 4]], [[1, 2]]]), np.array([[255], [7]], dtype=np.uint8), present, ~present, {}
+        ),
+        "softargmax": MethodPeaks(
+            np.array([[[3.25, 4.5]], [[1.0, 2.0]]]), np.array([[200.5], [6.0]]), present, ~present, {}
+        ),
+    }
+
+
+def _rows(path, labels):
+    peaks = _peaks()
+    return rows(path, labels, "YX", peaks, {m: p.coords for m, p in peaks.items()})
+
+
+def test_rows_follow_index_then_peak_then_method_order():
+    got = list(_rows("a.npy", ["C=0", "C=1"]))
+    assert [(r["index"], r["peak"], r["method"]) for r in got] == [
+        ("C=0", 1, "argmax"),
+        ("C=0", 1, "softargmax"),
+        ("C=1", 1, "argmax"),
+        ("C=1", 1, "softargmax"),
+    ]
+    assert got[1] == {
+        "path": "a.npy",
+        "index": "C=0",
+        "peak": 1,
+        "method": "softargmax",
+        "x": 4.5,
+        "y": 3.25,
+        "z": None,
+        "value": 200.5,
+    }
+
+
+def test_numbers_print_as_the_shortest_exact_form():
+    assert number(np.float32(0.1)) == 0.1 and number(np.uint8(255)) == 255 and number(np.float64("nan")) is None
+
+
+@pytest.mark.parametrize(
+    "output,fmt", [("-", "csv"), ("a.TSV", "tsv"), ("a.json", "json"), ("a.jsonl", "jsonl"), ("a.txt", "csv")]
+)
+def test_format_follows_the_output_extension(output, fmt):
+    assert infer_format(output, None) == fmt
+
+
+def test_csv_file_has_header_and_empty_missing_axes(tmp_path):
+    out = tmp_path / "t.csv"
+    writer = TableWriter(str(out), "csv")
+    writer.write(_rows("a.png", [""]))
+    assert not out.exists()  # appears whole at close, not before
+    writer.close()
+    table = list(csv.DictReader(stdio.StringIO(out.read_text())))
+    assert tuple(table[0]) == COLUMNS
+    assert table[0]["z"] == "" and table[0]["index"] == "" and table[0]["x"] == "4"
+
+
+def test_json_is_one_array_with_nulls(tmp_path):
+    out = tmp_path / "t.json"
+    writer = TableWriter(str(out), "json")
+    writer.write(_rows("a.png", ["C=0", "C=1"]))
+    writer.close()
+    data = json.loads(out.read_text())
+    assert len(data) == 4 and data[0]["z"] is None and data[0]["x"] == 4 and data[1]["x"] == 4.5
+
+
+def test_empty_json_table_is_an_empty_array(tmp_path):
+    out = tmp_path / "t.json"
+    writer = TableWriter(str(out), "json")
+    writer.close()
+    assert json.loads(out.read_text()) == []
+
+
+def test_discarded_file_table_leaves_nothing(tmp_path):
+    writer = TableWriter(str(tmp_path / "t.csv"), "csv")
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
