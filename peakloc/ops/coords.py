@@ -7,6 +7,7 @@ number of leading batch axes, and returns coordinates of shape ``(..., ndim)`` i
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -48,9 +49,10 @@ def validate_beta(beta: Any) -> float:
     """``beta`` as a float; a number > 0 and finite, else TypeError or :class:`PeaklocValueError`."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
         raise TypeError(f"`beta` must be a number. Got: {type(beta).__name__}")
-    if not (np.isfinite(beta) and beta > 0):
+    beta = float(beta)
+    if not (math.isfinite(beta) and beta > 0):
         raise PeaklocValueError(f"`beta` must be > 0 and finite. Got: {beta}")
-    return float(beta)
+    return beta
 
 
 def validate_normalize(normalize: Any) -> str:

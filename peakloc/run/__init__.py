@@ -1,3 +1,4 @@
-"""The run layer: one input end to end (:mod:`.locate`), many inputs in order (:mod:`.batch`), one settings
-object for all of them (:mod:`.settings`).
+"""The run layer: one input end to end, many inputs in order, one settings object for all of them.
+
+:mod:`.locate` takes one input, :mod:`.batch` many, :mod:`.settings` holds what the run asks of each.
 """

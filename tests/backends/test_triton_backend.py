@@ -83,7 +83,15 @@ def test_kernel_coefficient_equals_the_shared_rule(fused, normalize):
 def _tile_stats(x, beta, normalize):
     out = torch.empty((x.shape[0], 12), dtype=torch.float64)
     triton_backend._fused_tile[(x.shape[0],)](
-        x, out, x.shape[1], 1, x.shape[1], beta, MODE=triton_backend.MODES[normalize], TILE=4, ACC=triton_backend.tl.float64
+        x,
+        out,
+        x.shape[1],
+        1,
+        x.shape[1],
+        beta,
+        MODE=triton_backend.MODES[normalize],
+        TILE=4,
+        ACC=triton_backend.tl.float64,
     )
     return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
 
@@ -145,7 +153,9 @@ def test_a_kernel_whose_gradients_disagree_is_given_up(fused, monkeypatch):
 
     def wrong_backward(t, beta, ndim, normalize):
         coords, count = real(t, beta, ndim, normalize)
-        return coords + 0.01 * (t.reshape(t.shape[0], -1)[:, :ndim] - t.reshape(t.shape[0], -1)[:, :ndim].detach()), count
+        return coords + 0.01 * (
+            t.reshape(t.shape[0], -1)[:, :ndim] - t.reshape(t.shape[0], -1)[:, :ndim].detach()
+        ), count
 
     monkeypatch.setattr(triton_backend, "fused_soft_argmax", wrong_backward)
     x = torch.rand((2, 8, 9), generator=torch.Generator().manual_seed(4))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from peakloc.io.axes import Layout, default_axes, to_heatmaps, validate_axes
 from peakloc.errors import AxesError
+from peakloc.io.axes import Layout, default_axes, to_heatmaps, validate_axes
 
 
 def test_validate_axes_upper_cases_letters():

@@ -6,7 +6,6 @@ import pytest
 import tifffile
 
 from peakloc import io
-from peakloc.io import readers
 from peakloc.errors import AxesError, InputError
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from peakloc.output import overlay
 from peakloc.cli import main
+from peakloc.output import overlay
 
 from ..conftest import gaussian
 

@@ -192,8 +192,10 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
 def locate(
     heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, shape: PeakShape, **_
 ) -> tuple[np.ndarray, np.ndarray, PeakShape]:
-    """Coordinates ``(N, ndim)``, fallback flags, and the fitted shape: sigma (geometric mean), amplitude,
-    and the residual standard deviation as the noise (the estimate's where the fit failed).
+    """Coordinates ``(N, ndim)``, fallback flags, and the fitted shape.
+
+    The shape's sigma is the fit's geometric mean, its amplitude the fit's, and its noise the residual
+    standard deviation (the estimate's where the fit failed).
     """
     n, ndim = centres.shape
     coords = centres.astype(np.float64)

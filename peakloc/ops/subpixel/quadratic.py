@@ -8,8 +8,10 @@ from ..windows import PeakShape, centre_index, windows
 
 
 def vertex(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates ``(N, ndim)`` and fallback flags: the integer peak where a parabola does not open down
-    or its vertex lies more than half a pixel away.
+    """Coordinates ``(N, ndim)`` and fallback flags.
+
+    The fallback is the integer peak, where a parabola does not open down or its vertex lies more than half a
+    pixel away.
     """
     w = windows(heatmaps, owner, centres, 1)
     ndim = centres.shape[1]

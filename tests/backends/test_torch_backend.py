@@ -107,3 +107,73 @@ def test_numpy_and_torch_back_ends_agree(x, normalize):
         atol=2e-3,
     )
     np.testing.assert_array_equal(peakloc.argmax(torch.tensor(x)).numpy(), peakloc.argmax(x))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "uint64", "int64", "bool"])
+def test_torch_argmax_of_wide_integers_keeps_their_order_and_first_maximum(device, dtype):
+    info = np.iinfo(dtype) if dtype != "bool" else None
+    top = int(info.max) if info else 1
+    x = np.array([[1, top - 1, top, 0, top], [top, 0, 0, top, 1]], dtype=dtype)
+    from peakloc.backends import torch_backend
+
+    t = torch_backend.to_device(x, device)  # the path of `--device cuda`: the integer type is kept
+    assert (t.dtype == getattr(torch, dtype)) or dtype == "bool"
+    np.testing.assert_array_equal(peakloc.argmax(t, ndim=1).cpu().numpy(), np.argmax(x, axis=1)[:, None])
+
+
+def test_torch_argmax_of_uint64_beyond_float_precision_is_the_issues_example():
+    t = torch.tensor([1, 2**64 - 2, 2**64 - 1, 0], dtype=torch.uint64)
+    assert peakloc.argmax(t, ndim=1).tolist() == [2]
+
+
+def test_torch_soft_argmax_of_uint32_matches_numpy(device, rng):
+    x = (rng.random((2, 9, 11)) * 4e9).astype(np.uint32)
+    got = peakloc.soft_argmax(torch.tensor(x, device=device), beta=5.0)
+    np.testing.assert_allclose(got.cpu().numpy(), peakloc.soft_argmax(x, beta=5.0), atol=1e-4)
+
+
+def test_coordinate_conversions_take_tensors_on_their_device_and_differentiate(device):
+    coords = torch.tensor([[0.0, 4.0], [2.0, 1.5]], device=device, requires_grad=True)
+    normalized = peakloc.pixel_to_normalized(coords, (5, 7))
+    assert isinstance(normalized, torch.Tensor) and normalized.device.type == device
+    np.testing.assert_allclose(normalized.detach().cpu().numpy(), [[-1.0, 4 / 3 - 1], [0.0, 0.5 - 1]], rtol=1e-6)
+    back = peakloc.normalized_to_pixel(normalized, (5, 7))
+    torch.testing.assert_close(back, coords)
+    back.sum().backward()
+    torch.testing.assert_close(coords.grad, torch.ones_like(coords))
+
+
+def test_integer_coordinate_tensors_convert_to_float():
+    got = peakloc.pixel_to_normalized(torch.tensor([[0, 4]]), (5, 5))
+    assert got.dtype == torch.float32 and got.tolist() == [[-1.0, 1.0]]
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_soft_argmax_compiles_as_one_graph_and_matches_eager(with_nan):
+    # aot_eager traces forward and backward as inductor does, without generating code (minutes on a CPU).
+    x = torch.rand((2, 3, 16, 20), generator=torch.Generator().manual_seed(0))
+    if with_nan:
+        x[0, 1, 2, 3] = float("nan")
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda h: peakloc.soft_argmax(h, beta=20.0), fullgraph=True, backend="aot_eager")
+    got = compiled(a)
+    with pytest.warns(NonFiniteWarning) if with_nan else _no_warning():
+        expected = peakloc.soft_argmax(b, beta=20.0)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def strict():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return strict()

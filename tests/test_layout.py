@@ -1,0 +1,113 @@
+"""The package's shape: public names, no private cross-imports, no import cycle, lazy heavy imports."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import peakloc
+
+PACKAGE = Path(peakloc.__file__).parent
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, path, path.name == "__init__.py"
+
+
+def _imports(name, path, is_package):
+    """(imported module, imported names, at module level?) for every peakloc import of a module."""
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "peakloc":
+                yield target, [a.name for a in node.names], id(node) in top_level
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "peakloc":
+                    yield alias.name, [], id(node) in top_level
+
+
+def test_no_module_imports_a_private_name_of_another():
+    private = [
+        f"{name} imports {target}.{imported}"
+        for name, path, is_package in _modules()
+        for target, names, _ in _imports(name, path, is_package)
+        for imported in names
+        if imported.startswith("_") and imported != "__version__"
+    ]
+    private += [
+        f"{name} imports {target}"
+        for name, path, is_package in _modules()
+        for target, _, _ in _imports(name, path, is_package)
+        if any(part.startswith("_") for part in target.split("."))
+    ]
+    assert private == []
+
+
+def test_module_level_imports_have_no_cycle():
+    modules = {name for name, _, _ in _modules()}
+    graph = {}
+    for name, path, is_package in _modules():
+        edges = set()
+        for target, names, top in _imports(name, path, is_package):
+            if not top:
+                continue
+            for imported in names or [""]:
+                full = f"{target}.{imported}" if imported else target
+                edges.add(full if full in modules else target)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    state, cycle = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycle.append(trail + [node, nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert cycle == []
+
+
+@pytest.mark.parametrize(
+    "name", ["argmax", "soft_argmax", "find_peaks", "refine", "smooth", "pixel_to_normalized", "normalized_to_pixel"]
+)
+def test_every_public_function_works_from_the_top_level(name):
+    assert callable(getattr(peakloc, name)) and name in peakloc.__all__
+
+
+def test_every_name_in_all_resolves():
+    for name in peakloc.__all__:
+        if name != "SoftArgmax":  # needs torch: tested in test_nn.py
+            getattr(peakloc, name)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import peakloc",
+        "import peakloc.cli; peakloc.cli.main(['find', '--help'])",
+        "import peakloc, numpy as np; peakloc.soft_argmax(np.eye(4)); peakloc.refine(np.eye(5), [[2, 2]])",
+    ],
+)
+def test_numpy_paths_never_import_torch(code):
+    check = f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch'"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
