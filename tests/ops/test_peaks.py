@@ -78,6 +78,7 @@ def test_find_peaks_validates_counts(kwargs, match):
 
 
 def test_torch_max_pool_candidates_equal_the_numpy_filter(rng):
+    pytest.importorskip("torch", reason="torch is part of the test install (make install)")
     from peakloc.backends import torch_backend
 
     for shape in [(3, 50), (2, 20, 30), (2, 9, 10, 11)]:
