@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # the same pin from PyPI is a CUDA build. Override for another build, e.g.
 #   make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
+# Written by `make install`; `make test` and `make demo` install first when it is missing or older than
+# pyproject.toml, so that either runs straight after `git clone`.
+STAMP := $(VENV)/.installed
 
 .PHONY: install test lint demo sample-data bench bench-accuracy clean
 
@@ -15,8 +18,12 @@ install:
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m compileall -q peakloc  # start-up reads bytecode even where writing it is switched off
 	@$(BIN)/peakloc --version
+	@touch $(STAMP)
 
-test:
+$(STAMP): pyproject.toml
+	$(MAKE) install
+
+test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint:
@@ -26,7 +33,7 @@ lint:
 sample-data:
 	$(BIN)/python tools/make_sample_data.py sample_data
 
-demo:
+demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/peakloc find sample_data -o out/peaks.csv --overlay out/overlays
 	$(BIN)/peakloc find sample_data/pose --axes CYX -o out/pose_keypoints.csv --overlay out/overlays --overlay-sheet

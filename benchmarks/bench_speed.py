@@ -125,9 +125,10 @@ def gpu(quick: bool) -> None:
     if not torch.cuda.is_available():
         print("GPU: CUDA is not available on this machine: no GPU rows (run `make bench` on a GPU machine)")
         return
-    from peakloc.backends import _torch
+    from importlib.util import find_spec
 
-    print(f"GPU soft-argmax on {torch.cuda.get_device_name()} (fused: {_torch.fused_available()})")
+    fused = find_spec("triton") is not None
+    print(f"GPU soft-argmax on {torch.cuda.get_device_name()} (fused Triton kernel: {fused}, guarded)")
     try:
         from triton.testing import do_bench
     except ImportError:

@@ -3,9 +3,8 @@ import math
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from peakloc.cli import main
+from peakloc.errors import PeaklocError
 from peakloc.output import overlay
 
 from ..conftest import gaussian
@@ -100,135 +99,5 @@ def test_several_peaks_are_numbered_by_rank():
 
 
 def test_unknown_colormap_is_refused():
-    with pytest.raises(Exception, match="unknown colour map"):
+    with pytest.raises(PeaklocError, match="unknown colour map"):
         overlay.colorize(np.zeros((2, 2)), "nope")
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def _png(path, peak):
-    heat = np.zeros((48, 64), np.uint8)
-    heat[peak] = 200
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), heat)
-
-
-def test_cli_writes_one_overlay_per_heatmap_and_keeps_the_table_unchanged(tmp_path):
-    _png(tmp_path / "frame_007.png", (10, 20))
-    np.save(tmp_path / "stack.npy", np.stack([gaussian((30, 30), (5 + i, 9)) for i in range(3)]))
-    plain = CliRunner().invoke(main, ["find", str(tmp_path / "frame_007.png")])
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame_007.png"), "--overlay", str(tmp_path / "ov")])
-    assert result.exit_code == 0 and result.stdout == plain.stdout
-    result = CliRunner().invoke(
-        main,
-        [
-            "find",
-            str(tmp_path / "stack.npy"),
-            "--axes",
-            "CYX",
-            "--overlay",
-            str(tmp_path / "ov"),
-            "--overlay-sheet",
-            "--colormap",
-            "viridis",
-        ],
-    )
-    assert result.exit_code == 0
-    names = sorted(p.name for p in (tmp_path / "ov").iterdir())
-    assert names == ["frame_007.png", "stack_C=0.png", "stack_C=1.png", "stack_C=2.png", "stack_sheet.png"]
-    image = cv2.imread(str(tmp_path / "ov" / "frame_007.png"))
-    f = math.ceil(256 / 48)
-    top = overlay.LINE_HEIGHT + 6  # title band
-    x, y = centroid(image[top : top + 48 * f], WHITE)
-    assert abs(x - (20.5 * f - 0.5)) < 0.5 and abs(y - (10.5 * f - 0.5)) < 0.5
-
-
-def test_same_stem_in_different_folders_gets_different_overlays(tmp_path):
-    _png(tmp_path / "a" / "frame.png", (5, 5))
-    _png(tmp_path / "b" / "frame.png", (40, 60))
-    result = CliRunner().invoke(
-        main,
-        [
-            "find",
-            str(tmp_path / "a" / "frame.png"),
-            str(tmp_path / "b" / "frame.png"),
-            "--overlay",
-            str(tmp_path / "ov"),
-        ],
-    )
-    assert result.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["a_frame.png", "b_frame.png"]
-
-
-def test_overlay_never_overwrites_an_input(tmp_path):
-    _png(tmp_path / "frame.png", (5, 5))
-    before = (tmp_path / "frame.png").read_bytes()
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path)])
-    assert result.exit_code == 1 and "would overwrite an input" in result.stderr
-    assert (tmp_path / "frame.png").read_bytes() == before
-    assert result.stdout.count("frame.png") == 2  # the rows are still written
-
-
-def test_overlay_folder_that_cannot_be_made_fails_each_input_and_keeps_the_table(tmp_path):
-    _png(tmp_path / "frame.png", (5, 5))
-    (tmp_path / "file").write_text("x")
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "file")])
-    assert result.exit_code == 1
-    assert f"peakloc: error: {tmp_path / 'frame.png'}: cannot create overlay folder" in result.stderr
-    assert result.stdout.count("frame.png") == 2
-
-
-def test_overlay_options_need_overlay(tmp_path):
-    _png(tmp_path / "frame.png", (5, 5))
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay-sheet"])
-    assert result.exit_code == 2 and "needs --overlay" in result.stderr
-
-
-def test_unknown_colormap_is_a_usage_error(tmp_path):
-    _png(tmp_path / "frame.png", (5, 5))
-    result = CliRunner().invoke(
-        main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "o"), "--colormap", "sunset"]
-    )
-    assert result.exit_code == 2 and "not an OpenCV colour map" in result.stderr
-
-
-def test_background_option_blends_over_the_photo(tmp_path):
-    _png(tmp_path / "frame.png", (10, 20))
-    cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((192, 256, 3), 100, np.uint8))
-    result = CliRunner().invoke(
-        main,
-        [
-            "find",
-            str(tmp_path / "frame.png"),
-            "--overlay",
-            str(tmp_path / "o"),
-            "--background",
-            str(tmp_path / "photo.jpg"),
-        ],
-    )
-    assert result.exit_code == 0
-    assert cv2.imread(str(tmp_path / "o" / "frame.png")).shape[1] == 256
-
-
-def test_overlays_from_parallel_workers_are_all_written(tmp_path):
-    import subprocess
-    import sys
-
-    from peakloc.run import batch
-
-    count = batch.PARALLEL_MIN_INPUTS + 4
-    for i in range(count):
-        _png(tmp_path / "in" / f"f{i:02d}.png", (5 + i, 7))
-    out = subprocess.run(
-        [sys.executable, "-m", "peakloc", "find", str(tmp_path / "in"), "--overlay", str(tmp_path / "ov"), "-q"],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"f{i:02d}.png" for i in range(count)]
-    image = cv2.imread(str(tmp_path / "ov" / "f09.png"))
-    f = math.ceil(256 / 48)
-    top = overlay.LINE_HEIGHT + 6
-    x, y = centroid(image[top : top + 48 * f], WHITE)
-    assert abs(x - (7.5 * f - 0.5)) < 0.5 and abs(y - (14.5 * f - 0.5)) < 0.5
