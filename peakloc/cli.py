@@ -31,7 +31,7 @@ FLAGS = {
     "`device`='cuda'": "--device cuda",
     "`device`": "--device",
     "`background`": "--background",
-    "`folder`": "--overlay",
+    "`folder`": "--overlay folder",
     "`threshold`": "--threshold",
     "`sigma` of the smoothing": "--smooth",
     "`beta`": "--beta",

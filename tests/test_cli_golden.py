@@ -100,3 +100,21 @@ def test_extra_columns_table(inputs):
         "peakloc: warning: a.png: quadratic kept the integer peak for 1 peak "
         "(border, flat or non-positive neighbourhood, or failed fit)\n"
     )
+
+
+def test_library_messages_name_the_options_that_set_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("v.npy", np.zeros((3, 8, 8), np.float32))
+    cv2.imwrite("photo.png", np.zeros((16, 16, 3), np.uint8))
+    result = CliRunner().invoke(main, ["find", "v.npy", "--overlay", "ov", "--background", "photo.png", "-q"])
+    assert (
+        result.exit_code == 1 and result.stderr == "peakloc: error: v.npy: --background works with 2-D heatmaps only\n"
+    )
+    np.save("ov.npy", np.zeros((8, 8), np.float32))
+    result = CliRunner().invoke(main, ["find", "ov.npy", "--overlay", ".", "-m", "argmax", "-q"])
+    assert result.exit_code == 0  # ov.png is no input; now make the overlay land on one
+    cv2.imwrite("in.png", np.zeros((8, 8), np.uint8))
+    result = CliRunner().invoke(main, ["find", "in.png", "--overlay", ".", "-m", "argmax", "-q"])
+    assert result.stderr == (
+        "peakloc: error: in.png: overlay ./in.png would overwrite an input; choose another --overlay folder\n"
+    )

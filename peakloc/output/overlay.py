@@ -259,7 +259,7 @@ def render(
         rows, cols = view.image.shape
         if background is not None:
             if heatmap.ndim != 2:
-                raise PeaklocError("--background works with 2-D heatmaps only")
+                raise PeaklocError("`background` works with 2-D heatmaps only")
             height, width = background.shape[:2]
             fy, fx = height / rows, width / cols
             coloured = cv2.resize(

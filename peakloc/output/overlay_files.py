@@ -155,6 +155,6 @@ def write_overlays(
 
 def _write_new(path: str, image: np.ndarray, protected: set[str]) -> str:
     if os.path.realpath(path) in protected:
-        raise PeaklocError(f"overlay {path} would overwrite an input; choose another --overlay folder")
+        raise PeaklocError(f"overlay {path} would overwrite an input; choose another `folder`")
     write_png(path, image)
     return path
