@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from peakloc.ops.filters import correlate, maximum_filter
+
+
+@pytest.mark.parametrize("shape", [(17,), (9, 12), (5, 6, 7)])
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_maximum_filter_matches_scipy_with_minus_inf_outside(rng, shape, radius):
+    x = rng.random(shape)
+    expected = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=-np.inf)
+    np.testing.assert_array_equal(maximum_filter(x, radius), expected)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_correlate_matches_scipy_with_mirrored_borders(rng, axis):
+    x = rng.random((8, 11))
+    taps = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
+    expected = ndimage.correlate1d(x, taps, axis=axis, mode="mirror")
+    np.testing.assert_allclose(correlate(x, taps, axis), expected, rtol=1e-12)
+
+
+def test_correlate_on_a_single_pixel_axis_repeats_it():
+    x = np.array([[2.0, 3.0]])
+    np.testing.assert_allclose(correlate(x, np.array([0.25, 0.5, 0.25]), 0), x)

@@ -1,0 +1,29 @@
+import numpy as np
+
+from peakloc.ops.windows import c_strides, estimate_shape, groups, offsets, windows
+
+from ..conftest import gaussian
+
+
+def test_windows_hold_the_neighbourhood_with_nan_outside_and_at_non_finite_values():
+    maps = np.arange(2 * 4 * 5, dtype=np.float64).reshape(2, 4, 5)
+    maps[1, 0, 1] = np.inf
+    got = windows(maps, np.array([1]), np.array([[0, 0]]), 1)
+    expected = np.array([[np.nan, np.nan, np.nan], [np.nan, 20.0, np.nan], [np.nan, 25.0, 26.0]])
+    np.testing.assert_array_equal(got[0], expected)
+
+
+def test_offsets_and_strides_are_in_c_order():
+    assert offsets(1, 2)[:4].tolist() == [[-1, -1], [-1, 0], [-1, 1], [0, -1]]
+    assert c_strides((3, 4, 5)).tolist() == [20, 5, 1]
+
+
+def test_groups_partition_positions_by_key():
+    assert [(k, p.tolist()) for k, p in groups(np.array([4, 2, 4, 4]))] == [(2, [1]), (4, [0, 2, 3])]
+
+
+def test_shape_estimate_finds_a_gaussians_width_background_and_height():
+    heat = 0.2 + 3.0 * gaussian((41, 41), (20, 20), 2.5)
+    shape = estimate_shape(heat[None], np.array([0]), np.array([[20, 20]]))
+    assert abs(shape.sigma[0] - 2.5) < 0.2 and abs(shape.background[0] - 0.2) < 1e-3
+    assert abs(shape.amplitude[0] - 3.0) < 1e-2 and shape.noise[0] < 1e-3
