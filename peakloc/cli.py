@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -18,24 +21,29 @@ import click
 from . import __version__
 from .errors import MissingTorchError, PeaklocError
 from .ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
+from .ops.smoothing import MIN_SMOOTH
 from .output.table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
+from .run.budget import DEFAULT_MAX_MEMORY
 from .run.settings import COORDS, METHOD_ALIASES, METHODS, Settings, parse_methods
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
 PROGRESS_MIN_INPUTS = 5
 
 
-#: Library parameter (as library errors name it, in backticks) -> the option that sets it.
+#: Library parameter (as library messages name it, in backticks) -> the option that sets it.
 FLAGS = {
-    "`axes`": "--axes",
-    "`device`='cuda'": "--device cuda",
-    "`device`": "--device",
-    "`background`": "--background",
-    "`folder`": "--overlay folder",
-    "`threshold`": "--threshold",
-    "`sigma` of the smoothing": "--smooth",
-    "`beta`": "--beta",
+    "axes": "--axes",
+    "device": "--device",
+    "background": "--background",
+    "folder": "--overlay folder",
+    "threshold": "--threshold",
+    "beta": "--beta",
+    "max_memory": "--max-memory",
+    "colormap": "--decode-colormap",
 }
+#: Phrases whose parameter has another option's name on the command line.
+PHRASES = {"`sigma` of the smoothing": "--smooth"}
+_PARAMETER = re.compile(r"`(\w+)`(?:='([^']*)')?")
 
 
 def as_flags(message: str) -> str:
@@ -45,10 +53,19 @@ def as_flags(message: str) -> str:
     --------
     >>> as_flags("cannot tell the axes of a 4-d array: pass `axes` with 4 letters")
     'cannot tell the axes of a 4-d array: pass --axes with 4 letters'
+    >>> as_flags("pass `colormap`='jet' to decode them")
+    'pass --decode-colormap jet to decode them'
     """
-    for parameter, flag in FLAGS.items():
-        message = message.replace(parameter, flag)
-    return message
+    for phrase, flag in PHRASES.items():
+        message = message.replace(phrase, flag)
+
+    def flag(match: re.Match) -> str:
+        name, value = match.groups()
+        if name not in FLAGS:
+            return match.group(0)
+        return FLAGS[name] + (f" {value}" if value is not None else "")
+
+    return _PARAMETER.sub(flag, message)
 
 
 def _error(message: str) -> None:
@@ -116,12 +133,37 @@ def _validate_threshold(ctx, param, value):
 def _validate_colormap(ctx, param, value):
     if value == "jet":  # the default needs no OpenCV import at start-up
         return value
-    from .output.overlay import colormap_names
+    from .io.colormaps import names as colormap_names
 
     names = colormap_names()
     if value.lower() not in names:
         raise click.BadParameter(f"{value!r} is not an OpenCV colour map; choose from {', '.join(names)}")
     return value.lower()
+
+
+def _validate_decode_colormap(ctx, param, value):
+    if value is None:
+        return None
+    from .io.colormaps import names
+
+    if value.lower() not in names():
+        raise click.BadParameter(f"{value!r} is not an OpenCV colour map; choose from {', '.join(names())}")
+    return value.lower()
+
+
+def _validate_max_memory(ctx, param, value):
+    from .run.budget import parse_size
+
+    try:
+        return parse_size(value)
+    except PeaklocError as exc:
+        raise click.BadParameter(as_flags(str(exc))) from None
+
+
+def _validate_smooth(ctx, param, value):
+    if value is not None and value != 0 and not value >= MIN_SMOOTH:
+        raise click.BadParameter(f"must be 0 (off) or at least {MIN_SMOOTH} px. Got: {value}")
+    return value
 
 
 def _resolve_device(device: str) -> str:
@@ -182,10 +224,12 @@ method_options = option_group(
         "--smooth",
         type=click.FloatRange(min=0),
         default=0.0,
+        callback=_validate_smooth,
         metavar="PIXELS",
         help="Before every method, replace each heatmap by a local quadratic fit with Gaussian weights of this "
         "sigma (a Savitzky-Golay filter): it keeps broad peaks in place and separates peaks that 8-bit rounding "
-        "merged into one plateau. About 1/8 of the peak's sigma; values stay the raw heatmap's. Default: 0, off.",
+        "merged into one plateau. About 1/8 of the peak's sigma, at least 0.5; values stay the raw heatmap's. "
+        "Default: 0, off.",
     ),
 )
 #: How many peaks per heatmap, and which count.
@@ -244,6 +288,13 @@ input_options = option_group(
         "batch axes. Default: TIFF metadata, else X / YX / ZYX by the number of axes.",
     ),
     click.option("-r", "--recursive", is_flag=True, help="Enter subfolders of directory inputs."),
+    click.option(
+        "--decode-colormap",
+        callback=_validate_decode_colormap,
+        metavar="NAME",
+        help="Read colour images as heatmaps coloured by this OpenCV colour map (jet, viridis, ...): each "
+        "pixel becomes the value whose colour is nearest. Default: colour becomes grey (luminance).",
+    ),
 )
 #: The table: where, which format, which coordinates and columns.
 output_options = option_group(
@@ -311,8 +362,18 @@ run_options = option_group(
         show_default=True,
         help="cpu (NumPy, no torch needed), cuda (torch on the GPU), auto (cuda if available).",
     ),
+    click.option(
+        "--max-memory",
+        default=DEFAULT_MAX_MEMORY,
+        show_default=f"{DEFAULT_MAX_MEMORY} of this machine's memory",
+        callback=_validate_max_memory,
+        metavar="SIZE",
+        help="The run's memory budget: 512MiB, 4GiB (powers of 1024), 512MB, 4GB (powers of 1000), or 25% of "
+        "the machine's memory. An input that would need more fails alone, before it is decoded.",
+    ),
     click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr."),
+    click.option("--debug", is_flag=True, help="Print the traceback of each input's failure (for bug reports)."),
 )
 
 
@@ -338,25 +399,35 @@ def find(inputs: tuple[str, ...], **options) -> None:
     name), or '-' to read paths from standard input, one per line.
 
     Columns: path, index, peak, method, x, y, z, value. Exit status: 0 all inputs done, 1 some failed
-    (one 'peakloc: error: PATH: reason' line each), 2 usage error.
+    (one 'peakloc: error: PATH: reason' line each), 2 usage error; after a signal 130 (SIGINT), 143
+    (SIGTERM), 129 (SIGHUP), with no partial table left.
     """
     from .io.inputs import expand
 
     output, quiet, fail_fast = options.pop("output"), options.pop("quiet"), options.pop("fail_fast")
+    debug = options.pop("debug")
     fmt = infer_format(output, options.pop("fmt"))
-    todo = expand(inputs, options.pop("recursive"), sys.stdin)
+    found = expand(inputs, options.pop("recursive"), sys.stdin)
+    todo = found.inputs
     if output != "-":
         _check_output(output, [i.path for i in todo])
     settings = _settings(options)
-    job = _job(settings, [i.path for i in todo])
+    ctx = click.get_current_context()
+    job = _job(settings, [i.path for i in todo], debug, bool((ctx.obj or {}).get("reraise")))
     columns = COLUMNS + EXTRA_COLUMNS if settings.extra else COLUMNS
     started = time.perf_counter()
-    writer = TableWriter(output, fmt, columns)
+    writer = _open_table(output, fmt, columns)
+    for where, message in found.notes:
+        _warning(where, message)
+    if not todo:
+        writer.discard()
+        _error(f"no input file: {', '.join(inputs)} name{'s' * (len(inputs) == 1)} no file to read")
+        sys.exit(1)
     failed = heatmaps = 0
     from .run.batch import outcomes
 
     try:
-        with outcomes(job, todo) as results, _progress(len(todo), quiet) as advance:
+        with _signals_end_the_run(), outcomes(job, todo) as results, _progress(len(todo), quiet) as advance:
             for outcome in results:
                 advance()
                 for message in outcome.warnings:
@@ -365,6 +436,8 @@ def find(inputs: tuple[str, ...], **options) -> None:
                 writer.write(outcome.rows)
                 for message in outcome.errors:
                     _error(f"{outcome.path}: {message}")
+                if outcome.traceback:
+                    click.echo(outcome.traceback.rstrip(), err=True)
                 if outcome.errors:
                     failed += 1
                     if fail_fast:
@@ -375,6 +448,9 @@ def find(inputs: tuple[str, ...], **options) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)
+    except (KeyboardInterrupt, _Signalled) as exc:
+        writer.discard()
+        sys.exit(128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT))
     except BaseException:
         writer.discard()
         raise
@@ -386,6 +462,36 @@ def find(inputs: tuple[str, ...], **options) -> None:
             err=True,
         )
     sys.exit(1 if failed else 0)
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived: the run ends as ^C ends it, with the partial table removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_end_the_run():
+    def end(signum, frame):
+        raise _Signalled(signum)
+
+    previous = {s: signal.signal(s, end) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _open_table(output: str, fmt: str, columns: tuple[str, ...]) -> TableWriter:
+    """The table writer, opened before any input is read: a folder that is missing or read-only is a usage error."""
+    try:
+        return TableWriter(output, fmt, columns)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.BadParameter(f"cannot write {output}: {reason}", param_hint="'--output'") from None
 
 
 def _settings(options: dict) -> Settings:
@@ -402,15 +508,20 @@ def _settings(options: dict) -> Settings:
     return Settings(**options, overlay=overlay)
 
 
-def _job(settings: Settings, paths: list[str]):
-    """The run's job: settings, and for overlays one unique file name per input and the inputs to protect."""
+def _job(settings: Settings, paths: list[str], debug: bool, reraise: bool):
+    """The run's job: settings, for overlays one unique file name per input and the inputs to protect.
+
+    ``reraise`` comes from Click's context object, which only the test suite sets (``obj={"reraise": True}``):
+    there peakloc's own bugs raise instead of becoming an input's error line.
+    """
     from .run.batch import Job
 
     if settings.overlay is None:
-        return Job(settings)
+        return Job(settings, debug=debug, reraise=reraise)
     from .output.overlay_files import base_names
 
-    return Job(settings, base_names(paths), frozenset(os.path.realpath(p) for p in paths))
+    names = base_names(paths)
+    return Job(settings, names, frozenset(os.path.realpath(p) for p in paths), debug, reraise)
 
 
 def _overlay_settings(folder, colormap, scale, sheet, background):

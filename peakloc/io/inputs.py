@@ -1,10 +1,10 @@
-"""Turn the command line's INPUT arguments into the list of files to read, in order."""
+"""Turn the command line's INPUT arguments into the list of files to read, in order, with what was odd."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -19,31 +19,58 @@ class Input:
     problem: str | None = None
 
 
-def _directory(root: str, recursive: bool) -> Iterator[Input]:
+@dataclass
+class Expanded:
+    """The files INPUT arguments name, in order, and ``(where, message)`` notes on what gave none."""
+
+    inputs: list[Input] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _directory(root: str, recursive: bool, found: Expanded) -> None:
     """Supported files of a directory, sorted by name; with ``recursive``, subfolders too (by path)."""
     base = Path(root)
+    files: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        if error.filename is not None and os.path.normpath(error.filename) == os.path.normpath(root):
+            raise error
+        found.notes.append((str(error.filename), f"cannot list folder: {error.strerror or error}; skipped"))
+
     try:
-        found = base.rglob("*") if recursive else base.iterdir()
-        files = [p for p in found if p.is_file() and is_supported(p)]
+        if recursive:
+            for folder, subfolders, names in os.walk(root, onerror=unreadable):
+                subfolders.sort()
+                files += [Path(folder, n) for n in names if is_supported(n) and os.path.isfile(os.path.join(folder, n))]
+        else:
+            files = [p for p in base.iterdir() if p.is_file() and is_supported(p)]
     except OSError as exc:
-        yield Input(root, f"cannot list directory: {exc.strerror or exc}")
+        found.inputs.append(Input(root, f"cannot list directory: {exc.strerror or exc}"))
         return
+    if not files:
+        what = "folder and its subfolders have" if recursive else "folder has"
+        found.notes.append((root, f"{what} no supported file (.npy, .png, .tif, .jpg, ...)"))
     for p in sorted(files, key=lambda p: p.relative_to(base).parts):
-        yield Input(os.path.join(root, *p.relative_to(base).parts))
+        found.inputs.append(Input(os.path.join(root, *p.relative_to(base).parts)))
 
 
-def expand(arguments: Iterable[str], recursive: bool, stdin: TextIO) -> list[Input]:
+def expand(arguments: Iterable[str], recursive: bool, stdin: TextIO) -> Expanded:
     """Files named by INPUT arguments: files as given, directories expanded, ``-`` read from `stdin`.
 
-    A path that does not exist is kept, so that reading it reports the problem in its place.
+    A path that does not exist is kept, so that reading it reports the problem in its place. A folder with
+    no supported file, a subfolder that cannot be listed and an empty list on standard input are notes.
     """
-    out: list[Input] = []
+    found = Expanded()
     for argument in arguments:
         if argument == "-":
-            names = [line.rstrip("\r\n") for line in stdin]
-            out.extend(expand([n for n in names if n.strip()], recursive, stdin))
+            names = [n for n in (line.rstrip("\r\n") for line in stdin) if n.strip()]
+            if not names:
+                found.notes.append(("-", "standard input lists no path"))
+            inner = expand(names, recursive, stdin)
+            found.inputs += inner.inputs
+            found.notes += inner.notes
         elif os.path.isdir(argument):
-            out.extend(_directory(argument, recursive))
+            _directory(argument, recursive, found)
         else:
-            out.append(Input(argument))
-    return out
+            found.inputs.append(Input(argument))
+    return found

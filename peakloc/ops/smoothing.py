@@ -21,6 +21,10 @@ import numpy as np
 from ..errors import PeaklocValueError
 from .filters import correlate
 
+#: Narrowest smoothing, pixels: below half a pixel the window holds too few samples for a quadratic fit
+#: (its moment matrix is singular).
+MIN_SMOOTH = 0.5
+
 
 def smoothing_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1-D taps ``t``, Gaussian weights ``w`` and ``t**2 * w`` of the fit's window (radius ``ceil(3 sigma)``)."""
@@ -77,9 +81,9 @@ def smooth(heatmap: np.ndarray, sigma: float, ndim: int = 2) -> np.ndarray:
         Any real dtype; NaN and inf are ignored (filled with the heatmap's finite minimum for the fit, and
         NaN again in the result).
     sigma : float
-        Width of the fit's Gaussian weights in pixels (> 0); the window reaches ``ceil(3 * sigma)`` pixels.
-        Pick it so that the window spans a few quantisation levels of the peak but stays well inside the
-        peak: about an eighth of the peak's sigma for broad 8-bit peaks.
+        Width of the fit's Gaussian weights in pixels (at least :data:`MIN_SMOOTH`); the window reaches
+        ``ceil(3 * sigma)`` pixels. Pick it so that the window spans a few quantisation levels of the peak
+        but stays well inside the peak: about an eighth of the peak's sigma for broad 8-bit peaks.
     ndim : {1, 2, 3}
         Number of spatial axes.
 
@@ -96,8 +100,9 @@ def smooth(heatmap: np.ndarray, sigma: float, ndim: int = 2) -> np.ndarray:
     >>> bool(np.allclose(smooth(bowl, 2.0)[6:14, 6:24], bowl[6:14, 6:24]))
     True
     """
-    if not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0):
-        raise PeaklocValueError(f"`sigma` of the smoothing must be a finite number > 0. Got: {sigma!r}")
+    number = isinstance(sigma, (int, float, np.floating, np.integer))
+    if not (number and math.isfinite(sigma) and sigma >= MIN_SMOOTH):
+        raise PeaklocValueError(f"`sigma` of the smoothing must be a finite number >= {MIN_SMOOTH}. Got: {sigma!r}")
     x = np.asarray(heatmap)
     if x.dtype.kind not in "uifb":
         raise TypeError(f"`heatmap` must be a real array. Got dtype: {x.dtype}")

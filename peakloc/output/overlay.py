@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PeaklocError
+from ..io.colormaps import names as colormap_names
 
 #: Overlays of small heatmaps are scaled up (nearest neighbour) to at least this many pixels on the short side.
 MIN_SHORT_SIDE = 256
@@ -44,13 +45,6 @@ MARKERS = {
     "dark": Marker("ring", (0, 0, 0)),
     "gaussian": Marker("triangle", (255, 255, 0)),
 }
-
-
-def colormap_names() -> list[str]:
-    """Names of OpenCV's colour maps, lower case (``jet``, ``viridis``, ...)."""
-    import cv2
-
-    return sorted(n[len("COLORMAP_") :].lower() for n in dir(cv2) if n.startswith("COLORMAP_"))
 
 
 def _colormap_id(name: str) -> int:

@@ -1,9 +1,15 @@
-"""The coordinate table: rows -> csv / tsv / json / jsonl, streamed to stdout or written atomically."""
+"""The coordinate table: rows -> csv / tsv / json / jsonl.
+
+Streamed to a stream or written atomically to a file; never replacing a stream or a device.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -71,10 +77,31 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-class TableWriter:
-    """Write rows as they come; a file appears whole at :meth:`close` (temp file, then rename).
+def _destination(output: str) -> tuple[str, str]:
+    """Where a table goes: ``("stream", output)`` or ``("file", path)``.
 
-    Standard output (``"-"``) is streamed, flushed after each :meth:`write` call.
+    Streams are written straight through: a FIFO, a terminal, ``/dev/stdout``, process substitution. A file
+    is the regular file to replace, a symlink's target resolved.
+    """
+    try:
+        mode = os.stat(output).st_mode  # follows symlinks: /dev/stdout, /dev/fd/63 are links to streams
+    except FileNotFoundError:
+        # A new file, or a dangling link whose target is created.
+        return "file", os.path.realpath(output) if os.path.islink(output) else output
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", output)
+    if stat.S_ISREG(mode):
+        return "file", os.path.realpath(output)
+    return "stream", output
+
+
+class TableWriter:
+    """Write rows as they come.
+
+    A regular file appears whole at :meth:`close`: rows go to a temporary file beside it, renamed over it at
+    the end (through a symlink, its target is replaced and the link stays). Standard output (``"-"``), FIFOs,
+    terminals and other devices are written straight through, flushed after each :meth:`write` call, and
+    never replaced. Opening fails at once (``OSError``) where the folder is missing or cannot be written.
     """
 
     def __init__(self, output: str, fmt: str, columns: tuple[str, ...] = COLUMNS) -> None:
@@ -83,25 +110,42 @@ class TableWriter:
         self.columns = columns
         self._count = 0
         self._tmp: str | None = None
+        self._target: str | None = None
+        self._own_stream = False
         if output == "-":
             self._stream: IO[str] = sys.stdout
         else:
-            import tempfile  # only for a file: standard output needs none of it
+            kind, target = _destination(output)
+            if kind == "stream":
+                self._stream = open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                self._own_stream = True
+            else:
+                import tempfile  # only for a file: standard output needs none of it
 
-            target = Path(output)
-            handle, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-            self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
+                folder = os.path.dirname(target) or "."
+                handle, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+                self._target = target
+                self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
         if fmt in ("csv", "tsv"):
-            self._csv = csv.writer(self._stream, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
-            self._csv.writerow(columns)
+            self._line = io.StringIO()
+            # "\r\n" as the writer's terminator makes it quote fields holding either character; each line then
+            # ends in a plain "\n" (see _write_csv).
+            self._csv = csv.writer(self._line, delimiter="," if fmt == "csv" else "\t", lineterminator="\r\n")
+            self._write_csv(columns)
         elif fmt == "json":
             self._stream.write("[")
+
+    def _write_csv(self, cells) -> None:
+        self._line.seek(0)
+        self._line.truncate()
+        self._csv.writerow(cells)
+        self._stream.write(self._line.getvalue()[:-2] + "\n")
 
     def write(self, rows: Iterable[Row]) -> None:
         """Append rows (dicts keyed by :data:`COLUMNS`)."""
         for row in rows:
             if self.fmt in ("csv", "tsv"):
-                self._csv.writerow([_cell(row[c]) for c in self.columns])
+                self._write_csv([_cell(row[c]) for c in self.columns])
             else:
                 import json
 
@@ -118,14 +162,20 @@ class TableWriter:
         if self.fmt == "json":
             self._stream.write("\n]\n" if self._count else "]\n")
         self._stream.flush()
+        if self._own_stream:
+            self._stream.close()
         if self._tmp is not None:
             self._stream.close()
-            os.chmod(self._tmp, 0o666 & ~_umask())
-            os.replace(self._tmp, self.output)
+            try:
+                mode = stat.S_IMODE(os.stat(self._target).st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+            os.chmod(self._tmp, mode)
+            os.replace(self._tmp, self._target)
             self._tmp = None
 
     def discard(self) -> None:
-        """Drop a file table that will not be finished (standard output cannot be taken back)."""
+        """Drop a file table that will not be finished (a stream cannot be taken back)."""
         if self._tmp is not None:
             self._stream.close()
             os.unlink(self._tmp)

@@ -3,14 +3,21 @@
 A worker reads, locates, builds table rows and writes overlays; only rows, messages and counts travel back
 to the parent, which writes the table and shows progress. Process start-up uses ``fork`` where the platform
 has it (no re-import); elsewhere, and for a few inputs or a GPU run, everything stays in one process.
+
+Every input fails alone: whatever goes wrong while one input is read, located or drawn (any exception,
+``MemoryError`` included) becomes that input's one-line error, and the others go on. An exception that is
+not a :class:`~peakloc.errors.PeaklocError` nor a decoder's is peakloc's own bug and says so.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import signal
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +25,7 @@ from ..errors import PeaklocError
 from ..io.axes import Layout
 from ..io.inputs import Input
 from ..output.table import rows
+from .capture import captured
 from .locate import Located, locate, read_heatmaps
 from .settings import Settings
 
@@ -26,38 +34,90 @@ PARALLEL_MIN_INPUTS = 16
 #: Inputs handed to a worker at once: their single-map integer images are located in one call.
 CHUNK = 16
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a worker needs for any input of the run: the settings and the overlay file names."""
+    """Everything a worker needs for any input of the run.
+
+    Attributes
+    ----------
+    settings : Settings
+    overlay_names : dict
+        Input path -> its overlays' base name.
+    protected : frozenset of str
+        Real paths of the inputs, which no overlay may replace.
+    debug : bool
+        Keep each failure's traceback (``--debug``).
+    reraise : bool
+        Let peakloc's own bugs raise instead of becoming an input's error: the test suite's setting.
+    """
 
     settings: Settings
     overlay_names: dict[str, str] = field(default_factory=dict)
     protected: frozenset[str] = frozenset()
+    debug: bool = False
+    reraise: bool = False
 
 
 @dataclass
 class Outcome:
-    """One input's result: table rows, heatmap count, warnings, and error messages (empty if it succeeded)."""
+    """One input's result.
+
+    Table rows, heatmap count, warnings, error messages (empty if it succeeded), and with ``debug`` the
+    traceback of its failure.
+    """
 
     path: str
     rows: list[dict] = field(default_factory=list)
     heatmaps: int = 0
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    traceback: str = ""
 
 
-def _read(job: Job, item: Input) -> tuple[np.ndarray, Layout]:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def _attempt(job: Job, outcome: Outcome, work: Callable[[], T]) -> T | None:
+    """``work()``, or None with the failure recorded as ``outcome``'s one-line error."""
+    try:
+        return work()
+    except PeaklocError as exc:
+        outcome.errors.append(str(exc))
+    except MemoryError:
+        outcome.errors.append("out of memory; lower --max-memory so that such inputs fail before they are decoded")
+    except Exception as exc:
+        if job.reraise:
+            raise
+        outcome.errors.append(
+            f"internal error ({type(exc).__name__}: {_first_line(exc)}); please report it with --debug"
+        )
+    if job.debug:
+        outcome.traceback = traceback.format_exc()
+    return None
+
+
+def _noted(outcome: Outcome, notes: list[str]) -> None:
+    """What libraries said about an input becomes its warnings, unless it failed (its error says enough)."""
+    if not outcome.errors:
+        outcome.warnings.extend(n for n in notes if n not in outcome.warnings)
+
+
+def _read(job: Job, item: Input, budget: int | None) -> tuple[np.ndarray, Layout]:
     """``(heatmaps (B, *spatial), layout)`` of one input, or a :class:`PeaklocError`."""
     if item.problem:
         raise PeaklocError(item.problem)
-    return read_heatmaps(item.path, job.settings.axes)
+    return read_heatmaps(item.path, job.settings, budget)
 
 
 def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
     """Table rows, warnings and overlays of one input's peaks."""
     settings = job.settings
-    outcome.warnings = located.warnings()
+    outcome.warnings.extend(located.warnings())
     outcome.heatmaps = located.layout.count
     labels = located.layout.index_labels()
     outcome.rows = list(
@@ -66,73 +126,87 @@ def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
     if settings.overlay is not None:
         from ..output.overlay_files import write_overlays
 
-        try:
-            write_overlays(
-                job.overlay_names[path],
-                path,
-                labels,
-                located.heatmaps,
-                located.overlay_peaks(),
-                settings.overlay,
-                job.protected,
-            )
-        except PeaklocError as exc:
-            outcome.errors.append(str(exc))
+        write_overlays(
+            job.overlay_names[path],
+            path,
+            labels,
+            located.heatmaps,
+            located.overlay_peaks(),
+            settings.overlay,
+            job.protected,
+        )
 
 
-def _locate_one(job: Job, item: Input, loaded: tuple[np.ndarray, Layout], outcome: Outcome) -> None:
-    try:
-        _finish(job, item.path, locate(loaded[0], loaded[1], job.settings), outcome)
-    except PeaklocError as exc:
-        outcome.errors.append(str(exc))
+def _one(job: Job, item: Input, loaded: tuple[np.ndarray, Layout], outcome: Outcome) -> None:
+    with captured() as notes:
+        _attempt(job, outcome, lambda: _finish(job, item.path, locate(loaded[0], loaded[1], job.settings), outcome))
+    _noted(outcome, notes)
 
 
-def run_chunk(job: Job, items: Sequence[Input]) -> list[Outcome]:
-    """Process inputs; single-map integer images of one shape are stacked and located together.
+def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None) -> list[Outcome]:
+    """Process inputs, each failing alone; single-map integer images of one shape are stacked and located together.
 
     Stacking changes no number: every method works per map (the tests hold every method to that). A stack
     that fails as a whole is located again input by input, so that one input's failure stays its own.
+    ``budget`` is this process's share of the memory budget, in bytes.
     """
     outcomes = [Outcome(item.path) for item in items]
     loaded: dict[int, tuple[np.ndarray, Layout]] = {}
     for k, item in enumerate(items):
-        try:
-            loaded[k] = _read(job, item)
-        except PeaklocError as exc:
-            outcomes[k].errors.append(str(exc))
+        with captured() as notes:
+            found = _attempt(job, outcomes[k], lambda item=item: _read(job, item, budget))
+        if found is not None:
+            loaded[k] = found
+        _noted(outcomes[k], notes)
     groups: dict[tuple, list[int]] = {}
     for k, (heatmaps, layout) in loaded.items():
         stackable = layout.count == 1 and heatmaps.dtype.kind in "iub"
         key = (heatmaps.shape, heatmaps.dtype.str, layout.spatial) if stackable else ("alone", k)
         groups.setdefault(key, []).append(k)
     for members in groups.values():
-        if len(members) > 1:
-            layout = loaded[members[0]][1]
-            stack = np.concatenate([loaded[k][0] for k in members])
-            stacked = Layout("B", (len(members),), layout.spatial, layout.spatial_shape)
-            try:
-                together = locate(stack, stacked, job.settings)
-            except PeaklocError:
-                pass  # located one by one below, where each input's own error is its own
-            else:
-                for i, k in enumerate(members):
-                    _finish(job, items[k].path, together.part(i, loaded[k][1]), outcomes[k])
-                continue
+        if len(members) > 1 and _stacked(job, items, loaded, members, outcomes):
+            continue
         for k in members:
-            _locate_one(job, items[k], loaded[k], outcomes[k])
+            _one(job, items[k], loaded[k], outcomes[k])
     return outcomes
 
 
+def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome]) -> bool:
+    """Locate single-map inputs of one shape in one call; False (nothing recorded) if the stack fails."""
+    layout = loaded[members[0]][1]
+    try:
+        with captured() as notes:
+            stack = np.concatenate([loaded[k][0] for k in members])
+            together = locate(stack, Layout("B", (len(members),), layout.spatial, layout.spatial_shape), job.settings)
+    except Exception:  # noqa: BLE001 - located again one by one, where each failure is its own
+        return False
+    for i, k in enumerate(members):
+        with captured() as own:
+            _attempt(
+                job,
+                outcomes[k],
+                lambda i=i, k=k: _finish(job, items[k].path, together.part(i, loaded[k][1]), outcomes[k]),
+            )
+        _noted(outcomes[k], notes + own)
+    return True
+
+
 _JOB: Job | None = None
+_BUDGET: int | None = None
 
 
-def _init_worker(job: Job) -> None:
-    global _JOB
-    _JOB = job
+def _init_worker(job: Job, budget: int | None) -> None:
+    global _JOB, _BUDGET
+    _JOB, _BUDGET = job, budget
+    # The parent handles ^C, SIGTERM and SIGHUP and then ends the pool: a worker dies quietly (SIGTERM's
+    # default), never with a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_in_worker(items: Sequence[Input]) -> list[Outcome]:
-    return run_chunk(_JOB, items)
+    return run_chunk(_JOB, items, _BUDGET)
 
 
 def workers_for(count: int, settings: Settings) -> int:
@@ -148,12 +222,14 @@ def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
     """Context giving each input's outcome, in input order; in a process pool when that pays.
 
     The pool is forked on entering, before the caller starts anything with threads of its own (a progress
-    bar): forking a process that runs other threads can deadlock the children.
+    bar): forking a process that runs other threads can deadlock the children. With a pool, each worker
+    gets an equal share of the memory budget.
     """
     workers = workers_for(len(items), job.settings)
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    budget = job.settings.max_memory
     if workers == 1:
-        yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk))
+        yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, budget))
         return
     import multiprocessing
 
@@ -161,6 +237,7 @@ def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
     context = multiprocessing.get_context(method)
     # One process per core already: threads inside a worker would only compete with the other workers.
     pooled = replace(job, settings=replace(job.settings, threads=1))
-    with context.Pool(workers, initializer=_init_worker, initargs=(pooled,)) as pool:
+    share = None if budget is None else budget // workers
+    with context.Pool(workers, initializer=_init_worker, initargs=(pooled, share)) as pool:
         # imap keeps input order; results are rows, so the ones waiting for their turn stay small.
         yield (outcome for done in pool.imap(_run_in_worker, chunks) for outcome in done)

@@ -6,19 +6,23 @@ which :meth:`Located.part` splits again); this module holds the wiring, not the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backends
 from ..errors import NoFiniteValueError
-from ..io import read
+from ..io import is_supported, read
 from ..io.axes import Layout, to_heatmaps
+from ..io.probe import probe
+from ..io.readers import kind_of
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.subpixel import refine_flat, snr
 from ..ops.windows import estimate_shape
 from ..output.table import SHAPE_COLUMNS
+from .budget import check
 from .settings import Settings
 
 
@@ -79,6 +83,7 @@ class Located:
     layout: Layout
     peaks: dict[str, MethodPeaks]
     nonfinite: np.ndarray
+    threshold: str | None = None
 
     def part(self, index: int, layout: Layout) -> Located:
         """Heatmap ``index`` of a stack located in one call, as the single-map input (``layout``) it came from."""
@@ -87,6 +92,7 @@ class Located:
             layout,
             {m: p.rows(index, index + 1) for m, p in self.peaks.items()},
             self.nonfinite[index : index + 1],
+            self.threshold,
         )
 
     def warnings(self) -> list[str]:
@@ -95,6 +101,13 @@ class Located:
         count = int(self.nonfinite.sum())
         if count:
             messages.append(f"{count} non-finite value{'s' * (count != 1)} ignored")
+        if self.peaks:
+            empty = ~next(iter(self.peaks.values())).present[:, 0]
+            if empty.any():
+                labels = [label for label, none in zip(self.layout.index_labels(), empty) if none]
+                where = f" in heatmap{'s' * (len(labels) != 1)} {', '.join(labels[:5])}" if labels[0] else ""
+                more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+                messages.append(f"no peak above the threshold {self.threshold}{where}{more}")
         for method, peaks in self.peaks.items():
             n = int(np.count_nonzero(peaks.fallback & peaks.present))
             if n:
@@ -241,11 +254,19 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
                 scatter(result.fallback, False),
                 shape_columns(result.sigma, result.amplitude, result.snr),
             )
-    return Located(raw, layout, peaks, _nonfinite_per_map(raw, nonfinite))
+    return Located(raw, layout, peaks, _nonfinite_per_map(raw, nonfinite), settings.threshold)
 
 
-def read_heatmaps(path: str, axes: str | None = None) -> tuple[np.ndarray, Layout]:
-    """A file's heatmaps ``(B, *spatial)`` and their layout; :class:`PeaklocError` for a bad input."""
-    array, letters = read(path, axes)
+def read_heatmaps(path: str, settings: Settings | None = None, budget: int | None = None) -> tuple[np.ndarray, Layout]:
+    """A file's heatmaps ``(B, *spatial)`` and their layout; :class:`PeaklocError` for a bad input.
+
+    With a ``budget`` (bytes), an input that would need more fails before it is decoded (see
+    :func:`.budget.check`).
+    """
+    settings = settings or Settings()
+    kind = kind_of(path)
+    if os.path.isfile(path) and is_supported(path):
+        check(probe(path, kind), kind, settings, budget)
+    array, letters = read(path, settings.axes, settings.decode_colormap)
     stacked, layout = to_heatmaps(array, letters)
     return stacked.reshape((layout.count,) + layout.spatial_shape), layout

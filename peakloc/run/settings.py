@@ -65,6 +65,10 @@ class Settings:
         Add the peak-shape columns to the table.
     overlay : OverlaySettings, optional
         Write overlays.
+    decode_colormap : str, optional
+        Read colour images as heatmaps coloured by this OpenCV colour map.
+    max_memory : int, optional
+        The run's memory budget in bytes; an input that would need more fails alone, before it is decoded.
     threads : int, optional
         NumPy threads per process for large arrays; a pool of one process per core passes 1.
     """
@@ -83,4 +87,6 @@ class Settings:
     coords: str = "pixel"
     extra: bool = False
     overlay: OverlaySettings | None = None
+    decode_colormap: str | None = None
+    max_memory: int | None = None
     threads: int | None = None

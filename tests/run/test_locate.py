@@ -22,7 +22,7 @@ def test_read_heatmaps_moves_batch_axes_first_in_c_order(tmp_path):
     data = np.zeros((3, 4, 5, 6), np.float32)  # stored as Y, C, X, T
     data[1, 2, 3, 0] = 1
     np.save(tmp_path / "a.npy", data)
-    heatmaps, layout = read_heatmaps(str(tmp_path / "a.npy"), "YCXT")
+    heatmaps, layout = read_heatmaps(str(tmp_path / "a.npy"), Settings(axes="YCXT"))
     assert layout == Layout("CT", (4, 6), "YX", (3, 5)) and heatmaps.shape == (24, 3, 5)
     assert np.argwhere(heatmaps).tolist() == [[2 * 6 + 0, 1, 3]]
 
@@ -36,7 +36,7 @@ def test_read_heatmaps_takes_tiff_axes_from_its_metadata(tmp_path):
 def test_read_heatmaps_refuses_axes_that_do_not_fit(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((3, 4)))
     with pytest.raises(AxesError, match="`axes` CYX names 3 axes but the data has 2"):
-        read_heatmaps(str(tmp_path / "a.npy"), "CYX")
+        read_heatmaps(str(tmp_path / "a.npy"), Settings(axes="CYX"))
 
 
 def test_locate_gives_every_method_with_missing_peaks_marked_once():

@@ -1,0 +1,143 @@
+"""What a file will decode to, read from its header alone.
+
+The run layer checks the memory budget with it before anything is decoded: a 3 MB PNG can hold a
+60000x60000 image.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Largest image OpenCV decodes (its ``CV_IO_MAX_IMAGE_PIXELS``); it refuses bigger ones.
+OPENCV_MAX_PIXELS = 1 << 30
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The decoded array of a file: its shape (colour samples last for images) and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    colour: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded array."""
+        return int(np.prod(self.shape, dtype=np.float64)) * self.dtype.itemsize
+
+    @property
+    def values(self) -> int:
+        """Number of heatmap values: the decoded array less its colour samples."""
+        count = int(np.prod(self.shape, dtype=np.float64))
+        return count // self.shape[-1] if self.colour else count
+
+
+def _png(head: bytes) -> Probe | None:
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    # OpenCV expands palettes to BGR and grey + alpha to BGRA.
+    channels = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(colour, 4)
+    dtype = np.dtype(np.uint16 if depth == 16 else np.uint8)
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    return Probe(shape, dtype, channels > 1)
+
+
+def _jpeg(path: Path) -> Probe | None:
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            marker = handle.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return None
+            code = marker[1]
+            if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
+                continue
+            size = handle.read(2)
+            if len(size) < 2:
+                return None
+            length = struct.unpack(">H", size)[0]
+            if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+                body = handle.read(6)
+                if len(body) < 6:
+                    return None
+                depth, height, width, components = struct.unpack(">BHHB", body)
+                dtype = np.dtype(np.uint16 if depth > 8 else np.uint8)
+                shape = (height, width, components) if components > 1 else (height, width)
+                return Probe(shape, dtype, components > 1)
+            handle.seek(length - 2, 1)
+
+
+def _bmp(head: bytes) -> Probe | None:
+    if head[:2] != b"BM" or len(head) < 30:
+        return None
+    width, height = struct.unpack("<ii", head[18:26])
+    bits = struct.unpack("<H", head[28:30])[0]
+    channels = 4 if bits == 32 else 3 if bits > 8 else 1
+    shape = (abs(height), abs(width), channels) if channels > 1 else (abs(height), abs(width))
+    return Probe(shape, np.dtype(np.uint8), channels > 1)
+
+
+def _pnm(head: bytes) -> Probe | None:
+    if head[:1] != b"P" or head[1:2] not in b"123456":
+        return None
+    fields: list[int] = []
+    for line in head[2:].split(b"\n"):
+        line = line.split(b"#")[0]
+        fields += [int(v) for v in line.split() if v.isdigit()]
+        if len(fields) >= (2 if head[1:2] in b"14" else 3):
+            break
+    if len(fields) < 2:
+        return None
+    width, height = fields[:2]
+    depth = fields[2] if len(fields) > 2 else 1
+    colour = head[1:2] in b"36"
+    dtype = np.dtype(np.uint16 if depth > 255 else np.uint8)
+    return Probe((height, width, 3) if colour else (height, width), dtype, colour)
+
+
+def _npy(path: Path) -> Probe | None:
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, dtype = reader.get(version, np.lib.format.read_array_header_2_0)(handle)
+        except Exception:  # noqa: BLE001 - a bad header is the reader's to report, in its words
+            return None
+    return Probe(tuple(int(n) for n in shape), np.dtype(dtype))
+
+
+def _tiff(path: Path) -> Probe | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return Probe(tuple(int(n) for n in series.shape), np.dtype(series.dtype), "S" in series.axes)
+    except Exception:  # noqa: BLE001 - as above
+        return None
+
+
+def probe(path: str | Path, kind: str) -> Probe | None:
+    """The decoded shape and dtype of a file of ``kind`` (``npy``, ``tiff``, ``image``), or None if unknown.
+
+    Reads only headers. Images: PNG, JPEG, BMP and PNM headers are understood; other OpenCV formats give
+    None (OpenCV's own pixel limit still holds for them).
+    """
+    path = Path(path)
+    if kind == "npy":
+        return _npy(path)
+    if kind == "tiff":
+        return _tiff(path)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    for sniff in (_png, _bmp, _pnm):
+        found = sniff(head)
+        if found is not None:
+            return found
+    return _jpeg(path) if head[:2] == b"\xff\xd8" else None

@@ -1,0 +1,80 @@
+"""Everything an input makes a library say, caught while it is read and located, as that input's lines.
+
+Python warnings, tifffile's log records and what C libraries write to the process's stderr themselves
+(``libpng error: IDAT: incorrect data check``, libjpeg's ``Corrupt JPEG data``) are collected while one input
+is processed, so that standard error carries only ``peakloc:`` lines: the run layer turns these notes into
+``peakloc: warning: PATH: ...`` lines, or drops them where the input fails anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _Collect(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage().strip())
+
+
+@contextmanager
+def _log_records(notes: list[str], name: str = "tifffile") -> Iterator[None]:
+    logger = logging.getLogger(name)
+    handler = _Collect(notes)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+@contextmanager
+def _file_descriptor_2(notes: list[str]) -> Iterator[None]:
+    """Point fd 2 at a temporary file while the block runs; its text becomes notes, one per line."""
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+    notes.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+@contextmanager
+def captured() -> Iterator[list[str]]:
+    """Collect warnings, tifffile's log and raw stderr output of the block, in order of kind, deduplicated.
+
+    NumPy's ``RuntimeWarning`` (overflow, invalid value) is dropped: peakloc's maths handles those values on
+    purpose (masked, clamped or flagged), and the user has nothing to act on.
+    """
+    notes: list[str] = []
+    raw: list[str] = []
+    with warnings.catch_warnings(record=True) as caught, _log_records(notes), _file_descriptor_2(raw):
+        warnings.simplefilter("always")
+        yield notes
+    notes[:0] = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
+    notes.extend(raw)
+    notes[:] = list(dict.fromkeys(notes))
