@@ -450,7 +450,7 @@ def find(inputs: tuple[str, ...], **options) -> None:
         sys.exit(1)
     except (KeyboardInterrupt, _Signalled) as exc:
         writer.discard()
-        sys.exit(128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT))
+        _end_now(128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT))
     except BaseException:
         writer.discard()
         raise
@@ -462,6 +462,19 @@ def find(inputs: tuple[str, ...], **options) -> None:
             err=True,
         )
     sys.exit(1 if failed else 0)
+
+
+def _end_now(status: int) -> None:
+    """Exit at once after a signal, streams flushed.
+
+    No interpreter clean-up: it would join the worker pool (see :func:`peakloc.run.batch.outcomes`).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 class _Signalled(BaseException):
@@ -583,7 +596,9 @@ class _RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            # Its own copy of stderr: while an input is read, fd 2 goes to a capture file (run/capture.py),
+            # and the bar's refreshes from its thread must not land there.
+            console=Console(file=os.fdopen(os.dup(2), "w"), force_terminal=True),
             transient=True,
         )
         self._task = self._progress.add_task("find", total=total)

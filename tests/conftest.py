@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 try:
     import torch
@@ -53,3 +54,11 @@ def _devices():
 def device(request):
     """Torch device: CPU always, CUDA where a GPU exists (skipped elsewhere)."""
     return request.param
+
+
+class StrictRunner(CliRunner):
+    """Click's test runner with peakloc's own bugs raised, not turned into an input's error line."""
+
+    def invoke(self, cli, args=None, **kwargs):
+        kwargs.setdefault("obj", {"reraise": True})
+        return super().invoke(cli, args, **kwargs)

@@ -9,15 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
 
 from peakloc.cli import find, main
 
-from .conftest import gaussian, reference_soft_argmax
+from .conftest import StrictRunner, gaussian, reference_soft_argmax
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(main, ["find", *map(str, args)], input=input)
+    return StrictRunner().invoke(main, ["find", *map(str, args)], input=input)
 
 
 def table(text):
@@ -144,7 +143,7 @@ def test_usage_errors_exit_2(files, args, match):
 
 
 def test_no_input_is_a_usage_error():
-    assert CliRunner().invoke(main, ["find"]).exit_code == 2
+    assert StrictRunner().invoke(main, ["find"]).exit_code == 2
 
 
 def test_output_file_json_and_jsonl(files):
@@ -184,13 +183,13 @@ def test_every_command_and_option_has_help():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, param.name
-    assert CliRunner().invoke(main, ["find", "--help"]).exit_code == 0
+    assert StrictRunner().invoke(main, ["find", "--help"]).exit_code == 0
 
 
 def test_version_prints_the_version():
     from peakloc import __version__
 
-    result = CliRunner().invoke(main, ["--version"])
+    result = StrictRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
 
 

@@ -3,9 +3,10 @@
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from peakloc.cli import main
+
+from .conftest import StrictRunner
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ TABLES = {
 
 @pytest.mark.parametrize("fmt", sorted(TABLES))
 def test_whole_table_and_stderr_on_standard_output(inputs, fmt):
-    result = CliRunner().invoke(main, ["find", *inputs, "-f", fmt, "-q"])
+    result = StrictRunner().invoke(main, ["find", *inputs, "-f", fmt, "-q"])
     assert result.exit_code == 1
     assert result.stdout == TABLES[fmt]
     assert result.stderr == STDERR
@@ -76,20 +77,20 @@ def test_whole_table_and_stderr_on_standard_output(inputs, fmt):
 
 @pytest.mark.parametrize("fmt", sorted(TABLES))
 def test_whole_table_written_to_a_file_by_its_extension(inputs, fmt, tmp_path):
-    result = CliRunner().invoke(main, ["find", *inputs, "-o", f"peaks.{fmt}", "-q"])
+    result = StrictRunner().invoke(main, ["find", *inputs, "-o", f"peaks.{fmt}", "-q"])
     assert result.exit_code == 1 and result.stdout == "" and result.stderr == STDERR
     assert (tmp_path / f"peaks.{fmt}").read_text() == TABLES[fmt]
 
 
 def test_summary_is_the_last_stderr_line(inputs):
-    result = CliRunner().invoke(main, ["find", *inputs])
+    result = StrictRunner().invoke(main, ["find", *inputs])
     lines = result.stderr.splitlines()
     assert lines[:-1] == STDERR.splitlines()
     assert lines[-1].startswith("peakloc: 4 files, 2 heatmaps, 2 failed, ") and lines[-1].endswith(" s")
 
 
 def test_extra_columns_table(inputs):
-    result = CliRunner().invoke(main, ["find", "a.png", "-m", "argmax,quadratic", "--extra", "-q"])
+    result = StrictRunner().invoke(main, ["find", "a.png", "-m", "argmax,quadratic", "--extra", "-q"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (
         "path,index,peak,method,x,y,z,value,sigma,amplitude,snr,fallback\n"
@@ -106,15 +107,15 @@ def test_library_messages_name_the_options_that_set_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.save("v.npy", np.zeros((3, 8, 8), np.float32))
     cv2.imwrite("photo.png", np.zeros((16, 16, 3), np.uint8))
-    result = CliRunner().invoke(main, ["find", "v.npy", "--overlay", "ov", "--background", "photo.png", "-q"])
+    result = StrictRunner().invoke(main, ["find", "v.npy", "--overlay", "ov", "--background", "photo.png", "-q"])
     assert (
         result.exit_code == 1 and result.stderr == "peakloc: error: v.npy: --background works with 2-D heatmaps only\n"
     )
     np.save("ov.npy", np.zeros((8, 8), np.float32))
-    result = CliRunner().invoke(main, ["find", "ov.npy", "--overlay", ".", "-m", "argmax", "-q"])
+    result = StrictRunner().invoke(main, ["find", "ov.npy", "--overlay", ".", "-m", "argmax", "-q"])
     assert result.exit_code == 0  # ov.png is no input; now make the overlay land on one
     cv2.imwrite("in.png", np.zeros((8, 8), np.uint8))
-    result = CliRunner().invoke(main, ["find", "in.png", "--overlay", ".", "-m", "argmax", "-q"])
+    result = StrictRunner().invoke(main, ["find", "in.png", "--overlay", ".", "-m", "argmax", "-q"])
     assert result.stderr == (
         "peakloc: error: in.png: overlay ./in.png would overwrite an input; choose another --overlay folder\n"
     )

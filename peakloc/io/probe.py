@@ -18,11 +18,11 @@ OPENCV_MAX_PIXELS = 1 << 30
 
 @dataclass(frozen=True)
 class Probe:
-    """The decoded array of a file: its shape (colour samples last for images) and dtype."""
+    """The decoded array of a file: its shape, dtype, and how many colour samples make one value."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    colour: bool = False
+    samples: int = 1
 
     @property
     def nbytes(self) -> int:
@@ -32,8 +32,7 @@ class Probe:
     @property
     def values(self) -> int:
         """Number of heatmap values: the decoded array less its colour samples."""
-        count = int(np.prod(self.shape, dtype=np.float64))
-        return count // self.shape[-1] if self.colour else count
+        return int(np.prod(self.shape, dtype=np.float64)) // self.samples
 
 
 def _png(head: bytes) -> Probe | None:
@@ -44,7 +43,7 @@ def _png(head: bytes) -> Probe | None:
     channels = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(colour, 4)
     dtype = np.dtype(np.uint16 if depth == 16 else np.uint8)
     shape = (height, width, channels) if channels > 1 else (height, width)
-    return Probe(shape, dtype, channels > 1)
+    return Probe(shape, dtype, channels)
 
 
 def _jpeg(path: Path) -> Probe | None:
@@ -69,7 +68,7 @@ def _jpeg(path: Path) -> Probe | None:
                 depth, height, width, components = struct.unpack(">BHHB", body)
                 dtype = np.dtype(np.uint16 if depth > 8 else np.uint8)
                 shape = (height, width, components) if components > 1 else (height, width)
-                return Probe(shape, dtype, components > 1)
+                return Probe(shape, dtype, components)
             handle.seek(length - 2, 1)
 
 
@@ -80,7 +79,7 @@ def _bmp(head: bytes) -> Probe | None:
     bits = struct.unpack("<H", head[28:30])[0]
     channels = 4 if bits == 32 else 3 if bits > 8 else 1
     shape = (abs(height), abs(width), channels) if channels > 1 else (abs(height), abs(width))
-    return Probe(shape, np.dtype(np.uint8), channels > 1)
+    return Probe(shape, np.dtype(np.uint8), channels)
 
 
 def _pnm(head: bytes) -> Probe | None:
@@ -98,7 +97,7 @@ def _pnm(head: bytes) -> Probe | None:
     depth = fields[2] if len(fields) > 2 else 1
     colour = head[1:2] in b"36"
     dtype = np.dtype(np.uint16 if depth > 255 else np.uint8)
-    return Probe((height, width, 3) if colour else (height, width), dtype, colour)
+    return Probe((height, width, 3) if colour else (height, width), dtype, 3 if colour else 1)
 
 
 def _npy(path: Path) -> Probe | None:
@@ -118,7 +117,9 @@ def _tiff(path: Path) -> Probe | None:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            return Probe(tuple(int(n) for n in series.shape), np.dtype(series.dtype), "S" in series.axes)
+            shape = tuple(int(n) for n in series.shape)
+            samples = shape[series.axes.index("S")] if "S" in series.axes else 1
+            return Probe(shape, np.dtype(series.dtype), samples)
     except Exception:  # noqa: BLE001 - as above
         return None
 

@@ -7,13 +7,30 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def shifted(x: np.ndarray, radius: int, axis: int, pad: str | float) -> Iterator[np.ndarray]:
-    """Views of ``x`` shifted by ``-radius .. radius`` along ``axis``, padded outside the array.
+def _reflected(n: int, shift: int) -> np.ndarray:
+    """Indices ``0..n-1`` moved by ``shift``, mirrored about the edge pixels as often as needed."""
+    if n == 1:
+        return np.zeros(1, np.int64)
+    period = 2 * (n - 1)
+    index = np.mod(np.arange(n) + shift, period)
+    return np.where(index < n, index, period - index)
 
-    ``pad`` is a constant value, or ``"reflect"`` (mirror about the edge pixel; an axis of length 1 repeats
-    its only value).
+
+def shifted(x: np.ndarray, radius: int, axis: int, pad: str | float) -> Iterator[np.ndarray]:
+    """``x`` shifted by ``-radius .. radius`` along ``axis``, padded outside the array.
+
+    ``pad`` is a constant value (then ``radius`` is at most the axis's length: callers clamp it), or
+    ``"reflect"`` (mirror about the edge pixel; an axis of length 1 repeats its only value). Up to a radius of
+    the axis's length the shifts are views of one padded copy; beyond it, each reflected shift is gathered on
+    its own, so that memory stays a few copies of ``x`` however wide the filter.
     """
     n = x.shape[axis]
+    if radius > n and not isinstance(pad, str):
+        raise ValueError(f"constant padding needs `radius` <= {n}. Got: {radius}")
+    if radius > n:
+        for shift in range(-radius, radius + 1):
+            yield np.take(x, _reflected(n, shift), axis=axis)
+        return
     widths = [(0, 0)] * x.ndim
     widths[axis] = (radius, radius)
     if isinstance(pad, str):
@@ -36,7 +53,8 @@ def maximum_filter(x: np.ndarray, radius: int) -> np.ndarray:
     """
     out = x.astype(np.result_type(x.dtype, np.float64) if x.dtype.kind != "f" else x.dtype)
     for axis in range(x.ndim):
-        views = shifted(out, radius, axis, -np.inf)
+        # Beyond the axis's length a window adds only -inf: the maximum over the whole axis is the same.
+        views = shifted(out, min(radius, max(x.shape[axis] - 1, 0)), axis, -np.inf)
         result = next(views).copy()
         for view in views:
             np.maximum(result, view, out=result)

@@ -187,30 +187,101 @@ def title_band(width: int, text: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Panel:
-    """One view of a heatmap: which coordinate axes go to image rows and columns."""
+    """One view of a heatmap: which coordinate axes go to image rows and columns.
+
+    ``image`` is max-pooled ``pool`` times from the heatmap's pixels where the heatmap is larger than
+    :data:`MAX_PANEL` pixels on a side, so that no peak vanishes and the picture stays small.
+    """
 
     image: np.ndarray  # (rows, cols) values
     row_axis: int  # index into the peak's coordinates (array-axis order) for image rows, -1: none
     col_axis: int
     label: str = ""
+    pool: int = 1
+
+
+#: Longest side of a panel before it is max-pooled: overlays of huge heatmaps stay a few MB.
+MAX_PANEL = 2048
+#: Values read at once while projecting or pooling: bounds the float copies of big heatmaps.
+SLAB_VALUES = 1 << 22
+
+
+def _finite_float(block: np.ndarray) -> np.ndarray:
+    out = np.asarray(block, dtype=np.float64).copy()
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _slabs(n: int, per_item: int) -> list[slice]:
+    step = max(1, SLAB_VALUES // max(1, per_item))
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def finite_range(heatmap: np.ndarray) -> tuple[float, float]:
+    """The finite minimum and maximum, read slab by slab; ``(0, 0)`` where nothing is finite."""
+    flat = heatmap.reshape(-1)
+    lo, hi = np.inf, -np.inf
+    for part in _slabs(flat.size, 1):
+        block = _finite_float(flat[part])
+        if not np.isnan(block).all():
+            lo, hi = min(lo, float(np.nanmin(block))), max(hi, float(np.nanmax(block)))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def projections(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximum-intensity projections of a ``(Z, Y, X)`` volume along Z, Y and X, NaN where nothing is finite.
+
+    Read slab by slab along Z, so that only one slab is ever copied to float.
+    """
+    z, y, x = volume.shape
+    along_z = np.full((y, x), np.nan)
+    along_y = np.empty((z, x))
+    along_x = np.empty((z, y))
+    for part in _slabs(z, y * x):
+        slab = _finite_float(volume[part])
+        along_z = np.fmax(along_z, np.fmax.reduce(slab, axis=0))
+        along_y[part] = np.fmax.reduce(slab, axis=1)
+        along_x[part] = np.fmax.reduce(slab, axis=2)
+    return along_z, along_y, along_x
+
+
+def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block maxima of a 2-D image, ``factor`` pixels a side (NaN only where a block has no finite value).
+
+    Examples
+    --------
+    >>> max_pool(np.arange(12.0).reshape(3, 4), 2)
+    array([[ 5.,  7.],
+           [ 9., 11.]])
+    """
+    rows, cols = image.shape
+    out = np.empty((-(-rows // factor), -(-cols // factor)))
+    padded_cols = out.shape[1] * factor
+    for r in range(out.shape[0]):
+        band = _finite_float(image[r * factor : (r + 1) * factor])
+        if padded_cols > cols:
+            band = np.pad(band, ((0, 0), (0, padded_cols - cols)), constant_values=np.nan)
+        out[r] = np.fmax.reduce(np.fmax.reduce(band, axis=0).reshape(-1, factor), axis=1)
+    return out
+
+
+def _pooled(panel: Panel) -> Panel:
+    factor = -(-max(panel.image.shape) // MAX_PANEL)
+    if factor <= 1:
+        return panel
+    return Panel(max_pool(panel.image, factor), panel.row_axis, panel.col_axis, panel.label, factor)
 
 
 def panels(heatmap: np.ndarray) -> list[Panel]:
-    """2-D: the map itself; 3-D: maximum-intensity projections XY, XZ, YZ; 1-D: one strip."""
+    """2-D: the map itself; 3-D: maximum-intensity projections XY, XZ, YZ; 1-D: one strip. Large ones pooled."""
     if heatmap.ndim == 1:
-        return [Panel(heatmap[np.newaxis], -1, 0)]
-    if heatmap.ndim == 2:
-        return [Panel(heatmap, 0, 1)]
-    import warnings
-
-    with warnings.catch_warnings():  # all-NaN lines project to NaN and are drawn grey
-        warnings.simplefilter("ignore", RuntimeWarning)
-        finite = np.where(np.isfinite(heatmap), heatmap, np.nan)
-        return [
-            Panel(np.nanmax(finite, axis=0), 1, 2, "XY"),
-            Panel(np.nanmax(finite, axis=1), 0, 2, "XZ"),
-            Panel(np.nanmax(finite, axis=2).T, 1, 0, "YZ"),
-        ]
+        views = [Panel(heatmap[np.newaxis], -1, 0)]
+    elif heatmap.ndim == 2:
+        views = [Panel(heatmap, 0, 1)]
+    else:
+        along_z, along_y, along_x = projections(heatmap)
+        views = [Panel(along_z, 1, 2, "XY"), Panel(along_y, 0, 2, "XZ"), Panel(along_x.T, 1, 0, "YZ")]
+    return [_pooled(view) for view in views]
 
 
 def render(
@@ -227,7 +298,8 @@ def render(
     Parameters
     ----------
     heatmap : ndarray, shape ``(X,)``, ``(Y, X)`` or ``(Z, Y, X)``
-        Raw values; NaN and inf are drawn grey.
+        Raw values; NaN and inf are drawn grey. A panel larger than :data:`MAX_PANEL` pixels a side is
+        max-pooled (``scale`` is then ignored).
     peaks : dict
         Method -> pixel coordinates ``(P, ndim)`` in array-axis order, rank 1 first (NaN rows skipped).
     colormap : str
@@ -246,8 +318,7 @@ def render(
     import cv2
 
     views = panels(heatmap)
-    finite = heatmap[np.isfinite(heatmap)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    lo, hi = finite_range(heatmap)
     pictures = []
     for view in views:
         rows, cols = view.image.shape
@@ -265,13 +336,16 @@ def render(
             picture = cv2.addWeighted(background, 0.5, coloured, 0.5, 0)
             picture[holes.astype(bool)] = background[holes.astype(bool)]
         else:
-            f = scale or auto_scale(heatmap.shape[-2:])
+            # A pooled panel is already large: shown as it is.
+            f = 1 if view.pool > 1 else scale or auto_scale(heatmap.shape[-2:])
             fy = fx = float(f)
             if heatmap.ndim == 1:
                 fy = float(max(32, f))
             coloured = colorize(view.image, colormap, lo, hi)
             picture = cv2.resize(coloured, (int(cols * fx), int(rows * fy)), interpolation=cv2.INTER_NEAREST)
         size = max(3.0, min(12.0, 0.6 * min(fx, fy)))
+        # Heatmap pixel c is pooled pixel (c + 0.5) / pool - 0.5, shown at the zoom fx, fy.
+        fy, fx = fy / view.pool, fx / view.pool
         # argmax last: its small dot then sits visibly inside the larger sub-pixel markers.
         for method, coords in sorted(peaks.items(), key=lambda item: item[0] == "argmax"):
             marker = MARKERS.get(method, MARKERS["softargmax"])

@@ -11,12 +11,19 @@ import numpy as np
 from ..errors import PeaklocError
 from .overlay import DEFAULT_COLORMAP, contact_sheet, render
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+#: Anything but letters (any script), digits and ``._=+-`` becomes ``_`` in a file name.
+_UNSAFE = re.compile(r"[^\w.=+-]+")
 
 
 def sanitize(text: str) -> str:
-    """A file-name-safe version of ``text``: ``T=0;C=2`` -> ``T=0_C=2``."""
-    return _UNSAFE.sub("_", text).strip("_") or "_"
+    """A file-name-safe version of ``text`` that keeps letters of any script and never starts with a dot.
+
+    Examples
+    --------
+    >>> sanitize("T=0;C=2"), sanitize("Zürich frame"), sanitize(".hidden"), sanitize("é.png")
+    ('T=0_C=2', 'Zürich_frame', 'hidden', 'é.png')
+    """
+    return _UNSAFE.sub("_", text).strip("_").lstrip(".") or "_"
 
 
 def base_names(paths: list[str]) -> dict[str, str]:

@@ -82,22 +82,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
+def failure(exc: BaseException) -> str:
+    """The one-line reason of an input's failure."""
+    if isinstance(exc, PeaklocError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower --max-memory so that such inputs fail before they are decoded"
+    return f"internal error ({type(exc).__name__}: {_first_line(exc)}); please report it with --debug"
+
+
 def _attempt(job: Job, outcome: Outcome, work: Callable[[], T]) -> T | None:
-    """``work()``, or None with the failure recorded as ``outcome``'s one-line error."""
+    """``work()``, or None with the failure recorded as ``outcome``'s one-line error (and traceback)."""
     try:
         return work()
-    except PeaklocError as exc:
-        outcome.errors.append(str(exc))
-    except MemoryError:
-        outcome.errors.append("out of memory; lower --max-memory so that such inputs fail before they are decoded")
     except Exception as exc:
-        if job.reraise:
+        if job.reraise and not isinstance(exc, (PeaklocError, MemoryError)):
             raise
-        outcome.errors.append(
-            f"internal error ({type(exc).__name__}: {_first_line(exc)}); please report it with --debug"
-        )
-    if job.debug:
-        outcome.traceback = traceback.format_exc()
+        outcome.errors.append(failure(exc))
+        if job.debug:
+            outcome.traceback = traceback.format_exc()
     return None
 
 
@@ -238,6 +241,15 @@ def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
     # One process per core already: threads inside a worker would only compete with the other workers.
     pooled = replace(job, settings=replace(job.settings, threads=1))
     share = None if budget is None else budget // workers
-    with context.Pool(workers, initializer=_init_worker, initargs=(pooled, share)) as pool:
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(pooled, share))
+    try:
         # imap keeps input order; results are rows, so the ones waiting for their turn stay small.
         yield (outcome for done in pool.imap(_run_in_worker, chunks) for outcome in done)
+    except BaseException:
+        # A signal or an error in the parent: the workers are killed, not joined. A worker that the same
+        # signal ended may hold the task queue's lock, and Pool.terminate would wait for it forever; the
+        # caller ends the process without the pool's exit handlers (see peakloc.cli).
+        for child in multiprocessing.active_children():
+            child.kill()
+        raise
+    pool.terminate()

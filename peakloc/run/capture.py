@@ -67,14 +67,16 @@ def _file_descriptor_2(notes: list[str]) -> Iterator[None]:
 def captured() -> Iterator[list[str]]:
     """Collect warnings, tifffile's log and raw stderr output of the block, in order of kind, deduplicated.
 
-    NumPy's ``RuntimeWarning`` (overflow, invalid value) is dropped: peakloc's maths handles those values on
-    purpose (masked, clamped or flagged), and the user has nothing to act on.
+    Only warnings meant for users (``UserWarning`` and its kind: peakloc's, tifffile's) are kept. NumPy's
+    ``RuntimeWarning`` (overflow, invalid value) is dropped: peakloc's maths handles those values on purpose
+    (masked, clamped or flagged), and the user has nothing to act on; so are the warnings meant for
+    developers (deprecations, unclosed resources).
     """
     notes: list[str] = []
     raw: list[str] = []
     with warnings.catch_warnings(record=True) as caught, _log_records(notes), _file_descriptor_2(raw):
         warnings.simplefilter("always")
         yield notes
-    notes[:0] = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
+    notes[:0] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     notes.extend(raw)
     notes[:] = list(dict.fromkeys(notes))

@@ -24,3 +24,13 @@ def test_correlate_matches_scipy_with_mirrored_borders(rng, axis):
 def test_correlate_on_a_single_pixel_axis_repeats_it():
     x = np.array([[2.0, 3.0]])
     np.testing.assert_allclose(correlate(x, np.array([0.25, 0.5, 0.25]), 0), x)
+
+
+def test_filters_wider_than_the_array_match_scipy(rng):
+    x = rng.random((6, 9))
+    np.testing.assert_array_equal(
+        maximum_filter(x, 50), ndimage.maximum_filter(x, size=101, mode="constant", cval=-np.inf)
+    )
+    taps = np.exp(-0.5 * (np.arange(-20, 21) / 7.0) ** 2)
+    np.testing.assert_allclose(correlate(x, taps, 1), ndimage.correlate1d(x, taps, axis=1, mode="mirror"), rtol=1e-12)
+    np.testing.assert_allclose(correlate(x, taps, 0), ndimage.correlate1d(x, taps, axis=0, mode="mirror"), rtol=1e-12)

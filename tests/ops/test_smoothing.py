@@ -1,13 +1,14 @@
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import peakloc
 from peakloc.cli import main
 from peakloc.errors import PeaklocValueError
 from peakloc.ops.peaks import _component, _dilate
 from peakloc.ops.smoothing import smoothing_kernels
+
+from ..conftest import StrictRunner
 
 SIGMA = 20.0
 CENTRES = ((48.3, 42.7), (47.6, 85.6))  # 43 px apart: the saddle is within one grey level of the lower peak
@@ -93,8 +94,8 @@ def test_cli_smooth_finds_both_peaks_and_reports_raw_values(tmp_path):
     path = tmp_path / "pair.png"
     cv2.imwrite(str(path), image)
     args = ["find", str(path), "--peaks", "3", "--min-distance", "5", "-m", "argmax,quadratic"]
-    plain = CliRunner().invoke(main, args)
-    smoothed = CliRunner().invoke(main, args + ["--smooth", "3"])
+    plain = StrictRunner().invoke(main, args)
+    smoothed = StrictRunner().invoke(main, args + ["--smooth", "3"])
     assert plain.exit_code == 0 and smoothed.exit_code == 0, smoothed.output
     assert len(plain.stdout.splitlines()) == 1 + 2
     rows = [line.split(",") for line in smoothed.stdout.splitlines()[1:]]
@@ -109,7 +110,7 @@ def test_cli_smooth_finds_both_peaks_and_reports_raw_values(tmp_path):
 def test_cli_rejects_a_negative_smooth(tmp_path):
     path = tmp_path / "m.npy"
     np.save(path, np.zeros((4, 4)))
-    result = CliRunner().invoke(main, ["find", str(path), "--smooth", "-1"])
+    result = StrictRunner().invoke(main, ["find", str(path), "--smooth", "-1"])
     assert result.exit_code == 2 and "--smooth" in result.output
 
 

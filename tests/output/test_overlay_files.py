@@ -4,13 +4,12 @@ import math
 
 import cv2
 import numpy as np
-from click.testing import CliRunner
 
 from peakloc.cli import main
 from peakloc.output import overlay
 from peakloc.output.overlay_files import base_names, sanitize
 
-from ..conftest import gaussian
+from ..conftest import StrictRunner, gaussian
 from .test_overlay import WHITE, centroid
 
 
@@ -36,10 +35,10 @@ def _png(path, peak):
 def test_cli_writes_one_overlay_per_heatmap_and_keeps_the_table_unchanged(tmp_path):
     _png(tmp_path / "frame_007.png", (10, 20))
     np.save(tmp_path / "stack.npy", np.stack([gaussian((30, 30), (5 + i, 9)) for i in range(3)]))
-    plain = CliRunner().invoke(main, ["find", str(tmp_path / "frame_007.png")])
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame_007.png"), "--overlay", str(tmp_path / "ov")])
+    plain = StrictRunner().invoke(main, ["find", str(tmp_path / "frame_007.png")])
+    result = StrictRunner().invoke(main, ["find", str(tmp_path / "frame_007.png"), "--overlay", str(tmp_path / "ov")])
     assert result.exit_code == 0 and result.stdout == plain.stdout
-    result = CliRunner().invoke(
+    result = StrictRunner().invoke(
         main,
         [
             "find",
@@ -66,7 +65,7 @@ def test_cli_writes_one_overlay_per_heatmap_and_keeps_the_table_unchanged(tmp_pa
 def test_same_stem_in_different_folders_gets_different_overlays(tmp_path):
     _png(tmp_path / "a" / "frame.png", (5, 5))
     _png(tmp_path / "b" / "frame.png", (40, 60))
-    result = CliRunner().invoke(
+    result = StrictRunner().invoke(
         main,
         [
             "find",
@@ -83,7 +82,7 @@ def test_same_stem_in_different_folders_gets_different_overlays(tmp_path):
 def test_overlay_never_overwrites_an_input(tmp_path):
     _png(tmp_path / "frame.png", (5, 5))
     before = (tmp_path / "frame.png").read_bytes()
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path)])
+    result = StrictRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path)])
     assert result.exit_code == 1 and "would overwrite an input" in result.stderr
     assert (tmp_path / "frame.png").read_bytes() == before
     assert result.stdout.count("frame.png") == 2  # the rows are still written
@@ -92,7 +91,7 @@ def test_overlay_never_overwrites_an_input(tmp_path):
 def test_overlay_folder_that_cannot_be_made_fails_each_input_and_keeps_the_table(tmp_path):
     _png(tmp_path / "frame.png", (5, 5))
     (tmp_path / "file").write_text("x")
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "file")])
+    result = StrictRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "file")])
     assert result.exit_code == 1
     assert f"peakloc: error: {tmp_path / 'frame.png'}: cannot create overlay folder" in result.stderr
     assert result.stdout.count("frame.png") == 2
@@ -100,13 +99,13 @@ def test_overlay_folder_that_cannot_be_made_fails_each_input_and_keeps_the_table
 
 def test_overlay_options_need_overlay(tmp_path):
     _png(tmp_path / "frame.png", (5, 5))
-    result = CliRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay-sheet"])
+    result = StrictRunner().invoke(main, ["find", str(tmp_path / "frame.png"), "--overlay-sheet"])
     assert result.exit_code == 2 and "needs --overlay" in result.stderr
 
 
 def test_unknown_colormap_is_a_usage_error(tmp_path):
     _png(tmp_path / "frame.png", (5, 5))
-    result = CliRunner().invoke(
+    result = StrictRunner().invoke(
         main, ["find", str(tmp_path / "frame.png"), "--overlay", str(tmp_path / "o"), "--colormap", "sunset"]
     )
     assert result.exit_code == 2 and "not an OpenCV colour map" in result.stderr
@@ -115,7 +114,7 @@ def test_unknown_colormap_is_a_usage_error(tmp_path):
 def test_background_option_blends_over_the_photo(tmp_path):
     _png(tmp_path / "frame.png", (10, 20))
     cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((192, 256, 3), 100, np.uint8))
-    result = CliRunner().invoke(
+    result = StrictRunner().invoke(
         main,
         [
             "find",

@@ -8,7 +8,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,11 +16,11 @@ from peakloc.io.inputs import Input
 from peakloc.run import batch
 from peakloc.run.settings import METHODS, Settings
 
-from ..conftest import gaussian
+from ..conftest import StrictRunner, gaussian
 
 
 def find(*args):
-    result = CliRunner().invoke(main, ["find", *map(str, args)])
+    result = StrictRunner().invoke(main, ["find", *map(str, args)])
     assert result.exit_code in (0, 1), result.output
     return result
 
