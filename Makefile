@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # pyproject.toml, so that either runs straight after `git clone`.
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo sample-data bench bench-accuracy clean
+.PHONY: install test fuzz lint demo sample-data bench bench-accuracy bench-memory clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The damaged-file property of tests/test_fuzz.py with 3000 examples (a few minutes).
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-profile=fuzz
 
 lint:
 	$(BIN)/ruff check peakloc tests benchmarks tools

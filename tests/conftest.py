@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings as hypothesis_settings
 
 try:
     import torch
@@ -62,3 +63,7 @@ class StrictRunner(CliRunner):
     def invoke(self, cli, args=None, **kwargs):
         kwargs.setdefault("obj", {"reraise": True})
         return super().invoke(cli, args, **kwargs)
+
+
+# `make fuzz`: the damaged-file property with many more examples.
+hypothesis_settings.register_profile("fuzz", max_examples=3000, deadline=None)
