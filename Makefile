@@ -46,6 +46,9 @@ demo: $(STAMP)
 bench:
 	$(BIN)/python benchmarks/bench_speed.py
 
+bench-memory:
+	$(BIN)/python benchmarks/bench_memory.py | tee benchmarks/results/memory.txt
+
 bench-accuracy:
 	$(BIN)/python benchmarks/bench_accuracy.py | tee benchmarks/results/accuracy.txt
 

@@ -90,7 +90,7 @@ def test_a_bomb_fails_before_it_is_decoded_with_its_size(tmp_path, good):
     result = find(tmp_path / "bomb.png", good, "--max-memory", "256MiB", "-q")
     assert result.exit_code == 1 and len(lines(result.stdout)) == 3
     assert lines(result.stderr) == [
-        f"peakloc: error: {tmp_path / 'bomb.png'}: needs about 7.5 GiB of memory (30000x30000 uint8, 858.3 MiB as "
+        f"peakloc: error: {tmp_path / 'bomb.png'}: needs about 4.2 GiB of memory (30000x30000 uint8, 858.3 MiB as "
         "stored), more than the memory budget of 256.0 MiB (--max-memory)"
     ]
 

@@ -135,10 +135,13 @@ def probe(path: str | Path, kind: str) -> Probe | None:
         return _npy(path)
     if kind == "tiff":
         return _tiff(path)
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    for sniff in (_png, _bmp, _pnm):
-        found = sniff(head)
-        if found is not None:
-            return found
-    return _jpeg(path) if head[:2] == b"\xff\xd8" else None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+        for sniff in (_png, _bmp, _pnm):
+            found = sniff(head)
+            if found is not None:
+                return found
+        return _jpeg(path) if head[:2] == b"\xff\xd8" else None
+    except (struct.error, ValueError, OSError):  # a header cut short: the decoder reports it in its words
+        return None

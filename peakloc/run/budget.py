@@ -72,23 +72,25 @@ def describe(size: float) -> str:
     return f"{int(size)} B"
 
 
-def bytes_per_value(settings: Settings) -> int:
-    """Working memory per heatmap value beyond the decoded array, by what the run computes.
+#: An overlay's pictures: panels are max-pooled to at most 2048 px a side, whatever the input's size.
+OVERLAY_BYTES = 192 * 1024**2
 
-    Measured on a 4000x4000 map (``/usr/bin/time -v``): the global methods keep about one float copy, the
-    sub-pixel methods a second, local maxima (``--peaks``, ``--threshold``) about 40 bytes a value, the
-    smoothing about 80, an overlay's projections and colour picture about 16.
+
+def working_bytes(values: int, settings: Settings) -> int:
+    """Working memory beyond the decoded array for ``values`` heatmap values, by what the run computes.
+
+    Measured on a 4000x4000 map (``/usr/bin/time -v``): the global methods keep about 3 bytes a value, the
+    sub-pixel methods 8 more (a float copy for the clip levels), local maxima (``--peaks``, ``--threshold``)
+    about 40, the smoothing about 72; an overlay's pictures stay below :data:`OVERLAY_BYTES` in all.
     """
-    per_value = 8
+    per_value = 4
     if any(m not in ("argmax", "softargmax") for m in settings.methods):
         per_value += 8
     if settings.peaks > 1 or settings.threshold is not None:
         per_value += 40
     if settings.smooth:
         per_value += 80
-    if settings.overlay is not None:
-        per_value += 16
-    return per_value
+    return values * per_value + (OVERLAY_BYTES if settings.overlay is not None else 0)
 
 
 def check(found: Probe | None, kind: str, settings: Settings, budget: int | None) -> None:
@@ -104,7 +106,7 @@ def check(found: Probe | None, kind: str, settings: Settings, budget: int | None
     if budget is None:
         return
     decoded = 0 if kind == "npy" else found.nbytes
-    need = decoded + found.values * bytes_per_value(settings)
+    need = decoded + working_bytes(found.values, settings)
     if need > budget:
         shape = "x".join(map(str, found.shape))
         raise InputError(

@@ -61,3 +61,10 @@ def test_unknown_or_broken_headers_give_none(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not an image at all")
     (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
     assert probe(tmp_path / "x.png", "image") is None and probe(tmp_path / "x.npy", "npy") is None
+
+
+@pytest.mark.parametrize("keep", [9, 20, 25])
+def test_a_header_cut_short_gives_none(tmp_path, keep):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((30, 40), np.uint16))
+    (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes()[:keep])
+    assert probe(tmp_path / "b.png", "image") is None

@@ -1,0 +1,172 @@
+"""Memory of `peakloc find` on inputs that would not fit: decompression bombs and, later, big volumes.
+
+Usage: python benchmarks/bench_memory.py [--budget 1GiB] [--quick]
+
+"Memory" is what the run spends: the peak of the anonymous resident memory (RssAnon, /proc/PID/status)
+summed over the process and its children, polled every 5 ms. ru_maxrss (what `/usr/bin/time -v` reports,
+file-backed pages included) is printed beside it. Every run passes `--max-memory BUDGET`; the baseline
+measured in the same run is `python -c "import numpy, cv2, tifffile"`, the interpreter and libraries alone.
+
+Bombs: 30000^2 and 60000^2 8-bit PNG and tiled zlib TIFF (a few MB on disk, 0.8 and 3.4 GiB decoded),
+with and without --overlay. Each must fail alone, with its size in the message, within the budget.
+
+Writes benchmarks/results/memory.{csv,json} with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _common  # noqa: E402
+
+from peakloc.run.budget import describe, parse_size  # noqa: E402
+
+PEAKLOC = [sys.executable, "-m", "peakloc"]
+
+
+def _anon_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                todo += [int(c) for c in handle.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def measure(command: list[str]) -> dict:
+    """Run a command; its peak summed RssAnon (polled), ru_maxrss, wall time, exit status and stderr."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, sum(_anon_kib(p) for p in _tree(process.pid)))
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "rc": process.returncode,
+        "anon_bytes": peak * 1024,
+        "maxrss_bytes": usage.ru_maxrss * 1024,  # the largest child so far: a bound, not this run's own
+        "seconds": round(seconds, 3),
+        "stderr": stderr.strip().splitlines()[0] if stderr.strip() else "",
+    }
+
+
+def png_bomb(path: Path, side: int) -> None:
+    """An all-zero 8-bit grey PNG of side x side, streamed through zlib (never held in memory)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)))
+        compressor = zlib.compressobj(9)
+        row = bytes(side + 1)  # filter byte 0, then the row
+        block = row * max(1, (1 << 24) // len(row))
+        rows_per_block = len(block) // len(row)
+        done = 0
+        while done < side:
+            count = min(rows_per_block, side - done)
+            data = compressor.compress(block[: count * len(row)])
+            if data:
+                handle.write(chunk(b"IDAT", data))
+            done += count
+        handle.write(chunk(b"IDAT", compressor.flush()) + chunk(b"IEND", b""))
+
+
+def tiff_bomb(path: Path, side: int) -> None:
+    """An all-zero 8-bit TIFF of side x side in zlib-compressed 1024 px tiles, written tile by tile."""
+    import tifffile
+
+    tile = np.zeros((1024, 1024), np.uint8)
+    count = (-(-side // 1024)) ** 2
+    tifffile.imwrite(
+        path, (tile for _ in range(count)), shape=(side, side), dtype=np.uint8, tile=(1024, 1024), compression="zlib"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="1GiB")
+    parser.add_argument("--quick", action="store_true", help="30000^2 bombs only")
+    args = parser.parse_args()
+    budget = parse_size(args.budget)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        baseline = measure([sys.executable, "-c", "import numpy, cv2, tifffile"])
+        print(f"baseline (python -c 'import numpy, cv2, tifffile'): RssAnon {describe(baseline['anon_bytes'])}")
+        sides = [30000] if args.quick else [30000, 60000]
+        for side in sides:
+            for kind, make in (("png", png_bomb), ("tif", tiff_bomb)):
+                path = folder / f"bomb{side}.{kind}"
+                make(path, side)
+                for overlay in (False, True):
+                    command = [*PEAKLOC, "find", str(path), "--max-memory", args.budget, "-q"]
+                    if overlay:
+                        command += ["--overlay", str(folder / "ov")]
+                    got = measure(command)
+                    within = got["anon_bytes"] <= budget
+                    name = f"{side}^2 {kind.upper()} bomb ({describe(path.stat().st_size)} on disk)" + (
+                        " --overlay" if overlay else ""
+                    )
+                    rows.append(
+                        {
+                            "case": name,
+                            "exit_status": got["rc"],
+                            "anon_bytes": got["anon_bytes"],
+                            "budget_bytes": budget,
+                            "share_of_budget": round(got["anon_bytes"] / budget, 4),
+                            "vs_baseline_anon": round(got["anon_bytes"] / max(1, baseline["anon_bytes"]), 3),
+                            "maxrss_bytes_bound": got["maxrss_bytes"],
+                            "seconds": got["seconds"],
+                            "within_budget": within,
+                            "message": got["stderr"],
+                        }
+                    )
+                    print(
+                        f"{name}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} "
+                        f"({got['anon_bytes'] / budget:.1%} of the {describe(budget)} budget, "
+                        f"{got['anon_bytes'] / max(1, baseline['anon_bytes']):.2f}x the baseline), "
+                        f"{'PASS' if within and got['rc'] == 1 else 'FAIL'}\n    {got['stderr']}"
+                    )
+                path.unlink()
+    out = _common.write("memory", rows, {"budget": args.budget, "baseline_anon_bytes": baseline["anon_bytes"]})
+    print(f"wrote {out[0]} and {out[1]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+import logging
+import os
+import warnings
+
+import numpy as np
+
+from peakloc.errors import PeaklocWarning
+from peakloc.run.capture import captured
+
+
+def test_user_warnings_become_notes_and_numerical_noise_does_not():
+    with captured() as notes:
+        warnings.warn("its colours lie on a map", PeaklocWarning, stacklevel=1)
+        with np.errstate(all="warn"):
+            np.log(np.zeros(1))
+        warnings.warn("deprecated", DeprecationWarning, stacklevel=1)
+    assert notes == ["its colours lie on a map"]
+
+
+def test_what_c_libraries_write_to_fd_2_becomes_notes():
+    with captured() as notes:
+        os.write(2, b"libpng error: IDAT: incorrect data check\n\n")
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+    assert notes == ["libpng error: IDAT: incorrect data check", "Corrupt JPEG data: premature end of data segment"]
+
+
+def test_tifffiles_log_records_become_notes_and_never_reach_stderr(capfd):
+    with captured() as notes:
+        logging.getLogger("tifffile").warning("<TiffPage 0> invalid tag")
+    assert notes == ["<TiffPage 0> invalid tag"] and capfd.readouterr().err == ""
+
+
+def test_repeated_notes_appear_once():
+    with captured() as notes:
+        for _ in range(3):
+            os.write(2, b"same line\n")
+    assert notes == ["same line"]
