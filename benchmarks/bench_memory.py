@@ -16,7 +16,6 @@ Writes benchmarks/results/memory.{csv,json} with the machine's description.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import struct
 import subprocess
