@@ -84,6 +84,22 @@ def measure(command: list[str]) -> dict:
     }
 
 
+def row(name: str, got: dict, budget: int, baseline: dict) -> dict:
+    """One result row: the run's memory against its budget and the baseline."""
+    return {
+        "case": name,
+        "exit_status": got["rc"],
+        "anon_bytes": got["anon_bytes"],
+        "budget_bytes": budget,
+        "share_of_budget": round(got["anon_bytes"] / budget, 4),
+        "vs_baseline_anon": round(got["anon_bytes"] / max(1, baseline["anon_bytes"]), 3),
+        "maxrss_bytes_bound": got["maxrss_bytes"],
+        "seconds": got["seconds"],
+        "within_budget": got["anon_bytes"] <= budget,
+        "message": got["stderr"],
+    }
+
+
 def png_bomb(path: Path, side: int) -> None:
     """An all-zero 8-bit grey PNG of side x side, streamed through zlib (never held in memory)."""
 
@@ -142,26 +158,29 @@ def main() -> None:
                     name = f"{side}^2 {kind.upper()} bomb ({describe(path.stat().st_size)} on disk)" + (
                         " --overlay" if overlay else ""
                     )
-                    rows.append(
-                        {
-                            "case": name,
-                            "exit_status": got["rc"],
-                            "anon_bytes": got["anon_bytes"],
-                            "budget_bytes": budget,
-                            "share_of_budget": round(got["anon_bytes"] / budget, 4),
-                            "vs_baseline_anon": round(got["anon_bytes"] / max(1, baseline["anon_bytes"]), 3),
-                            "maxrss_bytes_bound": got["maxrss_bytes"],
-                            "seconds": got["seconds"],
-                            "within_budget": within,
-                            "message": got["stderr"],
-                        }
-                    )
+                    rows.append(row(name, got, budget, baseline))
                     print(
                         f"{name}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} "
                         f"({got['anon_bytes'] / budget:.1%} of the {describe(budget)} budget, "
                         f"{got['anon_bytes'] / max(1, baseline['anon_bytes']):.2f}x the baseline), "
                         f"{'PASS' if within and got['rc'] == 1 else 'FAIL'}\n    {got['stderr']}"
                     )
+                if side == 30000 and kind == "tif":
+                    # The same image within a budget it fits: decoded, located, an overlay drawn from a pooled
+                    # picture; memory must stay within that budget too.
+                    fits = "6GiB"
+                    for overlay in (False, True):
+                        command = [*PEAKLOC, "find", str(path), "--max-memory", fits, "-q"]
+                        command += ["--overlay", str(folder / "ov")] if overlay else []
+                        got = measure(command)
+                        limit = parse_size(fits)
+                        name = f"{side}^2 TIF within a {fits} budget" + (" --overlay" if overlay else "")
+                        rows.append(row(name, got, limit, baseline))
+                        verdict = "PASS" if got["anon_bytes"] <= limit and got["rc"] == 0 else "FAIL"
+                        print(
+                            f"{name}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} "
+                            f"({got['anon_bytes'] / limit:.1%} of {describe(limit)}), {got['seconds']} s, {verdict}"
+                        )
                 path.unlink()
     out = _common.write("memory", rows, {"budget": args.budget, "baseline_anon_bytes": baseline["anon_bytes"]})
     print(f"wrote {out[0]} and {out[1]}")

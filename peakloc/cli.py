@@ -23,7 +23,7 @@ from .errors import MissingTorchError, PeaklocError
 from .ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .ops.smoothing import MIN_SMOOTH
 from .output.table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
-from .run.budget import DEFAULT_MAX_MEMORY
+from .run.budget import DEFAULT_MAX_MEMORY, describe, parse_size
 from .run.settings import COORDS, METHOD_ALIASES, METHODS, Settings, parse_methods
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
@@ -152,8 +152,6 @@ def _validate_decode_colormap(ctx, param, value):
 
 
 def _validate_max_memory(ctx, param, value):
-    from .run.budget import parse_size
-
     try:
         return parse_size(value)
     except PeaklocError as exc:
@@ -365,7 +363,7 @@ run_options = option_group(
     click.option(
         "--max-memory",
         default=DEFAULT_MAX_MEMORY,
-        show_default=f"{DEFAULT_MAX_MEMORY} of this machine's memory",
+        show_default=f"{DEFAULT_MAX_MEMORY} of this machine's memory, {describe(parse_size(DEFAULT_MAX_MEMORY))}",
         callback=_validate_max_memory,
         metavar="SIZE",
         help="The run's memory budget: 512MiB, 4GiB (powers of 1024), 512MB, 4GB (powers of 1000), or 25% of "

@@ -160,8 +160,11 @@ def write_overlays(
     return written
 
 
-def _write_new(path: str, image: np.ndarray, protected: set[str]) -> str:
+def _write_new(path: str, image: np.ndarray, protected: frozenset[str] | set[str]) -> str:
+    """Write an overlay PNG, never over an input, a link, or anything that is not a regular file."""
     if os.path.realpath(path) in protected:
         raise PeaklocError(f"overlay {path} would overwrite an input; choose another `folder`")
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        raise PeaklocError(f"overlay {path} exists and is not a regular file; peakloc does not write over it")
     write_png(path, image)
     return path

@@ -150,3 +150,20 @@ def test_overlays_from_parallel_workers_are_all_written(tmp_path):
     top = overlay.LINE_HEIGHT + 6
     x, y = centroid(image[top : top + 48 * f], WHITE)
     assert abs(x - (7.5 * f - 0.5)) < 0.5 and abs(y - (14.5 * f - 0.5)) < 0.5
+
+
+def test_an_overlay_never_writes_through_a_link_or_over_a_fifo(tmp_path):
+    import os
+
+    _png(tmp_path / "a.png", (10, 20))
+    _png(tmp_path / "b.png", (11, 21))
+    (tmp_path / "ov").mkdir()
+    (tmp_path / "elsewhere.png").write_bytes(b"keep")
+    (tmp_path / "ov" / "a.png").symlink_to(tmp_path / "elsewhere.png")
+    os.mkfifo(tmp_path / "ov" / "b.png")
+    result = StrictRunner().invoke(
+        main, ["find", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--overlay", str(tmp_path / "ov"), "-q"]
+    )
+    assert result.exit_code == 1 and result.stdout.count("\n") == 5
+    assert result.stderr.count("exists and is not a regular file; peakloc does not write over it") == 2
+    assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"
