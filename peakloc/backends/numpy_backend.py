@@ -60,7 +60,8 @@ def _pool(threads: int):
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="peakloc")
 
 
-def _map(fn: Callable[..., T], items: Sequence, threads: int) -> list[T]:
+def map_in_threads(fn: Callable[..., T], items: Sequence, threads: int) -> list[T]:
+    """``[fn(item) for item in items]`` on up to ``threads`` threads (NumPy releases the GIL in its loops)."""
     if threads > 1 and len(items) > 1:
         return list(_pool(threads).map(fn, items))
     return [fn(item) for item in items]
@@ -249,23 +250,33 @@ def _slabs(n: int, step: int) -> list[slice]:
     return [slice(s, min(s + step, n)) for s in range(0, n, step)]
 
 
+def large_map_rows(spatial: tuple[int, ...]) -> int:
+    """Rows of the first axis per slab of a map too large for one block (of :data:`BLOCK_ELEMENTS` values)."""
+    return max(1, BLOCK_ELEMENTS // max(1, int(np.prod(spatial[1:]))))
+
+
+def slab_sums(piece: np.ndarray, hi: np.ndarray, coef: np.ndarray, dtype, offset: int) -> np.ndarray:
+    """Weight and weighted coordinate sums ``(1, 1 + ndim)`` of rows ``offset..`` of one map.
+
+    ``piece`` is ``(1, rows, ...)``. The slabs of :func:`large_map_rows` rows, summed in order with
+    ``np.sum(..., axis=0)``, give the soft-argmax of a large map: a caller that reads the map in pieces gets
+    the in-memory answer exactly.
+    """
+    return _sums(piece, hi, coef, _finite_mask(piece), dtype, offset=offset)
+
+
 def _soft_argmax_large(x: np.ndarray, beta: float, normalize: str, dtype, threads: int) -> tuple[np.ndarray, int]:
     """One map too large for a block, in slabs along its first axis: stats first, then weights."""
     x = x[np.newaxis]
-    step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(x.shape[2:]))))
-    slabs = _slabs(x.shape[1], step)
-    stats = _map(lambda s: _stats(x[:, s], normalize)[:3], slabs, threads)
+    slabs = _slabs(x.shape[1], large_map_rows(x.shape[1:]))
+    stats = map_in_threads(lambda s: _stats(x[:, s], normalize)[:3], slabs, threads)
     hi = np.max([s[0] for s in stats], axis=0)
     lo = np.min([s[1] for s in stats], axis=0) if normalize == "minmax" else None
     count = np.sum([s[2] for s in stats], axis=0)
     _raise_if_empty(count)
     coef = coefficient(beta, normalize, hi, lo)
-
-    def slab_sums(part: slice) -> np.ndarray:
-        piece = x[:, part]
-        return _sums(piece, hi, coef, _finite_mask(piece), dtype, offset=part.start)
-
-    sums = np.sum(_map(slab_sums, slabs, threads), axis=0)
+    parts = map_in_threads(lambda part: slab_sums(x[:, part], hi, coef, dtype, part.start), slabs, threads)
+    sums = np.sum(parts, axis=0)
     return (sums[:, 1:] / sums[:, :1])[0], int(x.size - count.sum())
 
 
@@ -312,7 +323,7 @@ def soft_argmax(
                 ) from None
             return nonfinite
 
-        nonfinite = sum(_map(run, blocks, threads))
+        nonfinite = sum(map_in_threads(run, blocks, threads))
     else:
         nonfinite = 0
         for b in range(batch):

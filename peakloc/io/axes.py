@@ -97,6 +97,29 @@ class Layout:
         return [";".join(f"{a}={i}" for a, i in zip(self.batch, idx)) for idx in np.ndindex(*self.batch_shape)]
 
 
+def layout_of(shape: tuple[int, ...], axes: str) -> Layout:
+    """The layout of an array of ``shape`` with axis letters ``axes``.
+
+    Batch axes come in stored order, then the spatial ones in Z, Y, X order.
+
+    Examples
+    --------
+    >>> layout_of((3, 40, 2, 50), "YCXT")
+    Layout(batch='CT', batch_shape=(40, 50), spatial='YX', spatial_shape=(3, 2))
+    """
+    axes = validate_axes(axes)
+    if len(axes) != len(shape):
+        raise AxesError(f"axes {axes!r} name {len(axes)} axes but the array has {len(shape)} (shape {tuple(shape)})")
+    if "S" in axes:
+        raise AxesError(f"axes {axes!r}: colour samples (S) are only allowed in images and TIFF files")
+    batch = "".join(a for a in axes if a not in SPATIAL)
+    spatial = "".join(a for a in SPATIAL if a in axes)
+    spatial_shape = tuple(int(shape[axes.index(a)]) for a in spatial)
+    if 0 in spatial_shape:
+        raise AxesError(f"a spatial axis is empty (shape {tuple(shape)}, axes {axes!r})")
+    return Layout(batch, tuple(int(shape[axes.index(a)]) for a in batch), spatial, spatial_shape)
+
+
 def to_heatmaps(array: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
     """Transpose an array with axis letters to ``(batch..., Z?, Y?, X?)``.
 
@@ -113,19 +136,6 @@ def to_heatmaps(array: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
         A view (no copy) with batch axes first, in stored order, then the spatial axes in Z, Y, X order.
     layout : Layout
     """
+    layout = layout_of(array.shape, axes)
     axes = validate_axes(axes)
-    if len(axes) != array.ndim:
-        raise AxesError(
-            f"axes {axes!r} name {len(axes)} axes but the array has {array.ndim} (shape {tuple(array.shape)})"
-        )
-    if "S" in axes:
-        raise AxesError(f"axes {axes!r}: colour samples (S) are only allowed in images and TIFF files")
-    batch = "".join(a for a in axes if a not in SPATIAL)
-    spatial = "".join(a for a in SPATIAL if a in axes)
-    order = [axes.index(a) for a in batch + spatial]
-    moved = array.transpose(order)
-    nb = len(batch)
-    if 0 in moved.shape[nb:]:
-        raise AxesError(f"a spatial axis is empty (shape {tuple(array.shape)}, axes {axes!r})")
-    layout = Layout(batch, tuple(moved.shape[:nb]), spatial, tuple(moved.shape[nb:]))
-    return moved, layout
+    return array.transpose([axes.index(a) for a in layout.batch + layout.spatial]), layout

@@ -37,13 +37,18 @@ def _directory(root: str, recursive: bool, found: Expanded) -> None:
             raise error
         found.notes.append((str(error.filename), f"cannot list folder: {error.strerror or error}; skipped"))
 
+    def wanted(path: Path) -> bool:
+        # A .zarr folder is one input, like a file.
+        return is_supported(path) and (path.is_file() or (path.is_dir() and path.suffix.lower() == ".zarr"))
+
     try:
         if recursive:
             for folder, subfolders, names in os.walk(root, onerror=unreadable):
-                subfolders.sort()
-                files += [Path(folder, n) for n in names if is_supported(n) and os.path.isfile(os.path.join(folder, n))]
+                stores = [s for s in subfolders if s.lower().endswith(".zarr")]
+                subfolders[:] = sorted(s for s in subfolders if s not in stores)
+                files += [p for p in (Path(folder, n) for n in names + stores) if wanted(p)]
         else:
-            files = [p for p in base.iterdir() if p.is_file() and is_supported(p)]
+            files = [p for p in base.iterdir() if wanted(p)]
     except OSError as exc:
         found.inputs.append(Input(root, f"cannot list directory: {exc.strerror or exc}"))
         return
@@ -69,7 +74,7 @@ def expand(arguments: Iterable[str], recursive: bool, stdin: TextIO) -> Expanded
             inner = expand(names, recursive, stdin)
             found.inputs += inner.inputs
             found.notes += inner.notes
-        elif os.path.isdir(argument):
+        elif os.path.isdir(argument) and not argument.rstrip("/").lower().endswith(".zarr"):
             _directory(argument, recursive, found)
         else:
             found.inputs.append(Input(argument))

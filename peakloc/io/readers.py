@@ -39,7 +39,11 @@ IMAGE_SUFFIXES = frozenset(
         ".pic",
     }
 )
-SUFFIXES = NPY_SUFFIXES | TIFF_SUFFIXES | IMAGE_SUFFIXES
+ZARR_SUFFIXES = frozenset({".zarr"})
+SUFFIXES = NPY_SUFFIXES | TIFF_SUFFIXES | IMAGE_SUFFIXES | ZARR_SUFFIXES
+#: TIFFs larger than this (decoded) are read in pieces: memory-mapped where the data is contiguous and
+#: uncompressed, else through tifffile's Zarr store (page, strip or tile at a time).
+TIFF_IN_PIECES = 64 * 1024**2
 #: ITU-R BT.601 luminance, the weights OpenCV's ``cvtColor(..., COLOR_RGB2GRAY)`` uses.
 LUMA = (0.299, 0.587, 0.114)
 
@@ -50,8 +54,10 @@ def is_supported(path: str | os.PathLike) -> bool:
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """``npy``, ``tiff`` or ``image`` by extension (any case)."""
+    """``npy``, ``tiff``, ``zarr`` or ``image`` by extension (any case)."""
     suffix = Path(path).suffix.lower()
+    if suffix in ZARR_SUFFIXES:
+        return "zarr"
     return "npy" if suffix in NPY_SUFFIXES else "tiff" if suffix in TIFF_SUFFIXES else "image"
 
 
@@ -64,7 +70,7 @@ def _reason(kind: str, exc: Exception) -> str:
     """What went wrong inside a decoder, in words: the library's error named, never a traceback."""
     import zlib
 
-    name = {"npy": "NPY", "tiff": "TIFF", "image": "image"}[kind]
+    name = {"npy": "NPY", "tiff": "TIFF", "zarr": "Zarr", "image": "image"}[kind]
     module = type(exc).__module__.split(".")[0]
     if isinstance(exc, zlib.error):
         return f"corrupt {name} data (zlib: {_first_line(exc)})"
@@ -93,8 +99,10 @@ def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None 
 
     Returns
     -------
-    array : ndarray
-        As stored, in its own dtype (16-bit images stay 16-bit); NPY files are memory-mapped.
+    array : ndarray or array-like
+        As stored, in its own dtype (16-bit images stay 16-bit). Read lazily where the format allows: NPY
+        files and large uncompressed TIFFs are memory-mapped, large compressed TIFFs and Zarr stores come as
+        Zarr arrays (read chunk by chunk when sliced).
     axes : str
         One letter per axis of `array`.
 
@@ -110,7 +118,7 @@ def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None 
     suffix = path.suffix.lower()
     if not path.exists():
         raise InputError("no such file or directory")
-    if path.is_dir():
+    if path.is_dir() and suffix not in ZARR_SUFFIXES:
         raise InputError("is a directory")
     if suffix not in SUFFIXES:
         raise InputError(
@@ -118,11 +126,13 @@ def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None 
         )
     kind = kind_of(path)
     try:
-        if not path.is_file():
+        if kind == "zarr":
+            array, stored = read_zarr(path)
+        elif not path.is_file():
             raise InputError("is not a regular file")
-        if path.stat().st_size == 0:
+        elif path.stat().st_size == 0:
             raise InputError("file is empty")
-        if kind == "npy":
+        elif kind == "npy":
             array, stored = read_npy(path), None
         elif kind == "tiff":
             array, stored = read_tiff(path, keep_samples=axes is not None, colormap=colormap)
@@ -223,9 +233,14 @@ def read_tiff(path: Path, keep_samples: bool = False, colormap: str | None = Non
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            array, axes = series.asarray(), series.axes
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+        axes = series.axes
+        in_pieces = ("S" not in axes or keep_samples) and series.size * series.dtype.itemsize > TIFF_IN_PIECES
+        array = _tiff_in_pieces(path, tif, series) if in_pieces else None
+        if array is None:
+            with tif:
+                array = series.asarray()
     except (tifffile.TiffFileError, IndexError, KeyError, struct.error) as exc:
         raise InputError(f"not a valid TIFF file ({_first_line(exc)})") from None
     if "S" in axes and not keep_samples:
@@ -236,6 +251,57 @@ def read_tiff(path: Path, keep_samples: bool = False, colormap: str | None = Non
         else:
             array = _rgb_to_grey(samples, samples.ndim - 1)
         axes = axes.replace("S", "")
+    return array, axes
+
+
+def _tiff_in_pieces(path: Path, tif, series):
+    """A large TIFF series read in pieces, or None without Zarr.
+
+    A memmap where the data is contiguous and uncompressed, else a Zarr array over tifffile's store (the
+    file stays open while the array lives).
+    """
+    import tifffile
+
+    if series.dataoffset is not None:
+        tif.close()
+        return tifffile.memmap(path, series=0, mode="r")
+    try:
+        import zarr
+    except ImportError:
+        return None
+    return zarr.open(series.aszarr(), mode="r")
+
+
+#: OME-Zarr (NGFF) axis names -> peakloc's letters; other names are batch axes of unknown kind.
+NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def read_zarr(path: Path) -> tuple[object, str | None]:
+    """A Zarr array (v2 or v3), or the full-resolution level of an OME-Zarr image (NGFF 0.4 or 0.5).
+
+    Returns the Zarr array (read chunk by chunk when sliced) and its axes: from the OME-Zarr metadata, else
+    None (the defaults of an NPY of that shape apply).
+    """
+    try:
+        import zarr
+    except ImportError:
+        raise InputError("Zarr stores need the zarr package: pip install 'peakloc[zarr]'") from None
+    node = zarr.open(str(path), mode="r")
+    if hasattr(node, "shape"):
+        return node, None
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales")
+    if not multiscales:
+        arrays = list(node.array_keys())
+        if len(arrays) == 1:
+            return node[arrays[0]], None
+        raise InputError(f"Zarr group without OME-Zarr multiscales metadata and {len(arrays)} arrays; name one")
+    scale = multiscales[0]
+    array = node[scale["datasets"][0]["path"]]
+    names = [a["name"] if isinstance(a, dict) else a for a in scale.get("axes", [])]
+    axes = "".join(NGFF_AXES.get(str(n).lower(), "Q") for n in names) if names else None
+    if axes is not None and len(axes) != len(array.shape):
+        raise InputError(f"OME-Zarr axes {names} do not match the array's shape {tuple(array.shape)}")
     return array, axes
 
 

@@ -15,7 +15,7 @@ def interpolate(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    x : ndarray, shape ``(B, *spatial)``
+    x : ndarray or Maps, shape ``(B, *spatial)``
     coords : ndarray, shape ``(B, P, ndim)``
         Pixel coordinates in array-axis order; clipped to the map.
 
@@ -24,8 +24,8 @@ def interpolate(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
     ndarray of float64, shape ``(B, P)``
         NaN only where every surrounding sample is non-finite.
     """
-    if coords.shape[0] * coords.shape[1] <= 8:
-        return _interpolate_few(x, coords)
+    if coords.shape[0] * coords.shape[1] <= 8 or not isinstance(x, np.ndarray):
+        return _interpolate_few(x, coords)  # and a Maps stack read in pieces: a few values per point
     spatial = np.array(x.shape[1:])
     batch, points, ndim = coords.shape
     c = np.clip(coords.astype(np.float64), 0, spatial - 1)

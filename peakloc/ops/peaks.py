@@ -82,10 +82,11 @@ def _component(allowed: np.ndarray, seed: tuple) -> np.ndarray:
     return region
 
 
-def _region(x: np.ndarray, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray, tuple]:
-    """Connected (8- or 26-neighbour) pixels ``>= floor`` around ``point``, and the box they were grown in.
+def _region(x, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Connected (8- or 26-neighbour) pixels ``>= floor`` around ``point``, their box, and its values.
 
-    The box starts ``reach`` pixels each side and doubles while the region touches its edge.
+    The box starts ``reach`` pixels each side and doubles while the region touches its edge. ``x`` is an
+    ndarray or anything that reads boxes (:class:`~peakloc.ops.lazy.Map`-like), in float64 with -inf.
     """
     while True:
         box = tuple(slice(max(0, p - reach), p + reach + 1) for p in point)
@@ -94,38 +95,68 @@ def _region(x: np.ndarray, point: np.ndarray, floor: float, reach: int) -> tuple
         at_edge = any(
             (region.take(0, axis=a).any() and box[a].start > 0)
             or (region.take(-1, axis=a).any() and box[a].start + crop.shape[a] < x.shape[a])
-            for a in range(x.ndim)
+            for a in range(len(x.shape))
         )
         if not at_edge:
-            return region, box
+            return region, box, crop
         reach *= 2
 
 
-def _spaced(
-    candidates: np.ndarray, min_distance: int, num_peaks: int, x: np.ndarray | None = None, tolerance: float = 0.0
+class _Regions:
+    """Pixels already merged into a kept peak: one bool array for an in-memory map, else the regions' boxes."""
+
+    def __init__(self, shape: tuple[int, ...], dense: bool) -> None:
+        self.mask = np.zeros(shape, bool) if dense else None
+        self.boxes: list[tuple[tuple, np.ndarray]] = []
+
+    def add(self, box: tuple, region: np.ndarray) -> None:
+        if self.mask is not None:
+            self.mask[box] |= region
+        else:
+            self.boxes.append((box, region))
+
+    def __contains__(self, point: tuple) -> bool:
+        if self.mask is not None:
+            return bool(self.mask[point])
+        for box, region in self.boxes:
+            if all(b.start <= p < b.start + n for p, b, n in zip(point, box, region.shape)):
+                if region[tuple(p - b.start for p, b in zip(point, box))]:
+                    return True
+        return False
+
+
+def greedy_spacing(
+    candidates: np.ndarray,
+    min_distance: int,
+    num_peaks: int,
+    x=None,
+    tolerance: float = 0.0,
+    values: np.ndarray | None = None,
 ) -> np.ndarray:
     """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one.
 
     With ``x`` (plateau merging), a kept candidate also removes every candidate joined to it by pixels no
     more than ``tolerance`` below it (its plateau, and in integer maps the one-level ridges of rounding),
-    and a candidate so joined to a higher pixel is no peak.
+    and a candidate so joined to a higher pixel is no peak. ``x`` is the map in float64 with -inf for
+    non-finite values: an ndarray, or a reader of boxes for a map read in pieces (then ``values`` gives the
+    candidates' values).
     """
     if x is None and (min_distance <= 1 or len(candidates) <= 1):
         return candidates[:num_peaks]
     kept: list[np.ndarray] = []
-    merged = np.zeros(x.shape, bool) if x is not None else None
+    merged = _Regions(x.shape, isinstance(x, np.ndarray)) if x is not None else None
     reach = max(4 * min_distance, 16)
-    for point in candidates:
+    for k, point in enumerate(candidates):
         if kept and (np.abs(np.asarray(kept) - point).max(axis=1) < min_distance).any():
             continue
         if merged is not None:
-            if merged[tuple(point)]:
+            if tuple(point) in merged:
                 continue
-            value = x[tuple(point)]
-            region, box = _region(x, point, value - tolerance, reach)
-            if tolerance and (x[box][region] > value).any():
+            value = x[tuple(point)] if values is None else values[k]
+            region, box, crop = _region(x, point, value - tolerance, reach)
+            if tolerance and (crop[region] > value).any():
                 continue  # a shoulder of a higher peak, not a peak of its own
-            merged[box] |= region
+            merged.add(box, region)
         kept.append(point)
         if len(kept) >= num_peaks:
             break
@@ -187,7 +218,7 @@ def local_maxima(
     order = np.argsort(-x[mask], kind="stable")
     # In an integer map, rounding leaves bumps one level high on the ridges between peaks.
     tolerance = RIDGE_TOLERANCE if np.asarray(heatmap).dtype.kind in "iu" else 0.0
-    return _spaced(coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance)
+    return greedy_spacing(coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance)
 
 
 def find_peaks(

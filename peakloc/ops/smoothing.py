@@ -53,7 +53,7 @@ def _coefficients(w: np.ndarray, t: np.ndarray, ndim: int) -> tuple[float, float
     return float(alpha), float(beta)
 
 
-def _smooth_one(x: np.ndarray, sigma: float) -> np.ndarray:
+def smooth_one(x: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth one finite float64 map (any number of axes)."""
     t, w, q = smoothing_kernels(sigma)
     alpha, beta = _coefficients(w, t, x.ndim)
@@ -119,6 +119,6 @@ def smooth(heatmap: np.ndarray, sigma: float, ndim: int = 2) -> np.ndarray:
             continue
         if not finite.all():
             one = np.where(finite, one, one[finite].min())
-        out[b] = _smooth_one(one, float(sigma))
+        out[b] = smooth_one(one, float(sigma))
         out[b][~finite] = np.nan
     return out.reshape(x.shape)

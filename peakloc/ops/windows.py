@@ -40,7 +40,8 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: 
 
     Parameters
     ----------
-    heatmaps : ndarray, shape ``(B, *spatial)``
+    heatmaps : ndarray or Maps, shape ``(B, *spatial)``
+        A :class:`~peakloc.ops.lazy.Maps` stack is read one box per peak.
     owner : ndarray of int, shape ``(N,)``
         The heatmap of each peak.
     centres : ndarray of int, shape ``(N, ndim)``
@@ -52,12 +53,28 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: 
     """
     spatial = np.array(heatmaps.shape[1:])
     ndim = len(spatial)
+    if not isinstance(heatmaps, np.ndarray):  # a Maps stack read in pieces: one box per peak
+        return _windows_read(heatmaps, owner, centres, half)
     index = centres[:, None, :] + offsets(half, ndim)[None]
     inside = np.all((index >= 0) & (index < spatial), axis=-1)
     flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
     values = heatmaps.reshape(len(heatmaps), -1)[owner[:, None], flat].astype(np.float64)
     values[~inside | ~np.isfinite(values)] = np.nan
     return values.reshape((len(centres),) + (2 * half + 1,) * ndim)
+
+
+def _windows_read(maps, owner: np.ndarray, centres: np.ndarray, half: int) -> np.ndarray:
+    """:func:`windows` of a stack read in pieces (:class:`~peakloc.ops.lazy.Maps`): one box read per peak."""
+    spatial = np.array(maps.shape[1:])
+    side = 2 * half + 1
+    out = np.full((len(centres),) + (side,) * len(spatial), np.nan)
+    for k, (b, centre) in enumerate(zip(owner, centres)):
+        lo = np.maximum(centre - half, 0)
+        hi = np.minimum(centre + half + 1, spatial)
+        piece = maps.read(int(b), tuple(slice(int(a), int(z)) for a, z in zip(lo, hi))).astype(np.float64)
+        piece[~np.isfinite(piece)] = np.nan
+        out[(k,) + tuple(slice(int(a - c + half), int(z - c + half)) for a, z, c in zip(lo, hi, centre))] = piece
+    return out
 
 
 def centre_index(w: np.ndarray) -> tuple:

@@ -14,15 +14,16 @@ import numpy as np
 from .. import backends
 from ..errors import NoFiniteValueError
 from ..io import is_supported, read
-from ..io.axes import Layout, to_heatmaps
+from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
 from ..io.probe import probe
-from ..io.readers import kind_of
+from ..io.readers import TIFF_IN_PIECES, kind_of
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
+from ..ops.lazy import Maps, is_lazy
 from ..ops.subpixel import refine_flat, snr
 from ..ops.windows import estimate_shape
 from ..output.table import SHAPE_COLUMNS
-from .budget import check
+from .budget import check, working_bytes
 from .settings import Settings
 
 
@@ -194,12 +195,23 @@ def _nonfinite_per_map(heatmaps: np.ndarray, total: int) -> np.ndarray:
     return np.count_nonzero(~np.isfinite(heatmaps.reshape(len(heatmaps), -1)), axis=1)
 
 
-def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
-    """Peaks of heatmaps already laid out as ``(B, *spatial)``, with every method of ``settings``.
+def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
+    """Raw values at integer points: one gather in memory, one read per point from a stack read in pieces."""
+    if isinstance(raw, np.ndarray):
+        return raw.reshape(len(raw), -1)[owner, np.ravel_multi_index(tuple(points.T), spatial)]
+    return np.array([raw[(int(b), *map(int, p))] for b, p in zip(owner, points)], dtype=raw.dtype)
 
-    With ``settings.smooth``, every method runs on the smoothed heatmaps (:func:`peakloc.smooth`); the
-    values stay the raw heatmaps'. Every number of heatmap ``b`` depends on heatmap ``b`` alone.
+
+def locate(heatmaps, layout: Layout, settings: Settings, budget: int | None = None) -> Located:
+    """Peaks of heatmaps laid out as ``(B, *spatial)``, with every method of ``settings``.
+
+    ``heatmaps`` is an ndarray, or a :class:`~peakloc.ops.lazy.Maps` stack read in pieces within ``budget``
+    bytes (see :func:`_locate_in_pieces`). With ``settings.smooth``, every method runs on the smoothed
+    heatmaps (:func:`peakloc.smooth`); the values stay the raw heatmaps'. Every number of heatmap ``b``
+    depends on heatmap ``b`` alone.
     """
+    if isinstance(heatmaps, Maps):
+        return _locate_in_pieces(heatmaps, layout, settings, budget)
     ndim = len(layout.spatial)
     raw = heatmaps
     if settings.smooth:
@@ -208,9 +220,18 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
         heatmaps = smooth(raw, settings.smooth, ndim)
     found, nonfinite = _global(heatmaps, layout, settings)
     centres, present = _integer_peaks(heatmaps, found["argmax"], settings)
+    return _assemble(raw, heatmaps, layout, settings, found, centres, present, _nonfinite_per_map(raw, nonfinite))
+
+
+def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, clip_levels=None) -> Located:
+    """Every method's peaks from the global results and the integer peaks.
+
+    ``work`` is what the methods see (the smoothed heatmaps with ``--smooth``), ``raw`` gives the values;
+    both may be read in pieces.
+    """
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
-    estimate = estimate_shape(heatmaps, owner, points) if settings.extra else None
+    estimate = estimate_shape(work, owner, points) if settings.extra else None
 
     def scatter(values: np.ndarray, fill=0) -> np.ndarray:
         out = np.full(present.shape + values.shape[1:], fill, dtype=values.dtype)
@@ -227,8 +248,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
     never = np.zeros(present.shape, bool)
     for method in settings.methods:
         if method == "argmax":
-            index = np.ravel_multi_index(tuple(points.T), layout.spatial_shape)
-            values = scatter(raw.reshape(len(raw), -1)[owner, index])
+            values = scatter(_values_at(raw, owner, points, layout.spatial_shape))
             peaks[method] = MethodPeaks(scatter(points), values, present, never, plain)
         elif method == "softargmax":
             coords = found["softargmax"][:, None, :]
@@ -236,7 +256,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
             peaks[method] = MethodPeaks(coords, interpolate(raw, coords), present[:, :1], never[:, :1], shape)
         else:
             result = refine_flat(
-                heatmaps,
+                work,
                 owner,
                 points,
                 method,
@@ -245,6 +265,7 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
                 beta=settings.beta,
                 normalize=settings.normalize,
                 shape=estimate,
+                clip_levels=clip_levels,
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(
@@ -254,19 +275,166 @@ def locate(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> Located:
                 scatter(result.fallback, False),
                 shape_columns(result.sigma, result.amplitude, result.snr),
             )
-    return Located(raw, layout, peaks, _nonfinite_per_map(raw, nonfinite), settings.threshold)
+    return Located(raw, layout, peaks, nonfinite, settings.threshold)
 
 
-def read_heatmaps(path: str, settings: Settings | None = None, budget: int | None = None) -> tuple[np.ndarray, Layout]:
+def fits_in_memory(maps: Maps, settings: Settings, budget: int | None, count: int | None = None) -> bool:
+    """Whether ``count`` maps (default all) can be loaded and located in memory within ``budget``."""
+    if budget is None:
+        return True
+    count = maps.count if count is None else count
+    values = count * int(np.prod(maps.spatial, dtype=np.int64))
+    return values * maps.dtype.itemsize + working_bytes(values, settings) <= budget
+
+
+def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: int | None) -> Located:
+    """Locate a stack read in pieces: groups of maps that fit, or one map at a time in slabs.
+
+    Groups are exact because every method works per map; slabs are exact because each streamed method
+    reads the halo it needs (:mod:`peakloc.ops.streaming`).
+    """
+    if fits_in_memory(maps, settings, budget, 1):
+        per_map = fits_in_memory
+        group = maps.count
+        while group > 1 and not per_map(maps, settings, budget, group):
+            group //= 2
+        parts = []
+        for start in range(0, maps.count, group):
+            stop = min(start + group, maps.count)
+            part_layout = Layout("B", (stop - start,), layout.spatial, layout.spatial_shape)
+            try:
+                parts.append(locate(maps.load(start, stop), part_layout, settings))
+            except NoFiniteValueError as exc:
+                label = layout.index_labels()[start + exc.position]
+                raise NoFiniteValueError(f"heatmap {label} has no finite value", start + exc.position) from None
+        return _concatenate(parts, maps, layout, settings)
+    return _locate_slabs(maps, layout, settings, budget)
+
+
+def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Settings) -> Located:
+    """One Located from groups of maps located apart; the heatmaps stay the stack read in pieces."""
+    peaks = {}
+    for method in parts[0].peaks:
+        width = max(p.peaks[method].present.shape[1] for p in parts)
+
+        def padded(array: np.ndarray, fill, width: int = width) -> np.ndarray:
+            pad = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+            return np.pad(array, pad, constant_values=fill)
+
+        items = [p.peaks[method] for p in parts]
+        peaks[method] = MethodPeaks(
+            np.concatenate([padded(m.coords, 0) for m in items]),
+            np.concatenate([padded(m.values, 0) for m in items]),
+            np.concatenate([padded(m.present, False) for m in items]),
+            np.concatenate([padded(m.fallback, False) for m in items]),
+            {k: np.concatenate([padded(m.shape[k], np.nan) for m in items]) for k in items[0].shape},
+        )
+    nonfinite = np.concatenate([p.nonfinite for p in parts])
+    return Located(maps, layout, peaks, nonfinite, settings.threshold)
+
+
+def _locate_slabs(maps: Maps, layout: Layout, settings: Settings, budget: int | None) -> Located:
+    """Maps too large to hold: each read in slabs of a size the budget allows, every method streamed."""
+    from ..backends.numpy_backend import large_map_rows
+    from ..ops import streaming
+    from ..ops.peaks import parse_threshold
+
+    per_value = maps.dtype.itemsize + working_bytes(1, settings)
+    block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // (4 * per_value))
+    rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
+    labels = layout.index_labels()
+    work, stats, raw_stats = maps, [], []
+    smoothed = []
+    for b in range(maps.count):
+        try:
+            first = streaming.map_stats(maps, b, rows)
+        except NoFiniteValueError:
+            message = f"heatmap {labels[b]} has no finite value" if labels[b] else "the heatmap has no finite value"
+            raise NoFiniteValueError(message, b) from None
+        raw_stats.append(first)
+        if settings.smooth:
+            smoothed.append(streaming.smooth(maps, b, first, settings.smooth, rows))
+            first = streaming.map_stats(smoothed[-1], 0, rows)
+        stats.append(first)
+    if settings.smooth:
+        work = _Stacked(smoothed, maps)
+    ndim = len(layout.spatial)
+    found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
+    if "softargmax" in settings.methods:
+        found["softargmax"] = np.stack(
+            [
+                streaming.soft_argmax(work, b, s, settings.beta, settings.normalize, rows, settings.threads)
+                for b, s in enumerate(stats)
+            ]
+        )
+    if settings.peaks == 1 and settings.threshold is None:
+        centres, present = found["argmax"][:, None, :], np.ones((maps.count, 1), bool)
+    else:
+        threshold_abs, threshold_rel = parse_threshold(settings.threshold)
+        lists = [
+            streaming.local_maxima(
+                work, b, s, rows, settings.peaks, settings.min_distance, threshold_abs, threshold_rel
+            )
+            for b, s in enumerate(stats)
+        ]
+        count = max([len(f) for f in lists] + [1])
+        centres = np.zeros((maps.count, count, ndim), np.int64)
+        present = np.zeros((maps.count, count), bool)
+        for b, f in enumerate(lists):
+            centres[b, : len(f)] = f
+            present[b, : len(f)] = True
+    nonfinite = np.array([s.nonfinite for s in raw_stats], np.int64)
+    clip = streaming.clip_levels(work, stats)
+    return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
+
+
+class _Stacked(Maps):
+    """Single-map stacks (smoothed maps in temporary files) as one stack of their maps."""
+
+    def __init__(self, members: list[Maps], like: Maps) -> None:
+        self.members = members
+        self.spatial = like.spatial
+        self.batch_shape = (len(members),)
+        self.count = len(members)
+        self.shape = (self.count, *self.spatial)
+        self.ndim = 1 + len(self.spatial)
+        self.dtype = members[0].dtype
+        self.array = members[0].array
+        self.order = members[0].order
+
+    def read(self, b: int, box: tuple[slice, ...] = ()) -> np.ndarray:
+        return self.members[b].read(0, box)
+
+
+#: Largest decoded size per stored byte of a TIFF read in pieces (zlib's limit is 1032).
+BOMB_RATIO = 1100
+
+
+def read_heatmaps(path: str, settings: Settings | None = None, budget: int | None = None):
     """A file's heatmaps ``(B, *spatial)`` and their layout; :class:`PeaklocError` for a bad input.
 
-    With a ``budget`` (bytes), an input that would need more fails before it is decoded (see
-    :func:`.budget.check`).
+    An input stored so that it can be read in pieces (NPY, large TIFF, Zarr) comes as an ndarray where it
+    fits ``budget`` (bytes) once loaded, else as a :class:`~peakloc.ops.lazy.Maps` stack that
+    :func:`locate` reads in pieces. Any other input that would need more than ``budget`` fails before it is
+    decoded (see :func:`.budget.check`).
     """
     settings = settings or Settings()
     kind = kind_of(path)
-    if os.path.isfile(path) and is_supported(path):
-        check(probe(path, kind), kind, settings, budget)
+    if kind in ("image", "tiff") and os.path.isfile(path) and is_supported(path):
+        found = probe(path, kind)
+        # Read in pieces, a large TIFF needs no budget check, unless it claims more than any honest file holds:
+        # zlib compresses at most 1032:1, so a file that decodes to more is a bomb (or damaged), refused whole.
+        size = os.path.getsize(path)
+        lazy_tiff = kind == "tiff" and found is not None and TIFF_IN_PIECES < found.nbytes <= BOMB_RATIO * size
+        if not lazy_tiff:
+            check(found, kind, settings, budget)
     array, letters = read(path, settings.axes, settings.decode_colormap)
+    if is_lazy(array):
+        layout = layout_of(array.shape, letters)
+        order = [validate_axes(letters).index(a) for a in layout.batch + layout.spatial]
+        maps = Maps(array, len(layout.spatial), order)
+        if not fits_in_memory(maps, settings, budget):
+            return maps, layout
+        return maps.load(), layout
     stacked, layout = to_heatmaps(array, letters)
     return stacked.reshape((layout.count,) + layout.spatial_shape), layout

@@ -76,6 +76,7 @@ def refine_flat(
     beta: float = 100.0,
     normalize: str = "minmax",
     shape: PeakShape | None = None,
+    clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Refined:
     """Refine peaks given as (heatmap, integer centre) pairs.
 
@@ -95,6 +96,9 @@ def refine_flat(
         ``local``: as for the soft-argmax, applied within the window.
     shape : PeakShape, optional
         :func:`~peakloc.ops.windows.estimate_shape` of these peaks, if already computed.
+    clip_levels : (ndarray, ndarray), optional
+        ``gaussian``: each heatmap's saturation and floor levels, if already known (a stack read in pieces
+        has them from :func:`peakloc.ops.streaming.map_stats`).
 
     Returns
     -------
@@ -113,7 +117,7 @@ def refine_flat(
     if sigma is not None:
         shape = PeakShape(np.full(n, float(sigma)), shape.background, shape.amplitude, shape.noise)
     coords, fallback, shape = METHODS[method](
-        heatmaps, owner, centres, shape, window=window, beta=beta, normalize=normalize
+        heatmaps, owner, centres, shape, window=window, beta=beta, normalize=normalize, clip_levels=clip_levels
     )
     spatial = np.array(heatmaps.shape[1:]) - 1
     coords = np.clip(np.where(np.isfinite(coords), coords, centres), 0, spatial)

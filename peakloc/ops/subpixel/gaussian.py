@@ -20,25 +20,31 @@ FIT_ITERATIONS = 40
 FIT_CHUNK = 256
 
 
-def _censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def clip_levels(hi, lo, count_hi, count_lo, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Per heatmap, the level above which values are clipped (saturated) and below which (floored), or NaN.
 
     Saturated: the dtype's maximum in an integer map, or a maximum shared by three or more pixels (a
     clipped plateau). Floored: a minimum of 0 shared by three or more pixels (noise clipped at zero,
-    quantised background).
+    quantised background). Takes each map's finite extremes and how many values equal each.
     """
+    hi, lo = np.asarray(hi, np.float64), np.asarray(lo, np.float64)
+    saturated = np.asarray(count_hi) >= 3
+    if np.dtype(dtype).kind in "ui":
+        saturated |= hi == np.iinfo(dtype).max
+    upper = np.where(saturated & (lo < hi), hi, np.nan)
+    lower = np.where((np.asarray(count_lo) >= 3) & (lo == 0) & (lo < hi), lo, np.nan)
+    return upper, lower
+
+
+def censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clip_levels` of in-memory heatmaps ``(B, *spatial)``."""
     flat = heatmaps.reshape(len(heatmaps), -1)
     finite = np.where(np.isfinite(flat), flat, np.nan) if flat.dtype.kind == "f" else flat.astype(np.float64)
     hi = np.nanmax(finite, axis=1)
     lo = np.nanmin(finite, axis=1)
     count_hi = np.sum(finite == hi[:, None], axis=1)
     count_lo = np.sum(finite == lo[:, None], axis=1)
-    saturated = count_hi >= 3
-    if heatmaps.dtype.kind in "ui":
-        saturated |= hi == np.iinfo(heatmaps.dtype).max
-    upper = np.where(saturated & (lo < hi), hi, np.nan)
-    lower = np.where((count_lo >= 3) & (lo == 0) & (lo < hi), lo, np.nan)
-    return upper, lower
+    return clip_levels(hi, lo, count_hi, count_lo, heatmaps.dtype)
 
 
 def model(theta: np.ndarray, d_base: np.ndarray, ndim: int):
@@ -190,7 +196,13 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
 
 
 def locate(
-    heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, shape: PeakShape, **_
+    heatmaps: np.ndarray,
+    owner: np.ndarray,
+    centres: np.ndarray,
+    shape: PeakShape,
+    *,
+    clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+    **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape]:
     """Coordinates ``(N, ndim)``, fallback flags, and the fitted shape.
 
@@ -202,7 +214,7 @@ def locate(
     fallback = np.ones(n, bool)
     sigma, amplitude, noise = shape.sigma.copy(), shape.amplitude.copy(), shape.noise.copy()
     start, _ = vertex(heatmaps, owner, centres)
-    bounds = _censoring(heatmaps)
+    bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
     for half, members in groups(fit_window(shape.sigma, ndim)):
         for lo in range(0, len(members), FIT_CHUNK):
             part = members[lo : lo + FIT_CHUNK]

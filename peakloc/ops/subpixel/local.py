@@ -22,6 +22,7 @@ def locate(
     window: int | None = None,
     beta: float = 100.0,
     normalize: str = "minmax",
+    **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape]:
     """Coordinates ``(N, ndim)``, fallback flags (never set) and the shape estimate, unchanged.
 

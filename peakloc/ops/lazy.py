@@ -1,0 +1,109 @@
+"""Heatmaps read in pieces: NumPy memmaps, Zarr arrays and Dask arrays behind one small interface.
+
+:class:`Maps` presents any array-like (anything with ``shape``, ``dtype`` and NumPy-style slicing) as a
+stack of maps ``(B, *spatial)``, its batch axes flattened in C order, optionally with its stored axes in
+another order (``order``), without reading anything until a piece is asked for: one map, a box of one map,
+or a slab of rows of one map. Every read returns a NumPy array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def is_lazy(x: Any) -> bool:
+    """True for arrays to be read in pieces: memmaps, Zarr and Dask arrays (not in-memory ndarrays or tensors)."""
+    if isinstance(x, np.memmap):
+        return True
+    if isinstance(x, np.ndarray) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return False
+    module = type(x).__module__.split(".")[0]
+    return module in ("zarr", "dask", "tifffile")
+
+
+class Maps:
+    """A lazy stack of maps ``(B, *spatial)`` over a stored array.
+
+    Parameters
+    ----------
+    array : array-like
+        The stored array (memmap, Zarr, Dask, or an ndarray).
+    ndim : int
+        Number of spatial axes: the last ``ndim`` axes after ``order`` is applied.
+    order : sequence of int, optional
+        Stored axis of each axis of the stack (batch axes first, then spatial), as ``numpy.transpose`` takes
+        them. Default: the stored order.
+    """
+
+    def __init__(self, array: Any, ndim: int, order: Sequence[int] | None = None) -> None:
+        self.array = array
+        self.order = tuple(range(len(array.shape))) if order is None else tuple(order)
+        moved = tuple(int(array.shape[a]) for a in self.order)
+        self.batch_shape = moved[: len(moved) - ndim]
+        self.spatial = moved[len(moved) - ndim :]
+        self.dtype = np.dtype(array.dtype)
+        self.count = int(np.prod(self.batch_shape, dtype=np.int64))
+        self.shape = (self.count, *self.spatial)
+        self.ndim = 1 + ndim
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, b: int, box: tuple[slice, ...] = ()) -> np.ndarray:
+        """Map ``b`` (or the ``box`` of it: one slice per spatial axis) as an ndarray in spatial order."""
+        box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
+        moved = tuple(int(i) for i in np.unravel_index(b, self.batch_shape)) + box
+        stored = [None] * len(self.order)
+        for position, axis in enumerate(self.order):
+            stored[axis] = moved[position]
+        piece = np.asarray(self.array[tuple(stored)])
+        # The slices stay, in stored order; put them in spatial order.
+        kept = [axis for axis in sorted(self.order[len(self.batch_shape) :])]
+        wanted = list(self.order[len(self.batch_shape) :])
+        return np.transpose(piece, [kept.index(axis) for axis in wanted])
+
+    def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Maps ``start:stop`` in memory, ``(k, *spatial)``."""
+        stop = self.count if stop is None else stop
+        out = np.empty((max(0, stop - start), *self.spatial), self.dtype)
+        for k, b in enumerate(range(start, stop)):
+            out[k] = self.read(b)
+        return out
+
+    def slabs(self, b: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows of map b)`` along the first spatial axis, ``rows`` at a time."""
+        for start in range(0, self.spatial[0], rows):
+            yield start, self.read(b, (slice(start, min(start + rows, self.spatial[0])),))
+
+    def __getitem__(self, index) -> Any:
+        """``maps[b]`` is a :class:`Map`; ``maps[b, i, j]`` one value."""
+        if isinstance(index, tuple) and len(index) == 1 + len(self.spatial):
+            return self.read(int(index[0]), tuple(slice(int(i), int(i) + 1) for i in index[1:])).reshape(())[()]
+        return Map(self, int(index))
+
+    def chunk_rows(self) -> int:
+        """Rows of the first spatial axis in one stored chunk (1 where the store has no chunks)."""
+        chunks = getattr(self.array, "chunks", None)
+        if not chunks or not isinstance(chunks[0], (int, np.integer)):
+            return 1
+        return int(chunks[self.order[len(self.batch_shape)]])
+
+
+class Map:
+    """One map of a :class:`Maps` stack: slicing it reads that piece only (``volume[10:20]``)."""
+
+    def __init__(self, maps: Maps, b: int) -> None:
+        self.maps, self.b = maps, b
+        self.shape = maps.spatial
+        self.ndim = len(maps.spatial)
+        self.dtype = maps.dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        box = tuple(i if isinstance(i, slice) else slice(int(i), int(i) + 1) for i in index)
+        squeeze = tuple(k for k, i in enumerate(index) if not isinstance(i, slice))
+        piece = self.maps.read(self.b, box)
+        return piece.reshape([n for k, n in enumerate(piece.shape) if k not in squeeze]) if squeeze else piece

@@ -1,0 +1,239 @@
+"""Every method on maps too large to hold, read in slabs along their first spatial axis.
+
+Each method reads with the halo it needs, and the answers equal the in-memory ones (the tests force tiny
+slabs to check it).
+
+- Extremes, counts and the argmax: one pass (:func:`map_stats`).
+- Soft-argmax: a second pass in exactly the slabs of the NumPy back end's large-map path, so that its sums
+  add in the same order (:func:`soft_argmax`).
+- Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter, then the greedy spacing
+  with plateaus grown box by box (:func:`local_maxima`).
+- Sub-pixel methods read windows around each peak (:func:`peakloc.ops.windows.windows` takes a
+  :class:`~peakloc.ops.lazy.Maps`), and the Gaussian fit's clip levels come from :func:`map_stats`.
+- Smoothing: a pass with the filter's radius of halo, into a float64 memory-mapped temporary file
+  (:func:`smooth`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends import numpy_backend
+from ..errors import NoFiniteValueError
+from .filters import maximum_filter
+from .lazy import Maps
+from .normalize import coefficient
+from .peaks import RIDGE_TOLERANCE, greedy_spacing
+
+#: Values read at once when the caller does not say: 16 Mi values (64 MiB of float32).
+DEFAULT_BLOCK = 1 << 24
+
+
+@dataclass(frozen=True)
+class MapStats:
+    """One map's finite extremes (in its own dtype), counts, and the flat index of its first maximum."""
+
+    hi: np.generic
+    lo: np.generic
+    count: int
+    nonfinite: int
+    first: int
+    count_hi: int
+    count_lo: int
+
+
+def rows_per_read(maps: Maps, block: int = DEFAULT_BLOCK, multiple: int = 1) -> int:
+    """Rows of the first spatial axis per read.
+
+    About ``block`` values, a multiple of ``multiple`` rows and, where it fits, of the store's chunk rows
+    (a chunk is then decoded once).
+    """
+    row = int(np.prod(maps.spatial[1:], dtype=np.int64))
+    rows = max(1, block // max(1, row))
+    chunk = maps.chunk_rows()
+    if chunk > 1 and rows >= chunk:
+        rows -= rows % chunk
+    rows = max(multiple, rows - rows % multiple)
+    return rows
+
+
+def map_stats(maps: Maps, b: int, rows: int) -> MapStats:
+    """Extremes, finite count, first maximum (C order) and how many values equal each extreme, in one pass."""
+    per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
+    best = None
+    total = count = 0
+    parts = []
+    for start, slab in maps.slabs(b, rows):
+        flat = slab.reshape(-1)
+        total += flat.size
+        if flat.dtype.kind == "f":
+            finite = np.isfinite(flat)
+            if not finite.all():
+                if not finite.any():
+                    continue
+                hi = np.where(finite, flat, -np.inf).max()
+                lo = np.where(finite, flat, np.inf).min()
+                at = int(np.argmax(np.where(finite, flat, -np.inf)))
+                count += int(finite.sum())
+                parts.append((hi, lo, start * per_row + at, int((flat == hi).sum()), int((flat == lo).sum())))
+                continue
+        at = int(flat.argmax())
+        hi, lo = flat[at], flat.min()
+        count += flat.size
+        parts.append((hi, lo, start * per_row + at, int((flat == hi).sum()), int((flat == lo).sum())))
+    if not parts:
+        raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
+    for part in parts:
+        if best is None or part[0] > best[0]:
+            best = part
+    hi = best[0]
+    lo = min(p[1] for p in parts)
+    return MapStats(
+        hi,
+        lo,
+        count,
+        total - count,
+        best[2],
+        sum(p[3] for p in parts if p[0] == hi),
+        sum(p[4] for p in parts if p[1] == lo),
+    )
+
+
+def argmax(stats: MapStats, spatial: tuple[int, ...]) -> np.ndarray:
+    """The first maximum's coordinates ``(ndim,)``, int64, array-axis order."""
+    return np.array(np.unravel_index(stats.first, spatial), dtype=np.int64)
+
+
+def soft_argmax(
+    maps: Maps, b: int, stats: MapStats, beta: float, normalize: str, rows: int, threads: int | None = None
+) -> np.ndarray:
+    """Soft-argmax ``(ndim,)`` of map ``b`` read in pieces, equal to the in-memory answer.
+
+    ``rows`` must be a multiple of :func:`~peakloc.backends.numpy_backend.large_map_rows`: the sums are
+    taken in exactly the back end's slabs and added in the same order.
+    """
+    step = numpy_backend.large_map_rows(maps.spatial)
+    if maps.spatial[0] * int(np.prod(maps.spatial[1:])) <= numpy_backend.BLOCK_ELEMENTS:
+        coords, _ = numpy_backend.soft_argmax(maps.read(b), beta, len(maps.spatial), normalize, threads)
+        return coords
+    dtype = numpy_backend.work_dtype(maps.dtype)
+    hi = np.array([stats.hi], maps.dtype)
+    lo = np.array([stats.lo], maps.dtype) if normalize == "minmax" else None
+    coef = coefficient(beta, normalize, hi, lo)
+    sums = []
+    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+    for start, slab in maps.slabs(b, rows):
+        parts = [slice(s, min(s + step, len(slab))) for s in range(0, len(slab), step)]
+        piece = slab[np.newaxis]
+        sums += numpy_backend.map_in_threads(
+            lambda part, piece=piece, start=start: numpy_backend.slab_sums(
+                piece[:, part], hi, coef, dtype, start + part.start
+            ),
+            parts,
+            threads,
+        )
+    total = np.sum(sums, axis=0)
+    return (total[:, 1:] / total[:, :1])[0]
+
+
+class _FloatReader:
+    """Boxes of one map as float64 with -inf for non-finite values: what plateau growing reads."""
+
+    def __init__(self, maps: Maps, b: int) -> None:
+        self.maps, self.b, self.shape = maps, b, maps.spatial
+
+    def __getitem__(self, box):
+        if all(isinstance(i, (int, np.integer)) for i in box):
+            box = tuple(slice(int(i), int(i) + 1) for i in box)
+            return float(self[box].reshape(()))
+        piece = self.maps.read(self.b, box).astype(np.float64)
+        piece[~np.isfinite(piece)] = -np.inf
+        return piece
+
+
+def local_maxima(
+    maps: Maps,
+    b: int,
+    stats: MapStats,
+    rows: int,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold_abs: float | None = None,
+    threshold_rel: float | None = None,
+    merge_plateaus: bool = True,
+) -> np.ndarray:
+    """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order."""
+    ndim = len(maps.spatial)
+    hi, lo = float(stats.hi), float(stats.lo)
+    asked = -np.inf if threshold_abs is None else threshold_abs
+    if threshold_rel is not None:
+        asked = max(asked, threshold_rel * hi)
+    if lo == hi:
+        first = argmax(stats, maps.spatial)[None]
+        return first if hi > asked else np.empty((0, ndim), np.int64)
+    threshold = max(asked, lo) if threshold_abs is None else asked
+    coords, values = [], []
+    halo = min_distance
+    reader = _FloatReader(maps, b)
+    n = maps.spatial[0]
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        low, high = max(0, start - halo), min(n, stop + halo)
+        x = reader[(slice(low, high),) + (slice(None),) * (ndim - 1)]
+        inner = slice(start - low, start - low + stop - start)
+        candidate = (x == maximum_filter(x, min_distance))[inner]
+        x = x[inner]
+        mask = candidate & (x > threshold) & np.isfinite(x)
+        found = np.argwhere(mask)
+        found[:, 0] += start
+        coords.append(found)
+        values.append(x[mask])
+    coords = np.concatenate(coords) if coords else np.empty((0, ndim), np.int64)
+    values = np.concatenate(values) if values else np.empty(0)
+    order = np.argsort(-values, kind="stable")
+    tolerance = RIDGE_TOLERANCE if maps.dtype.kind in "iu" else 0.0
+    return greedy_spacing(
+        coords[order], min_distance, num_peaks, reader if merge_plateaus else None, tolerance, values[order]
+    )
+
+
+def clip_levels(maps: Maps, stats: list[MapStats]) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian fit's clip levels of each map, from its stats (no pass over the data)."""
+    from .subpixel.gaussian import clip_levels as levels
+
+    columns = [[getattr(s, name) for s in stats] for name in ("hi", "lo", "count_hi", "count_lo")]
+    return levels(*columns, maps.dtype)
+
+
+def smooth(maps: Maps, b: int, stats: MapStats, sigma: float, rows: int, folder: str | None = None) -> Maps:
+    """Map ``b`` smoothed as :func:`peakloc.smooth` does it, into a float64 memory-mapped temporary file.
+
+    Slabs are read with the filter's radius of halo, so that every row sees the neighbours it would see in
+    memory; non-finite values are filled with the map's finite minimum first and NaN again after, as there.
+    """
+    from .smoothing import smooth_one, smoothing_kernels
+
+    radius = len(smoothing_kernels(sigma)[0]) // 2
+    handle = tempfile.NamedTemporaryFile(prefix="peakloc-smooth-", suffix=".npy", dir=folder)  # noqa: SIM115
+    out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float64, shape=maps.spatial)
+    n = maps.spatial[0]
+    fill = float(stats.lo)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        low, high = max(0, start - radius), min(n, stop + radius)
+        piece = maps.read(b, (slice(low, high),)).astype(np.float64)
+        finite = np.isfinite(piece)
+        if not finite.all():
+            piece = np.where(finite, piece, fill)
+        result = smooth_one(piece, sigma)
+        inner = slice(start - low, start - low + stop - start)
+        result = result[inner]
+        result[~finite[inner]] = np.nan
+        out[start:stop] = result
+    out.flush()
+    smoothed = Maps(out[np.newaxis], len(maps.spatial))
+    smoothed.keepalive = handle  # the file lives as long as the stack
+    return smoothed
