@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backends
 from ..errors import NonFiniteWarning, PeaklocValueError
+from .lazy import is_lazy
 from .normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 
 
@@ -27,12 +28,18 @@ def _compiling() -> bool:
 
 
 def validate_heatmap(heatmap: Any, ndim: Any) -> tuple[Any, int]:
-    """Check ``ndim`` and the dtype; NumPy-like input becomes an ndarray, tensors pass through."""
+    """Check ``ndim`` and the dtype; NumPy-like input becomes an ndarray.
+
+    Tensors and arrays read in pieces (memmaps, Zarr, Dask: :func:`~peakloc.ops.lazy.is_lazy`) pass through.
+    """
     if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)):
         raise TypeError(f"`ndim` must be an int. Got: {type(ndim).__name__}")
     if not 1 <= ndim <= 3:
         raise PeaklocValueError(f"`ndim` must be 1, 2 or 3. Got: {ndim}")
-    if not backends.is_tensor(heatmap):
+    if is_lazy(heatmap):
+        if np.dtype(heatmap.dtype).kind not in "biuf":
+            raise TypeError(f"`heatmap` must hold real numbers. Got dtype: {heatmap.dtype}")
+    elif not backends.is_tensor(heatmap):
         heatmap = np.asarray(heatmap)
         if heatmap.dtype.kind not in "biuf":
             raise TypeError(f"`heatmap` must hold real numbers. Got dtype: {heatmap.dtype}")
@@ -98,7 +105,12 @@ def argmax(heatmap: Any, ndim: int = 2) -> Any:
     (2, 2)
     """
     heatmap, ndim = validate_heatmap(heatmap, ndim)
-    coords, nonfinite = backends.for_array(heatmap).argmax(heatmap, ndim)
+    if is_lazy(heatmap):
+        from .streaming import each_argmax
+
+        coords, nonfinite = each_argmax(heatmap, ndim)
+    else:
+        coords, nonfinite = backends.for_array(heatmap).argmax(heatmap, ndim)
     _warn_nonfinite(nonfinite)
     return coords
 
@@ -156,7 +168,12 @@ def soft_argmax(
     heatmap, ndim = validate_heatmap(heatmap, ndim)
     beta = validate_beta(beta)
     normalize = validate_normalize(normalize)
-    coords, nonfinite = backends.for_array(heatmap).soft_argmax(heatmap, beta, ndim, normalize, threads)
+    if is_lazy(heatmap):
+        from .streaming import each_soft_argmax
+
+        coords, nonfinite = each_soft_argmax(heatmap, beta, ndim, normalize, threads)
+    else:
+        coords, nonfinite = backends.for_array(heatmap).soft_argmax(heatmap, beta, ndim, normalize, threads)
     _warn_nonfinite(nonfinite)
     return coords
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import NoFiniteValueError, PeaklocValueError
 from .filters import maximum_filter
+from .lazy import is_lazy
 
 RIDGE_TOLERANCE = 1.0
 
@@ -266,6 +267,19 @@ def find_peaks(
     heatmap, ndim = validate_heatmap(heatmap, ndim)
     num_peaks, min_distance = validate_counts(num_peaks, min_distance)
     threshold_abs, threshold_rel = parse_threshold(threshold)
+    if is_lazy(heatmap):
+        from .streaming import each_local_maxima
+
+        found = each_local_maxima(
+            heatmap,
+            ndim,
+            num_peaks=num_peaks,
+            min_distance=min_distance,
+            threshold_abs=threshold_abs,
+            threshold_rel=threshold_rel,
+            merge_plateaus=merge_plateaus,
+        )
+        return found[0] if heatmap.ndim == ndim else found
     x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
     flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
     out = []

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import PeaklocValueError
 from .filters import correlate
+from .lazy import Maps, is_lazy
 
 #: Narrowest smoothing, pixels: below half a pixel the window holds too few samples for a quadratic fit
 #: (its moment matrix is singular).
@@ -103,16 +104,15 @@ def smooth(heatmap: np.ndarray, sigma: float, ndim: int = 2) -> np.ndarray:
     number = isinstance(sigma, (int, float, np.floating, np.integer))
     if not (number and math.isfinite(sigma) and sigma >= MIN_SMOOTH):
         raise PeaklocValueError(f"`sigma` of the smoothing must be a finite number >= {MIN_SMOOTH}. Got: {sigma!r}")
-    x = np.asarray(heatmap)
-    if x.dtype.kind not in "uifb":
+    x = heatmap if is_lazy(heatmap) else np.asarray(heatmap)
+    if np.dtype(x.dtype).kind not in "uifb":
         raise TypeError(f"`heatmap` must be a real array. Got dtype: {x.dtype}")
-    if ndim not in (1, 2, 3) or x.ndim < ndim:
+    if ndim not in (1, 2, 3) or len(x.shape) < ndim:
         raise PeaklocValueError(f"`ndim` must be 1, 2 or 3 and at most heatmap.ndim. Got: {ndim}")
-    spatial = x.shape[x.ndim - ndim :]
-    flat = x.reshape((-1,) + spatial)
-    out = np.empty(flat.shape, np.float64)
-    for b, one in enumerate(flat):  # one map at a time bounds the temporaries to a few copies of one map
-        one = one.astype(np.float64)
+    maps = Maps(x, ndim)  # memmaps, Zarr and Dask arrays are read one map at a time
+    out = np.empty(maps.shape, np.float64)
+    for b in range(maps.count):  # one map at a time bounds the temporaries to a few copies of one map
+        one = maps.read(b).astype(np.float64)
         finite = np.isfinite(one)
         if not finite.any():
             out[b] = np.nan
@@ -121,4 +121,4 @@ def smooth(heatmap: np.ndarray, sigma: float, ndim: int = 2) -> np.ndarray:
             one = np.where(finite, one, one[finite].min())
         out[b] = smooth_one(one, float(sigma))
         out[b][~finite] = np.nan
-    return out.reshape(x.shape)
+    return out.reshape(tuple(x.shape))

@@ -237,3 +237,81 @@ def smooth(maps: Maps, b: int, stats: MapStats, sigma: float, rows: int, folder:
     smoothed = Maps(out[np.newaxis], len(maps.spatial))
     smoothed.keepalive = handle  # the file lives as long as the stack
     return smoothed
+
+
+def _each(heatmap, ndim: int, block: int | None) -> tuple[Maps, int]:
+    maps = Maps(heatmap, ndim)
+    block = block or DEFAULT_BLOCK
+    return maps, rows_per_read(maps, block, numpy_backend.large_map_rows(maps.spatial))
+
+
+def _fits(maps: Maps, block: int | None) -> bool:
+    return int(np.prod(maps.spatial, dtype=np.int64)) <= (block or DEFAULT_BLOCK)
+
+
+def _named(b: int):
+    def rename(exc: NoFiniteValueError) -> NoFiniteValueError:
+        return NoFiniteValueError(f"heatmap {b} has no finite value", b)
+
+    return rename
+
+
+def each_argmax(heatmap, ndim: int, block: int | None = None) -> tuple[np.ndarray, int]:
+    """The NumPy back end's argmax of an array read in pieces, map by map: ``(..., ndim)`` and non-finite count."""
+    maps, rows = _each(heatmap, ndim, block)
+    out = np.empty((maps.count, ndim), np.int64)
+    nonfinite = 0
+    for b in range(maps.count):
+        try:
+            if _fits(maps, block):
+                coords, n = numpy_backend.argmax(maps.read(b), ndim)
+            else:
+                stats = map_stats(maps, b, rows)
+                coords, n = argmax(stats, maps.spatial), stats.nonfinite
+        except NoFiniteValueError as exc:
+            raise _named(b)(exc) from None
+        out[b], nonfinite = coords, nonfinite + n
+    return out.reshape(maps.batch_shape + (ndim,)), nonfinite
+
+
+def each_soft_argmax(
+    heatmap, beta: float, ndim: int, normalize: str, threads: int | None = None, block: int | None = None
+) -> tuple[np.ndarray, int]:
+    """The NumPy back end's soft-argmax of an array read in pieces, map by map; equal to the in-memory one."""
+    maps, rows = _each(heatmap, ndim, block)
+    out = np.empty((maps.count, ndim))
+    nonfinite = 0
+    for b in range(maps.count):
+        try:
+            if _fits(maps, block):
+                coords, n = numpy_backend.soft_argmax(maps.read(b), beta, ndim, normalize, threads)
+            else:
+                stats = map_stats(maps, b, rows)
+                coords, n = soft_argmax(maps, b, stats, beta, normalize, rows, threads), stats.nonfinite
+        except NoFiniteValueError as exc:
+            raise _named(b)(exc) from None
+        out[b], nonfinite = coords, nonfinite + n
+    return out.reshape(maps.batch_shape + (ndim,)), nonfinite
+
+
+def each_local_maxima(heatmap, ndim: int, block: int | None = None, **options) -> list[np.ndarray]:
+    """:func:`peakloc.ops.peaks.local_maxima` of every map of an array read in pieces."""
+    from .peaks import local_maxima as in_memory
+
+    maps, rows = _each(heatmap, ndim, block)
+    out = []
+    for b in range(maps.count):
+        try:
+            if _fits(maps, block):
+                out.append(in_memory(maps.read(b), **options))
+            else:
+                out.append(local_maxima(maps, b, map_stats(maps, b, rows), rows, **options))
+        except NoFiniteValueError as exc:
+            raise _named(b)(exc) from None
+    return out
+
+
+def stats_of(maps: Maps, block: int | None = None) -> list[MapStats]:
+    """:func:`map_stats` of every map of a stack read in pieces."""
+    rows = rows_per_read(maps, block or DEFAULT_BLOCK)
+    return [map_stats(maps, b, rows) for b in range(maps.count)]

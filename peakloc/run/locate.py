@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import backends
 from ..errors import NoFiniteValueError
-from ..io import is_supported, read
+from ..io import is_supported, read, readers
 from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
 from ..io.probe import probe
-from ..io.readers import TIFF_IN_PIECES, kind_of
+from ..io.readers import kind_of
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
@@ -425,7 +425,7 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
         # Read in pieces, a large TIFF needs no budget check, unless it claims more than any honest file holds:
         # zlib compresses at most 1032:1, so a file that decodes to more is a bomb (or damaged), refused whole.
         size = os.path.getsize(path)
-        lazy_tiff = kind == "tiff" and found is not None and TIFF_IN_PIECES < found.nbytes <= BOMB_RATIO * size
+        lazy_tiff = kind == "tiff" and found is not None and readers.TIFF_IN_PIECES < found.nbytes <= BOMB_RATIO * size
         if not lazy_tiff:
             check(found, kind, settings, budget)
     array, letters = read(path, settings.axes, settings.decode_colormap)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import PeaklocValueError
 from ..coords import validate_heatmap
+from ..lazy import Maps, is_lazy
 from ..windows import PeakShape, estimate_shape
 from . import dark, gaussian, local, quadratic
 
@@ -174,8 +175,9 @@ def refine(
     array([[4.25, 3.6 ]])
     """
     heatmap, ndim = validate_heatmap(heatmap, ndim)
-    x = np.asarray(heatmap.detach().cpu().numpy() if hasattr(heatmap, "detach") else heatmap)
-    batch_shape = x.shape[: x.ndim - ndim]
+    lazy = is_lazy(heatmap)  # then read one window per peak, never whole
+    x = heatmap if lazy else np.asarray(heatmap.detach().cpu().numpy() if hasattr(heatmap, "detach") else heatmap)
+    batch_shape = tuple(x.shape[: len(x.shape) - ndim])
     points = np.asarray(peaks)
     if points.dtype.kind not in "iu":
         if points.size and not np.all(points == np.round(points)):
@@ -183,14 +185,27 @@ def refine(
         points = points.astype(np.int64)
     if points.ndim < 2 or points.shape[-1] != ndim or points.shape[:-2] != batch_shape:
         raise PeaklocValueError(f"`peaks` must have shape {batch_shape + ('P', ndim)}. Got: {points.shape}")
-    spatial = np.array(x.shape[x.ndim - ndim :])
+    spatial = np.array(x.shape[len(x.shape) - ndim :])
     if points.size and (np.any(points < 0) or np.any(points >= spatial)):
         raise PeaklocValueError("`peaks` must lie inside the heatmap")
-    flat = x.reshape((-1,) + tuple(spatial))
+    flat = Maps(x, ndim) if lazy else x.reshape((-1,) + tuple(spatial))
+    clip = None
+    if lazy and method == "gaussian":
+        from ..streaming import clip_levels, stats_of
+
+        clip = clip_levels(flat, stats_of(flat))
     count = points.shape[-2]
     owner = np.repeat(np.arange(len(flat)), count)
     result = refine_flat(
-        flat, owner, points.reshape(-1, ndim), method, window=window, sigma=sigma, beta=beta, normalize=normalize
+        flat,
+        owner,
+        points.reshape(-1, ndim),
+        method,
+        window=window,
+        sigma=sigma,
+        beta=beta,
+        normalize=normalize,
+        clip_levels=clip,
     )
     shape = points.shape[:-1]
     if not full_output:

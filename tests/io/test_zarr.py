@@ -1,0 +1,81 @@
+"""Zarr and OME-Zarr inputs (written by zarr itself), and large TIFFs read in pieces, end to end."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+import tifffile
+
+from peakloc.cli import main
+
+from ..conftest import StrictRunner, gaussian
+
+zarr = pytest.importorskip("zarr", reason="zarr is part of the test install (make install)")
+
+
+def rows(*args):
+    result = StrictRunner().invoke(main, ["find", *map(str, args), "-q"])
+    assert result.exit_code == 0, result.output
+    return [{k: v for k, v in r.items() if k != "path"} for r in csv.DictReader(io.StringIO(result.stdout))]
+
+
+@pytest.fixture
+def volume():
+    return np.stack([gaussian((12, 20, 24), (4.2 + c, 9.6, 13.1 - c), 2.0) for c in range(2)]).astype(np.float32)
+
+
+def _ome(path, volume, version):
+    axes = [{"name": n, "type": t} for n, t in zip("czyx", ["channel", "space", "space", "space"])]
+    scale = {"axes": axes, "datasets": [{"path": "0"}, {"path": "1"}], "version": version}
+    fmt = 2 if version == "0.4" else 3
+    group = zarr.open_group(str(path), mode="w", zarr_format=fmt)
+    group.create_array("0", shape=volume.shape, chunks=(1, 4, 10, 12), dtype="f4")[:] = volume
+    group.create_array("1", shape=(2, 6, 10, 12), dtype="f4")[:] = volume[:, ::2, ::2, ::2]
+    if version == "0.4":
+        group.attrs["multiscales"] = [scale]
+    else:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [scale]}
+    return path
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_gives_its_axes_and_full_resolution_level(tmp_path, volume, version):
+    store = _ome(tmp_path / "image.ome.zarr", volume, version)
+    np.save(tmp_path / "same.npy", volume)
+    got = rows(store, "-m", "all", "--peaks", "2")
+    assert [r["index"] for r in got][:1] == ["C=0"] and got == rows(
+        tmp_path / "same.npy", "--axes", "CZYX", "-m", "all", "--peaks", "2"
+    )
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_plain_zarr_array_reads_as_an_npy_of_its_shape(tmp_path, volume, fmt):
+    z = zarr.open(
+        str(tmp_path / "v.zarr"), mode="w", shape=volume[0].shape, chunks=(4, 5, 6), dtype="f4", zarr_format=fmt
+    )
+    z[:] = volume[0]
+    np.save(tmp_path / "v.npy", volume[0])
+    assert rows(tmp_path / "v.zarr") == rows(tmp_path / "v.npy")
+
+
+def test_a_zarr_folder_in_a_directory_is_one_input(tmp_path, volume):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    zarr.open(str(folder / "v.zarr"), mode="w", shape=(20, 24), dtype="f4")[:] = volume[0, 4]
+    result = StrictRunner().invoke(main, ["find", str(folder), "-q", "-m", "argmax"])
+    assert result.exit_code == 0 and result.stdout.splitlines()[1].startswith(str(folder / "v.zarr"))
+
+
+def test_inputs_read_in_pieces_under_a_tiny_budget_give_the_same_table(tmp_path, volume, monkeypatch):
+    from peakloc.io import readers
+
+    monkeypatch.setattr(readers, "TIFF_IN_PIECES", 0)  # this small TIFF is read tile by tile too
+    np.save(tmp_path / "v.npy", volume)
+    tifffile.imwrite(tmp_path / "v.tif", volume, tile=(16, 16), compression="zlib", photometric="minisblack")
+    _ome(tmp_path / "v.ome.zarr", volume, "0.4")
+    options = ["--axes", "CZYX", "-m", "all", "--peaks", "3", "--extra"]
+    expected = rows(tmp_path / "v.npy", *options)
+    for path in (tmp_path / "v.npy", tmp_path / "v.tif"):
+        assert rows(path, *options, "--max-memory", "64KiB") == expected
+    assert rows(tmp_path / "v.ome.zarr", *options[2:], "--max-memory", "64KiB") == expected
