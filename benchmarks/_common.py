@@ -45,7 +45,7 @@ def write(name: str, rows: list[dict], extra: dict | None = None) -> tuple[Path,
     RESULTS.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.json"
     with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     json_path.write_text(json.dumps({"machine": machine(), **(extra or {}), "rows": rows}, indent=1))

@@ -82,7 +82,9 @@ def _reason(kind: str, exc: Exception) -> str:
     return f"corrupt or unreadable {name} file ({type(exc).__name__}: {_first_line(exc)})"
 
 
-def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None = None) -> tuple[np.ndarray, str]:
+def read(
+    path: str | os.PathLike, axes: str | None = None, colormap: str | None = None, in_pieces: bool | None = None
+) -> tuple[np.ndarray, str]:
     """Read a heatmap file.
 
     Parameters
@@ -105,6 +107,10 @@ def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None 
         Zarr arrays (read chunk by chunk when sliced).
     axes : str
         One letter per axis of `array`.
+
+    in_pieces : bool, optional
+        TIFF only: read in pieces (memory-mapped or tile by tile), or whole; default: pieces above
+        :data:`TIFF_IN_PIECES` bytes decoded.
 
     Raises
     ------
@@ -135,7 +141,7 @@ def read(path: str | os.PathLike, axes: str | None = None, colormap: str | None 
         elif kind == "npy":
             array, stored = read_npy(path), None
         elif kind == "tiff":
-            array, stored = read_tiff(path, keep_samples=axes is not None, colormap=colormap)
+            array, stored = read_tiff(path, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
         else:
             array, stored = read_image(path, colormap), "YX"
     except PermissionError:
@@ -224,7 +230,9 @@ def _colour_to_values(bgr: np.ndarray, colormap: str | None, convert) -> np.ndar
     return convert(bgr)
 
 
-def read_tiff(path: Path, keep_samples: bool = False, colormap: str | None = None) -> tuple[np.ndarray, str]:
+def read_tiff(
+    path: Path, keep_samples: bool = False, colormap: str | None = None, in_pieces: bool | None = None
+) -> tuple[np.ndarray, str]:
     """First series of a TIFF with tifffile's axes (ImageJ and OME metadata), compressed or not.
 
     Colour samples (``S``) become grey (or values, with ``colormap``) unless ``keep_samples``: then the
@@ -236,7 +244,9 @@ def read_tiff(path: Path, keep_samples: bool = False, colormap: str | None = Non
         tif = tifffile.TiffFile(path)
         series = tif.series[0]
         axes = series.axes
-        in_pieces = ("S" not in axes or keep_samples) and series.size * series.dtype.itemsize > TIFF_IN_PIECES
+        if in_pieces is None:
+            in_pieces = series.size * series.dtype.itemsize > TIFF_IN_PIECES
+        in_pieces = in_pieces and ("S" not in axes or keep_samples)
         array = _tiff_in_pieces(path, tif, series) if in_pieces else None
         if array is None:
             with tif:

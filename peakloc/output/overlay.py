@@ -217,12 +217,14 @@ def _slabs(n: int, per_item: int) -> list[slice]:
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
-def finite_range(heatmap: np.ndarray) -> tuple[float, float]:
-    """The finite minimum and maximum, read slab by slab; ``(0, 0)`` where nothing is finite."""
-    flat = heatmap.reshape(-1)
+def finite_range(heatmap) -> tuple[float, float]:
+    """The finite minimum and maximum, read slab by slab along the first axis; ``(0, 0)`` where none.
+
+    ``heatmap`` is an ndarray or a map read in pieces (:class:`~peakloc.ops.lazy.Map`).
+    """
     lo, hi = np.inf, -np.inf
-    for part in _slabs(flat.size, 1):
-        block = _finite_float(flat[part])
+    for part in _slabs(heatmap.shape[0], int(np.prod(heatmap.shape[1:], dtype=np.int64))):
+        block = _finite_float(heatmap[part])
         if not np.isnan(block).all():
             lo, hi = min(lo, float(np.nanmin(block))), max(hi, float(np.nanmax(block)))
     return (lo, hi) if lo <= hi else (0.0, 0.0)
@@ -275,9 +277,9 @@ def _pooled(panel: Panel) -> Panel:
 def panels(heatmap: np.ndarray) -> list[Panel]:
     """2-D: the map itself; 3-D: maximum-intensity projections XY, XZ, YZ; 1-D: one strip. Large ones pooled."""
     if heatmap.ndim == 1:
-        views = [Panel(heatmap[np.newaxis], -1, 0)]
+        views = [Panel(np.asarray(heatmap[:])[np.newaxis], -1, 0)]
     elif heatmap.ndim == 2:
-        views = [Panel(heatmap, 0, 1)]
+        views = [Panel(heatmap if max(heatmap.shape) > MAX_PANEL else np.asarray(heatmap[:]), 0, 1)]
     else:
         along_z, along_y, along_x = projections(heatmap)
         views = [Panel(along_z, 1, 2, "XY"), Panel(along_y, 0, 2, "XZ"), Panel(along_x.T, 1, 0, "YZ")]

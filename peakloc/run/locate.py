@@ -420,15 +420,18 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     """
     settings = settings or Settings()
     kind = kind_of(path)
+    in_pieces = None
     if kind in ("image", "tiff") and os.path.isfile(path) and is_supported(path):
         found = probe(path, kind)
         # Read in pieces, a large TIFF needs no budget check, unless it claims more than any honest file holds:
         # zlib compresses at most 1032:1, so a file that decodes to more is a bomb (or damaged), refused whole.
         size = os.path.getsize(path)
-        lazy_tiff = kind == "tiff" and found is not None and readers.TIFF_IN_PIECES < found.nbytes <= BOMB_RATIO * size
-        if not lazy_tiff:
+        honest = found is not None and found.nbytes <= BOMB_RATIO * size
+        fits = found is None or budget is None or found.nbytes + working_bytes(found.values, settings) <= budget
+        in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
+        if not in_pieces:
             check(found, kind, settings, budget)
-    array, letters = read(path, settings.axes, settings.decode_colormap)
+    array, letters = read(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
     if is_lazy(array):
         layout = layout_of(array.shape, letters)
         order = [validate_axes(letters).index(a) for a in layout.batch + layout.spatial]
