@@ -140,9 +140,14 @@ def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
         )
 
 
-def _one(job: Job, item: Input, loaded: tuple[np.ndarray, Layout], outcome: Outcome) -> None:
+def _one(job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None) -> None:
+    """Locate one input (in pieces within ``budget`` where it was opened so) and finish it."""
+
+    def work() -> None:
+        _finish(job, item.path, locate(loaded[0], loaded[1], job.settings, budget), outcome)
+
     with captured() as notes:
-        _attempt(job, outcome, lambda: _finish(job, item.path, locate(loaded[0], loaded[1], job.settings), outcome))
+        _attempt(job, outcome, work)
     _noted(outcome, notes)
 
 
@@ -170,7 +175,7 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None) -> li
         if len(members) > 1 and _stacked(job, items, loaded, members, outcomes):
             continue
         for k in members:
-            _one(job, items[k], loaded[k], outcomes[k])
+            _one(job, items[k], loaded[k], outcomes[k], budget)
     return outcomes
 
 
