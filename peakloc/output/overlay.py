@@ -206,14 +206,21 @@ MAX_PANEL = 2048
 SLAB_VALUES = 1 << 22
 
 
-def _finite_float(block: np.ndarray) -> np.ndarray:
+def _finite_float(block) -> np.ndarray:
     out = np.asarray(block, dtype=np.float64).copy()
     out[~np.isfinite(out)] = np.nan
     return out
 
 
-def _slabs(n: int, per_item: int) -> list[slice]:
-    step = max(1, SLAB_VALUES // max(1, per_item))
+def _without_infinities(block: np.ndarray) -> np.ndarray:
+    """``block`` as it is (no copy) unless it holds +-inf, which become NaN: ``fmax``/``fmin`` skip NaN."""
+    if block.dtype.kind == "f" and np.isinf(block).any():
+        return np.where(np.isinf(block), np.nan, block)
+    return block
+
+
+def _slabs(n: int, per_item: int, scale: int = 1) -> list[slice]:
+    step = max(1, scale * SLAB_VALUES // max(1, per_item))
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
@@ -223,32 +230,35 @@ def finite_range(heatmap) -> tuple[float, float]:
     ``heatmap`` is an ndarray or a map read in pieces (:class:`~peakloc.ops.lazy.Map`).
     """
     lo, hi = np.inf, -np.inf
-    for part in _slabs(heatmap.shape[0], int(np.prod(heatmap.shape[1:], dtype=np.int64))):
-        block = _finite_float(heatmap[part])
-        if not np.isnan(block).all():
-            lo, hi = min(lo, float(np.nanmin(block))), max(hi, float(np.nanmax(block)))
+    for part in _slabs(heatmap.shape[0], int(np.prod(heatmap.shape[1:], dtype=np.int64)), 8):
+        block = _without_infinities(np.asarray(heatmap[part]))
+        if block.dtype.kind != "f" or not np.isnan(block).all():
+            lo, hi = min(lo, float(np.fmin.reduce(block, axis=None))), max(hi, float(np.fmax.reduce(block, axis=None)))
     return (lo, hi) if lo <= hi else (0.0, 0.0)
 
 
 def projections(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximum-intensity projections of a ``(Z, Y, X)`` volume along Z, Y and X, NaN where nothing is finite.
 
-    Read slab by slab along Z, so that only one slab is ever copied to float.
+    Read slab by slab along Z, in the volume's own dtype.
     """
     z, y, x = volume.shape
     along_z = np.full((y, x), np.nan)
     along_y = np.empty((z, x))
     along_x = np.empty((z, y))
-    for part in _slabs(z, y * x):
-        slab = _finite_float(volume[part])
+    for part in _slabs(z, y * x, 8):
+        slab = _without_infinities(np.asarray(volume[part]))  # its own dtype: no float copy of the slab
         along_z = np.fmax(along_z, np.fmax.reduce(slab, axis=0))
         along_y[part] = np.fmax.reduce(slab, axis=1)
         along_x[part] = np.fmax.reduce(slab, axis=2)
     return along_z, along_y, along_x
 
 
-def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
+def max_pool(image, factor: int) -> np.ndarray:
     """Block maxima of a 2-D image, ``factor`` pixels a side (NaN only where a block has no finite value).
+
+    Read in bands of many block rows (a tiled store then decodes each tile about once), in the image's own
+    dtype.
 
     Examples
     --------
@@ -259,11 +269,18 @@ def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
     rows, cols = image.shape
     out = np.empty((-(-rows // factor), -(-cols // factor)))
     padded_cols = out.shape[1] * factor
-    for r in range(out.shape[0]):
-        band = _finite_float(image[r * factor : (r + 1) * factor])
-        if padded_cols > cols:
-            band = np.pad(band, ((0, 0), (0, padded_cols - cols)), constant_values=np.nan)
-        out[r] = np.fmax.reduce(np.fmax.reduce(band, axis=0).reshape(-1, factor), axis=1)
+    per_band = max(1, 8 * SLAB_VALUES // max(1, cols * factor))
+    for first in range(0, out.shape[0], per_band):
+        last = min(first + per_band, out.shape[0])
+        band = _without_infinities(np.asarray(image[first * factor : last * factor]))
+        fill = np.nan if band.dtype.kind == "f" else np.iinfo(band.dtype).min if band.dtype.kind in "iu" else 0
+        height = (last - first) * factor
+        if band.shape[0] < height or padded_cols > cols:
+            grown = np.full((height, padded_cols), fill, band.dtype)
+            grown[: band.shape[0], :cols] = band
+            band = grown
+        blocks = band.reshape(last - first, factor, -1, factor)
+        out[first:last] = np.fmax.reduce(np.fmax.reduce(blocks, axis=3), axis=1)
     return out
 
 
