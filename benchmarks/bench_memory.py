@@ -263,6 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="1GiB")
     parser.add_argument("--quick", action="store_true", help="30000^2 bombs and small big inputs only")
+    parser.add_argument("--bomb-sides", default="30000,60000", help="sides of the bombs, comma-separated")
     parser.add_argument("--side", type=int, default=1024, help="the big volume's side (1024: 4 GiB)")
     parser.add_argument("--poses", type=int, default=10000, help="pose frames (10000: 2 GiB)")
     args = parser.parse_args()
@@ -272,7 +273,7 @@ def main() -> None:
         folder = Path(folder)
         baseline = measure([sys.executable, "-c", "import numpy, cv2, tifffile"])
         print(f"baseline (python -c 'import numpy, cv2, tifffile'): RssAnon {describe(baseline['anon_bytes'])}")
-        sides = [30000] if args.quick else [30000, 60000]
+        sides = [30000] if args.quick else [int(v) for v in args.bomb_sides.split(",") if v]
         for side in sides:
             for kind, make in (("png", png_bomb), ("tif", tiff_bomb)):
                 path = folder / f"bomb{side}.{kind}"
