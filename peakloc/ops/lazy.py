@@ -68,6 +68,8 @@ class Maps:
     def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Maps ``start:stop`` in memory, ``(k, *spatial)``."""
         stop = self.count if stop is None else stop
+        if stop - start == 1:  # one map: the array read is the answer, not a second copy of it
+            return self.read(start)[np.newaxis]
         out = np.empty((max(0, stop - start), *self.spatial), self.dtype)
         for k, b in enumerate(range(start, stop)):
             out[k] = self.read(b)
