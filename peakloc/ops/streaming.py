@@ -60,45 +60,59 @@ def rows_per_read(maps: Maps, block: int = DEFAULT_BLOCK, multiple: int = 1) -> 
     return rows
 
 
-def map_stats(maps: Maps, b: int, rows: int) -> MapStats:
-    """Extremes, finite count, first maximum (C order) and how many values equal each extreme, in one pass."""
+def _slab_stats(start: int, slab: np.ndarray, per_row: int, counts: bool):
+    """``(hi, lo, first flat index of hi, finite count, values equal to hi, to lo)`` of a slab, or None."""
+    flat = slab.reshape(-1)
+    at = int(flat.argmax())
+    hi, lo = flat[at], flat.min()
+    if flat.dtype.kind == "f" and not (np.isfinite(hi) and np.isfinite(lo)):
+        # NaN wins argmax and min, inf is an extreme: only then is a finite mask needed.
+        finite = np.isfinite(flat)
+        if not finite.any():
+            return None
+        masked = np.where(finite, flat, -np.inf)
+        at = int(masked.argmax())
+        hi, lo, count = masked[at], np.where(finite, flat, np.inf).min(), int(finite.sum())
+    else:
+        count = flat.size
+    equal_hi = int((flat == hi).sum()) if counts else 0
+    equal_lo = int((flat == lo).sum()) if counts else 0
+    return hi, lo, start * per_row + at, count, equal_hi, equal_lo, flat.size
+
+
+def map_stats(maps: Maps, b: int, rows: int, counts: bool = True, threads: int | None = None) -> MapStats:
+    """Extremes, finite count, first maximum (C order), and how many values equal each extreme.
+
+    One pass, slabs on up to ``threads`` threads; without ``counts`` (only the Gaussian fit needs them) the
+    two equality counts are skipped and left 0.
+    """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
-    best = None
-    total = count = 0
+    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
     parts = []
+    pending = []
     for start, slab in maps.slabs(b, rows):
-        flat = slab.reshape(-1)
-        total += flat.size
-        if flat.dtype.kind == "f":
-            finite = np.isfinite(flat)
-            if not finite.all():
-                if not finite.any():
-                    continue
-                hi = np.where(finite, flat, -np.inf).max()
-                lo = np.where(finite, flat, np.inf).min()
-                at = int(np.argmax(np.where(finite, flat, -np.inf)))
-                count += int(finite.sum())
-                parts.append((hi, lo, start * per_row + at, int((flat == hi).sum()), int((flat == lo).sum())))
-                continue
-        at = int(flat.argmax())
-        hi, lo = flat[at], flat.min()
-        count += flat.size
-        parts.append((hi, lo, start * per_row + at, int((flat == hi).sum()), int((flat == lo).sum())))
+        pending.append((start, slab))
+        if len(pending) == threads:
+            parts += numpy_backend.map_in_threads(lambda p: _slab_stats(*p, per_row, counts), pending, threads)
+            pending = []
+    parts += numpy_backend.map_in_threads(lambda p: _slab_stats(*p, per_row, counts), pending, threads)
+    parts = [p for p in parts if p is not None]
     if not parts:
         raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
-    for part in parts:
-        if best is None or part[0] > best[0]:
+    best = parts[0]
+    for part in parts[1:]:
+        if part[0] > best[0]:
             best = part
-    hi = best[0]
-    lo = min(p[1] for p in parts)
+    hi, lo = best[0], min(p[1] for p in parts)
+    count, total = sum(p[3] for p in parts), sum(p[6] for p in parts)
     return MapStats(
         hi,
         lo,
         count,
         total - count,
         best[2],
-        sum(p[3] for p in parts if p[0] == hi),
-        sum(p[4] for p in parts if p[1] == lo),
+        sum(p[4] for p in parts if p[0] == hi),
+        sum(p[5] for p in parts if p[1] == lo),
     )
 
 

@@ -7,7 +7,7 @@ which :meth:`Located.part` splits again); this module holds the wiring, not the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -303,7 +303,8 @@ def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: in
             stop = min(start + group, maps.count)
             part_layout = Layout("B", (stop - start,), layout.spatial, layout.spatial_shape)
             try:
-                parts.append(locate(maps.load(start, stop), part_layout, settings))
+                # The group's heatmaps are dropped once located: only its peaks stay.
+                parts.append(replace(locate(maps.load(start, stop), part_layout, settings), heatmaps=None))
             except NoFiniteValueError as exc:
                 label = layout.index_labels()[start + exc.position]
                 raise NoFiniteValueError(f"heatmap {label} has no finite value", start + exc.position) from None
@@ -342,19 +343,20 @@ def _locate_slabs(maps: Maps, layout: Layout, settings: Settings, budget: int | 
     per_value = maps.dtype.itemsize + working_bytes(1, settings)
     block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // (4 * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
+    counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     labels = layout.index_labels()
     work, stats, raw_stats = maps, [], []
     smoothed = []
     for b in range(maps.count):
         try:
-            first = streaming.map_stats(maps, b, rows)
+            first = streaming.map_stats(maps, b, rows, counts, settings.threads)
         except NoFiniteValueError:
             message = f"heatmap {labels[b]} has no finite value" if labels[b] else "the heatmap has no finite value"
             raise NoFiniteValueError(message, b) from None
         raw_stats.append(first)
         if settings.smooth:
             smoothed.append(streaming.smooth(maps, b, first, settings.smooth, rows))
-            first = streaming.map_stats(smoothed[-1], 0, rows)
+            first = streaming.map_stats(smoothed[-1], 0, rows, counts, settings.threads)
         stats.append(first)
     if settings.smooth:
         work = _Stacked(smoothed, maps)
