@@ -263,11 +263,8 @@ def _fits(maps: Maps, block: int | None) -> bool:
     return int(np.prod(maps.spatial, dtype=np.int64)) <= (block or DEFAULT_BLOCK)
 
 
-def _named(b: int):
-    def rename(exc: NoFiniteValueError) -> NoFiniteValueError:
-        return NoFiniteValueError(f"heatmap {b} has no finite value", b)
-
-    return rename
+def _named(b: int) -> NoFiniteValueError:
+    return NoFiniteValueError(f"heatmap {b} has no finite value", b)
 
 
 def each_argmax(heatmap, ndim: int, block: int | None = None) -> tuple[np.ndarray, int]:
@@ -282,8 +279,8 @@ def each_argmax(heatmap, ndim: int, block: int | None = None) -> tuple[np.ndarra
             else:
                 stats = map_stats(maps, b, rows)
                 coords, n = argmax(stats, maps.spatial), stats.nonfinite
-        except NoFiniteValueError as exc:
-            raise _named(b)(exc) from None
+        except NoFiniteValueError:
+            raise _named(b) from None
         out[b], nonfinite = coords, nonfinite + n
     return out.reshape(maps.batch_shape + (ndim,)), nonfinite
 
@@ -302,8 +299,8 @@ def each_soft_argmax(
             else:
                 stats = map_stats(maps, b, rows)
                 coords, n = soft_argmax(maps, b, stats, beta, normalize, rows, threads), stats.nonfinite
-        except NoFiniteValueError as exc:
-            raise _named(b)(exc) from None
+        except NoFiniteValueError:
+            raise _named(b) from None
         out[b], nonfinite = coords, nonfinite + n
     return out.reshape(maps.batch_shape + (ndim,)), nonfinite
 
@@ -320,8 +317,8 @@ def each_local_maxima(heatmap, ndim: int, block: int | None = None, **options) -
                 out.append(in_memory(maps.read(b), **options))
             else:
                 out.append(local_maxima(maps, b, map_stats(maps, b, rows), rows, **options))
-        except NoFiniteValueError as exc:
-            raise _named(b)(exc) from None
+        except NoFiniteValueError:
+            raise _named(b) from None
     return out
 
 

@@ -93,6 +93,11 @@ def working_bytes(values: int, settings: Settings) -> int:
     return values * per_value + (OVERLAY_BYTES if settings.overlay is not None else 0)
 
 
+def needed(decoded: int, values: int, settings: Settings) -> int:
+    """Bytes an input needs in memory: its decoded array (``decoded`` bytes) and the run's working memory."""
+    return decoded + working_bytes(values, settings)
+
+
 def check(found: Probe | None, kind: str, settings: Settings, budget: int | None) -> None:
     """Refuse, before decoding, an input that cannot fit the budget or that OpenCV would refuse.
 
@@ -106,7 +111,7 @@ def check(found: Probe | None, kind: str, settings: Settings, budget: int | None
     if budget is None:
         return
     decoded = 0 if kind == "npy" else found.nbytes
-    need = decoded + working_bytes(found.values, settings)
+    need = needed(decoded, found.values, settings)
     if need > budget:
         shape = "x".join(map(str, found.shape))
         raise InputError(

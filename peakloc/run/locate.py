@@ -23,7 +23,7 @@ from ..ops.lazy import Maps, is_lazy
 from ..ops.subpixel import refine_flat, snr
 from ..ops.windows import estimate_shape
 from ..output.table import SHAPE_COLUMNS
-from .budget import check, working_bytes
+from .budget import check, needed, working_bytes
 from .settings import Settings
 
 
@@ -152,10 +152,15 @@ def _global(heatmaps: np.ndarray, layout: Layout, settings: Settings) -> tuple[d
             coords, _ = backend.soft_argmax(source, settings.beta, ndim, settings.normalize, settings.threads)
             found["softargmax"] = _to_numpy(coords)
     except NoFiniteValueError as exc:
-        label = layout.index_labels()[exc.position]
-        message = f"heatmap {label} has no finite value" if label else "the heatmap has no finite value"
-        raise NoFiniteValueError(message, exc.position) from None
+        raise _no_finite(layout, exc.position) from None
     return found, nonfinite
+
+
+def _no_finite(layout: Layout, position: int) -> NoFiniteValueError:
+    """The error of heatmap ``position`` (C order) that holds no finite value, named by its index label."""
+    label = layout.index_labels()[position]
+    message = f"heatmap {label} has no finite value" if label else "the heatmap has no finite value"
+    return NoFiniteValueError(message, position)
 
 
 def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +289,7 @@ def fits_in_memory(maps: Maps, settings: Settings, budget: int | None, count: in
         return True
     count = maps.count if count is None else count
     values = count * int(np.prod(maps.spatial, dtype=np.int64))
-    return values * maps.dtype.itemsize + working_bytes(values, settings) <= budget
+    return needed(values * maps.dtype.itemsize, values, settings) <= budget
 
 
 def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: int | None) -> Located:
@@ -294,9 +299,8 @@ def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: in
     reads the halo it needs (:mod:`peakloc.ops.streaming`).
     """
     if fits_in_memory(maps, settings, budget, 1):
-        per_map = fits_in_memory
         group = maps.count
-        while group > 1 and not per_map(maps, settings, budget, group):
+        while group > 1 and not fits_in_memory(maps, settings, budget, group):
             group //= 2
         parts = []
         for start in range(0, maps.count, group):
@@ -306,8 +310,7 @@ def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: in
                 # The group's heatmaps are dropped once located: only its peaks stay.
                 parts.append(replace(locate(maps.load(start, stop), part_layout, settings), heatmaps=None))
             except NoFiniteValueError as exc:
-                label = layout.index_labels()[start + exc.position]
-                raise NoFiniteValueError(f"heatmap {label} has no finite value", start + exc.position) from None
+                raise _no_finite(layout, start + exc.position) from None
         return _concatenate(parts, maps, layout, settings)
     return _locate_slabs(maps, layout, settings, budget)
 
@@ -344,15 +347,13 @@ def _locate_slabs(maps: Maps, layout: Layout, settings: Settings, budget: int | 
     block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // (4 * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
-    labels = layout.index_labels()
     work, stats, raw_stats = maps, [], []
     smoothed = []
     for b in range(maps.count):
         try:
             first = streaming.map_stats(maps, b, rows, counts, settings.threads)
         except NoFiniteValueError:
-            message = f"heatmap {labels[b]} has no finite value" if labels[b] else "the heatmap has no finite value"
-            raise NoFiniteValueError(message, b) from None
+            raise _no_finite(layout, b) from None
         raw_stats.append(first)
         if settings.smooth:
             smoothed.append(streaming.smooth(maps, b, first, settings.smooth, rows))
@@ -429,7 +430,7 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
         # zlib compresses at most 1032:1, so a file that decodes to more is a bomb (or damaged), refused whole.
         size = os.path.getsize(path)
         honest = found is not None and found.nbytes <= BOMB_RATIO * size
-        fits = found is None or budget is None or found.nbytes + working_bytes(found.values, settings) <= budget
+        fits = found is None or budget is None or needed(found.nbytes, found.values, settings) <= budget
         in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
         if not in_pieces:
             check(found, kind, settings, budget)
