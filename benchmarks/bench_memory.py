@@ -134,14 +134,16 @@ def tiff_bomb(path: Path, side: int) -> None:
     )
 
 
-def volume_npy(path: Path, side: int) -> None:
-    """A float32 ``side``^3 volume (noise and 300 Gaussian spots), written slab by slab into an NPY."""
+def volume_npy(path: Path, side: int, depth: int | None = None) -> None:
+    """A float32 ``depth x side x side`` volume (noise and Gaussian spots, 300 in a cube), written slab by slab."""
+    depth = side if depth is None else depth
     rng = np.random.default_rng(0)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(side,) * 3)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(depth, side, side))
     spots = rng.uniform(8, side - 8, (300, 3))
+    spots = spots[spots[:, 0] < depth - 8]
     y, x = np.mgrid[:side, :side]
-    for z0 in range(0, side, 16):
-        slab = rng.random((min(16, side - z0), side, side), dtype=np.float32) * 0.1
+    for z0 in range(0, depth, 16):
+        slab = rng.random((min(16, depth - z0), side, side), dtype=np.float32) * 0.1
         for c in spots[np.abs(spots[:, 0] - (z0 + 8)) < 16]:
             for k in range(len(slab)):
                 dz = z0 + k - c[0]
@@ -193,9 +195,8 @@ def pose_npy(path: Path, count: int) -> None:
     del out
 
 
-def big_inputs(folder: Path, budget: str, baseline: dict, side: int, poses: int, rows: list) -> None:
-    """The issue's big inputs: a 4 GiB volume as NPY, tiled zlib TIFF and OME-Zarr; a 2 GiB volume timed
-    against NumPy's max over its memory map; 2 GiB of pose heatmaps against the in-memory table."""
+def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
+    """A ``side``^3 volume (1024: 4 GiB) as NPY, tiled zlib TIFF and OME-Zarr: memory, and one table for all three."""
     limit = parse_size(budget)
     volume = folder / "big.npy"
     volume_npy(volume, side)
@@ -218,9 +219,15 @@ def big_inputs(folder: Path, budget: str, baseline: dict, side: int, poses: int,
         if make is not None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     print(f"  the three tables are identical: {tables['npy'] == tables['tif'] == tables['ome.zarr']}")
+    volume.unlink()
+
+
+def timing(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
+    """A ``side/2 x side x side`` volume (1024: 2 GiB), default methods, against NumPy's max over its memory map."""
+    limit = parse_size(budget)
     # 2 GiB: the default methods against one read of the data by NumPy, warm page cache.
     half = folder / "half.npy"
-    np.save(half, np.load(volume, mmap_mode="r")[: side // 2])
+    volume_npy(half, side, side // 2)
     numpy_max = [sys.executable, "-c", f"import numpy as np; np.load({str(half)!r}, mmap_mode='r').max()"]
     measure(numpy_max)  # warm the page cache
     base = min(measure(numpy_max)["seconds"] for _ in range(3))
@@ -243,7 +250,11 @@ def big_inputs(folder: Path, budget: str, baseline: dict, side: int, poses: int,
         f"{'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit and got['seconds'] <= 2 * base else 'FAIL'}"
     )
     half.unlink()
-    volume.unlink()
+
+
+def pose_batch(folder: Path, budget: str, baseline: dict, poses: int, rows: list) -> None:
+    """``poses`` x 17 x 64 x 48 pose heatmaps (10000: 2 GiB) streamed in groups, against the in-memory table."""
+    limit = parse_size(budget)
     pose = folder / "pose.npy"
     pose_npy(pose, poses)
     in_memory = folder / "pose_mem.csv"
@@ -259,6 +270,10 @@ def big_inputs(folder: Path, budget: str, baseline: dict, side: int, poses: int,
     )
 
 
+#: The benchmark's parts, in the order they run.
+PARTS = ("bombs", "volume", "timing", "pose")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="1GiB")
@@ -266,7 +281,11 @@ def main() -> None:
     parser.add_argument("--bomb-sides", default="30000,60000", help="sides of the bombs, comma-separated")
     parser.add_argument("--side", type=int, default=1024, help="the big volume's side (1024: 4 GiB)")
     parser.add_argument("--poses", type=int, default=10000, help="pose frames (10000: 2 GiB)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, comma-separated: {','.join(PARTS)}")
     args = parser.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"unknown parts {unknown}; choose from {PARTS}")
     budget = parse_size(args.budget)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -274,6 +293,7 @@ def main() -> None:
         baseline = measure([sys.executable, "-c", "import numpy, cv2, tifffile"])
         print(f"baseline (python -c 'import numpy, cv2, tifffile'): RssAnon {describe(baseline['anon_bytes'])}")
         sides = [30000] if args.quick else [int(v) for v in args.bomb_sides.split(",") if v]
+        sides = sides if "bombs" in parts else []
         for side in sides:
             for kind, make in (("png", png_bomb), ("tif", tiff_bomb)):
                 path = folder / f"bomb{side}.{kind}"
@@ -314,10 +334,16 @@ def main() -> None:
                             f"({got['anon_bytes'] / limit:.1%} of {describe(limit)}), {got['seconds']} s, {verdict}"
                         )
                 path.unlink()
-        big_inputs(
-            folder, args.budget, baseline, 256 if args.quick else args.side, 500 if args.quick else args.poses, rows
-        )
-    out = _common.write("memory", rows, {"budget": args.budget, "baseline_anon_bytes": baseline["anon_bytes"]})
+        side = 256 if args.quick else args.side
+        if "volume" in parts:
+            volume_formats(folder, args.budget, baseline, side, rows)
+        if "timing" in parts:
+            timing(folder, args.budget, baseline, side, rows)
+        if "pose" in parts:
+            pose_batch(folder, args.budget, baseline, 500 if args.quick else args.poses, rows)
+    # A partial run writes its own files, beside the full run's.
+    name = "memory" if parts == list(PARTS) else "memory-" + "-".join(parts)
+    out = _common.write(name, rows, {"budget": args.budget, "baseline_anon_bytes": baseline["anon_bytes"]})
     print(f"wrote {out[0]} and {out[1]}")
 
 

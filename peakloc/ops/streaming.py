@@ -3,7 +3,7 @@
 Each method reads with the halo it needs, and the answers equal the in-memory ones (the tests force tiny
 slabs to check it).
 
-- Extremes, counts and the argmax: one pass (:func:`map_stats`).
+- Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`).
 - Soft-argmax: a second pass in exactly the slabs of the NumPy back end's large-map path, so that its sums
   add in the same order (:func:`soft_argmax`).
 - Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter, then the greedy spacing
@@ -30,6 +30,9 @@ from .peaks import RIDGE_TOLERANCE, greedy_spacing
 
 #: Values read at once when the caller does not say: 16 Mi values (64 MiB of float32).
 DEFAULT_BLOCK = 1 << 24
+
+#: Values reduced twice in a row (max, then min) while they are still in the CPU's cache.
+CACHE_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -60,60 +63,77 @@ def rows_per_read(maps: Maps, block: int = DEFAULT_BLOCK, multiple: int = 1) -> 
     return rows
 
 
-def _slab_stats(start: int, slab: np.ndarray, per_row: int, counts: bool):
-    """``(hi, lo, first flat index of hi, finite count, values equal to hi, to lo)`` of a slab, or None."""
-    flat = slab.reshape(-1)
-    at = int(flat.argmax())
-    hi, lo = flat[at], flat.min()
+def _finite_extremes(flat: np.ndarray, counts: bool):
+    """``(hi, lo, finite count, values equal to hi, to lo)`` of a flat array, or None where nothing is finite.
+
+    The two equality counts are 0 unless ``counts``.
+    """
+    # Max and min of each cache-sized piece in turn: the min then reads from cache, not memory.
+    pieces = [flat[i : i + CACHE_VALUES] for i in range(0, flat.size, CACHE_VALUES)]
+    extremes = np.array([(p.max(), p.min()) for p in pieces], flat.dtype)
+    hi, lo, count = extremes[:, 0].max(), extremes[:, 1].min(), flat.size
     if flat.dtype.kind == "f" and not (np.isfinite(hi) and np.isfinite(lo)):
-        # NaN wins argmax and min, inf is an extreme: only then is a finite mask needed.
+        # NaN wins max and min, inf is an extreme: only then is a finite mask needed.
         finite = np.isfinite(flat)
         if not finite.any():
             return None
-        masked = np.where(finite, flat, -np.inf)
-        at = int(masked.argmax())
-        hi, lo, count = masked[at], np.where(finite, flat, np.inf).min(), int(finite.sum())
-    else:
-        count = flat.size
-    equal_hi = int((flat == hi).sum()) if counts else 0
-    equal_lo = int((flat == lo).sum()) if counts else 0
-    return hi, lo, start * per_row + at, count, equal_hi, equal_lo, flat.size
+        hi, lo = np.where(finite, flat, -np.inf).max(), np.where(finite, flat, np.inf).min()
+        count = int(finite.sum())
+    if not counts:
+        return hi, lo, count, 0, 0
+    return hi, lo, count, int((flat == hi).sum()), int((flat == lo).sum())
+
+
+def _first_at(flat: np.ndarray, value: np.generic, block: int = 4096) -> int:
+    """Flat index of the first occurrence of the finite ``value`` in ``flat`` (which holds it).
+
+    Block maxima first, then one block searched: a max is several times faster than an argmax over the
+    same values, and a block whose maximum is non-finite (NaN, inf) may still hold ``value``.
+    """
+    whole = flat.size - flat.size % block
+    blocks = flat[:whole].reshape(-1, block)
+    top = blocks.max(axis=1)
+    maybe = top == value
+    if flat.dtype.kind == "f":
+        maybe |= ~np.isfinite(top)
+    for k in np.flatnonzero(maybe):
+        hit = blocks[k] == value
+        if hit.any():
+            return int(k) * block + int(hit.argmax())
+    return whole + int(np.argmax(flat[whole:] == value))
 
 
 def map_stats(maps: Maps, b: int, rows: int, counts: bool = True, threads: int | None = None) -> MapStats:
     """Extremes, finite count, first maximum (C order), and how many values equal each extreme.
 
-    One pass, slabs on up to ``threads`` threads; without ``counts`` (only the Gaussian fit needs them) the
-    two equality counts are skipped and left 0.
+    One pass of max and min, slabs on up to ``threads`` threads; the argmax (a slower reduction than the
+    max) then runs on the first slab holding the maximum only, read again. Without ``counts`` (only the
+    Gaussian fit needs them) the two equality counts are skipped and left 0.
     """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+    starts = list(range(0, maps.spatial[0], rows))
+
+    def slab(start: int) -> np.ndarray:
+        return maps.read(b, (slice(start, min(start + rows, maps.spatial[0])),)).reshape(-1)
+
     parts = []
-    pending = []
-    for start, slab in maps.slabs(b, rows):
-        pending.append((start, slab))
-        if len(pending) == threads:
-            parts += numpy_backend.map_in_threads(lambda p: _slab_stats(*p, per_row, counts), pending, threads)
-            pending = []
-    parts += numpy_backend.map_in_threads(lambda p: _slab_stats(*p, per_row, counts), pending, threads)
-    parts = [p for p in parts if p is not None]
-    if not parts:
+    for k in range(0, len(starts), threads):
+        # The reads stay in this thread, in order: a store that decodes is asked one slab at a time.
+        pending = [slab(start) for start in starts[k : k + threads]]
+        parts += numpy_backend.map_in_threads(lambda flat: _finite_extremes(flat, counts), pending, threads)
+    found = [(start, p) for start, p in zip(starts, parts) if p is not None]
+    if not found:
         raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
-    best = parts[0]
-    for part in parts[1:]:
-        if part[0] > best[0]:
-            best = part
-    hi, lo = best[0], min(p[1] for p in parts)
-    count, total = sum(p[3] for p in parts), sum(p[6] for p in parts)
-    return MapStats(
-        hi,
-        lo,
-        count,
-        total - count,
-        best[2],
-        sum(p[4] for p in parts if p[0] == hi),
-        sum(p[5] for p in parts if p[1] == lo),
-    )
+    hi = max(p[0] for _, p in found)
+    lo = min(p[1] for _, p in found)
+    count = sum(p[2] for _, p in found)
+    first_slab = next(start for start, p in found if p[0] == hi)
+    first = first_slab * per_row + _first_at(slab(first_slab), hi)
+    count_hi = sum(p[3] for _, p in found if p[0] == hi)
+    count_lo = sum(p[4] for _, p in found if p[1] == lo)
+    total = maps.spatial[0] * per_row
+    return MapStats(hi, lo, count, total - count, first, count_hi, count_lo)
 
 
 def argmax(stats: MapStats, spatial: tuple[int, ...]) -> np.ndarray:
@@ -144,7 +164,7 @@ def soft_argmax(
         piece = slab[np.newaxis]
         sums += numpy_backend.map_in_threads(
             lambda part, piece=piece, start=start: numpy_backend.slab_sums(
-                piece[:, part], hi, coef, dtype, start + part.start
+                piece[:, part], hi, coef, dtype, start + part.start, stats.nonfinite == 0
             ),
             parts,
             threads,

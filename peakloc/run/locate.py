@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import backends
+from ..backends.numpy_backend import count_per_row
 from ..errors import NoFiniteValueError
 from ..io import is_supported, read, readers
 from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
@@ -197,7 +198,7 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
 def _nonfinite_per_map(heatmaps: np.ndarray, total: int) -> np.ndarray:
     if not total:
         return np.zeros(len(heatmaps), np.int64)
-    return np.count_nonzero(~np.isfinite(heatmaps.reshape(len(heatmaps), -1)), axis=1)
+    return count_per_row(~np.isfinite(heatmaps.reshape(len(heatmaps), -1)))
 
 
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
