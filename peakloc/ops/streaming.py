@@ -63,6 +63,42 @@ def rows_per_read(maps: Maps, block: int = DEFAULT_BLOCK, multiple: int = 1) -> 
     return rows
 
 
+class Slabs:
+    """Where the slab work of a pass runs: here, each slab read in this thread and computed on threads.
+
+    ``map(compute, maps, b, boxes, *args)`` is ``[compute(maps.read(b, rows low:high), box, *args) for box
+    in boxes]``, in order, with ``threads`` slabs in memory at once; a box is ``(low, high, start)``: the
+    rows read, and the first row of the slab they hold (the rest is halo). The reads stay in this thread and in
+    order: a store that decodes is asked one slab at a time. ``compute`` is a module-level function, so that
+    a cluster's runner (:class:`peakloc.run.cluster.ClusterSlabs`) can send it to workers that read their
+    own slabs.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+
+    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
+        out = []
+        for k in range(0, len(boxes), self.threads):
+            pending = [(maps.read(b, (slice(box[0], box[1]),)), box) for box in boxes[k : k + self.threads]]
+            out += numpy_backend.map_in_threads(lambda p: compute(p[0], p[1], *args), pending, self.threads)
+        return out
+
+
+def _boxes(n: int, rows: int, halo: int = 0) -> list[tuple[int, int, int]]:
+    """``(low, high, start)`` of each slab of ``rows`` rows of an axis of ``n``: rows read with ``halo`` rows
+    a side, and the slab's first row."""
+    return [(max(0, start - halo), min(n, start + rows + halo), start) for start in range(0, n, rows)]
+
+
+def _runner(slabs: Slabs | None, threads: int | None) -> Slabs:
+    return Slabs(threads) if slabs is None else slabs
+
+
+def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool):
+    return _finite_extremes(piece.reshape(-1), counts)
+
+
 def _finite_extremes(flat: np.ndarray, counts: bool):
     """``(hi, lo, finite count, values equal to hi, to lo)`` of a flat array, or None where nothing is finite.
 
@@ -103,33 +139,27 @@ def _first_at(flat: np.ndarray, value: np.generic, block: int = 4096) -> int:
     return whole + int(np.argmax(flat[whole:] == value))
 
 
-def map_stats(maps: Maps, b: int, rows: int, counts: bool = True, threads: int | None = None) -> MapStats:
+def map_stats(
+    maps: Maps, b: int, rows: int, counts: bool = True, threads: int | None = None, slabs: Slabs | None = None
+) -> MapStats:
     """Extremes, finite count, first maximum (C order), and how many values equal each extreme.
 
-    One pass of max and min, slabs on up to ``threads`` threads; the argmax (a slower reduction than the
-    max) then runs on the first slab holding the maximum only, read again. Without ``counts`` (only the
-    Gaussian fit needs them) the two equality counts are skipped and left 0.
+    One pass of max and min over slabs of ``rows`` rows (on ``slabs``, default :class:`Slabs` of
+    ``threads`` threads); the argmax (a slower reduction than the max) then runs on the first slab holding
+    the maximum only, read again. Without ``counts`` (only the Gaussian fit needs them) the two equality
+    counts are skipped and left 0.
     """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
-    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    starts = list(range(0, maps.spatial[0], rows))
-
-    def slab(start: int) -> np.ndarray:
-        return maps.read(b, (slice(start, min(start + rows, maps.spatial[0])),)).reshape(-1)
-
-    parts = []
-    for k in range(0, len(starts), threads):
-        # The reads stay in this thread, in order: a store that decodes is asked one slab at a time.
-        pending = [slab(start) for start in starts[k : k + threads]]
-        parts += numpy_backend.map_in_threads(lambda flat: _finite_extremes(flat, counts), pending, threads)
-    found = [(start, p) for start, p in zip(starts, parts) if p is not None]
+    boxes = _boxes(maps.spatial[0], rows)
+    parts = _runner(slabs, threads).map(_extremes_of, maps, b, boxes, counts)
+    found = [(box[:2], p) for box, p in zip(boxes, parts) if p is not None]
     if not found:
         raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
     hi = max(p[0] for _, p in found)
     lo = min(p[1] for _, p in found)
     count = sum(p[2] for _, p in found)
-    first_slab = next(start for start, p in found if p[0] == hi)
-    first = first_slab * per_row + _first_at(slab(first_slab), hi)
+    low, high = next(box for box, p in found if p[0] == hi)
+    first = low * per_row + _first_at(maps.read(b, (slice(low, high),)).reshape(-1), hi)
     count_hi = sum(p[3] for _, p in found if p[0] == hi)
     count_lo = sum(p[4] for _, p in found if p[1] == lo)
     total = maps.spatial[0] * per_row
@@ -141,8 +171,24 @@ def argmax(stats: MapStats, spatial: tuple[int, ...]) -> np.ndarray:
     return np.array(np.unravel_index(stats.first, spatial), dtype=np.int64)
 
 
+def _sums_of(piece: np.ndarray, box: tuple[int, int, int], hi, coef, dtype, step: int, all_finite: bool) -> list:
+    """The NumPy back end's slab sums of a slab (no halo), in its slabs of ``step`` rows."""
+    piece = piece[np.newaxis]
+    return [
+        numpy_backend.slab_sums(piece[:, s : s + step], hi, coef, dtype, box[2] + s, all_finite)
+        for s in range(0, piece.shape[1], step)
+    ]
+
+
 def soft_argmax(
-    maps: Maps, b: int, stats: MapStats, beta: float, normalize: str, rows: int, threads: int | None = None
+    maps: Maps,
+    b: int,
+    stats: MapStats,
+    beta: float,
+    normalize: str,
+    rows: int,
+    threads: int | None = None,
+    slabs: Slabs | None = None,
 ) -> np.ndarray:
     """Soft-argmax ``(ndim,)`` of map ``b`` read in pieces, equal to the in-memory answer.
 
@@ -157,20 +203,33 @@ def soft_argmax(
     hi = np.array([stats.hi], maps.dtype)
     lo = np.array([stats.lo], maps.dtype) if normalize == "minmax" else None
     coef = coefficient(beta, normalize, hi, lo)
-    sums = []
-    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    for start, slab in maps.slabs(b, rows):
-        parts = [slice(s, min(s + step, len(slab))) for s in range(0, len(slab), step)]
-        piece = slab[np.newaxis]
-        sums += numpy_backend.map_in_threads(
-            lambda part, piece=piece, start=start: numpy_backend.slab_sums(
-                piece[:, part], hi, coef, dtype, start + part.start, stats.nonfinite == 0
-            ),
-            parts,
-            threads,
-        )
-    total = np.sum(sums, axis=0)
+    boxes = _boxes(maps.spatial[0], rows)
+    parts = _runner(slabs, threads).map(_sums_of, maps, b, boxes, hi, coef, dtype, step, stats.nonfinite == 0)
+    total = np.sum([s for part in parts for s in part], axis=0)
     return (total[:, 1:] / total[:, :1])[0]
+
+
+def _as_float(piece: np.ndarray) -> np.ndarray:
+    """float64 with -inf for non-finite values: what the candidates and plateau growing compare."""
+    piece = piece.astype(np.float64)
+    piece[~np.isfinite(piece)] = -np.inf
+    return piece
+
+
+def _candidates_of(
+    x: np.ndarray, box: tuple[int, int, int], rows: int, min_distance: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local-maximum candidates ``(coords (k, ndim), values (k,))`` of one slab of ``rows`` rows, read with
+    its halo (``box``: see :class:`Slabs`)."""
+    x = _as_float(x)
+    low, high, start = box
+    inner = slice(start - low, min(start + rows, high) - low)
+    candidate = (x == maximum_filter(x, min_distance))[inner]
+    x = x[inner]
+    mask = candidate & (x > threshold) & np.isfinite(x)
+    found = np.argwhere(mask)
+    found[:, 0] += start
+    return found, x[mask]
 
 
 class _FloatReader:
@@ -183,9 +242,7 @@ class _FloatReader:
         if all(isinstance(i, (int, np.integer)) for i in box):
             box = tuple(slice(int(i), int(i) + 1) for i in box)
             return float(self[box].reshape(()))
-        piece = self.maps.read(self.b, box).astype(np.float64)
-        piece[~np.isfinite(piece)] = -np.inf
-        return piece
+        return _as_float(self.maps.read(self.b, box))
 
 
 def local_maxima(
@@ -198,8 +255,14 @@ def local_maxima(
     threshold_abs: float | None = None,
     threshold_rel: float | None = None,
     merge_plateaus: bool = True,
+    threads: int | None = None,
+    slabs: Slabs | None = None,
 ) -> np.ndarray:
-    """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order."""
+    """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order.
+
+    Candidates come slab by slab, each slab read with ``min_distance`` rows of halo; the greedy spacing then
+    runs here, reading the boxes that plateau growing asks for.
+    """
     ndim = len(maps.spatial)
     hi, lo = float(stats.hi), float(stats.lo)
     asked = -np.inf if threshold_abs is None else threshold_abs
@@ -209,22 +272,12 @@ def local_maxima(
         first = argmax(stats, maps.spatial)[None]
         return first if hi > asked else np.empty((0, ndim), np.int64)
     threshold = max(asked, lo) if threshold_abs is None else asked
-    coords, values = [], []
-    halo = min_distance
-    reader = _FloatReader(maps, b)
     n = maps.spatial[0]
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        low, high = max(0, start - halo), min(n, stop + halo)
-        x = reader[(slice(low, high),) + (slice(None),) * (ndim - 1)]
-        inner = slice(start - low, start - low + stop - start)
-        candidate = (x == maximum_filter(x, min_distance))[inner]
-        x = x[inner]
-        mask = candidate & (x > threshold) & np.isfinite(x)
-        found = np.argwhere(mask)
-        found[:, 0] += start
-        coords.append(found)
-        values.append(x[mask])
+    boxes = _boxes(n, rows, min_distance)
+    found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold)
+    coords = [c for c, _ in found]
+    values = [v for _, v in found]
+    reader = _FloatReader(maps, b)
     coords = np.concatenate(coords) if coords else np.empty((0, ndim), np.int64)
     values = np.concatenate(values) if values else np.empty(0)
     order = np.argsort(-values, kind="stable")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from ..ops.windows import estimate_shape
 from ..output.table import SHAPE_COLUMNS
 from .budget import check, needed, working_bytes
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..ops.streaming import Slabs
 
 
 @dataclass(frozen=True)
@@ -208,16 +212,18 @@ def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, .
     return np.array([raw[(int(b), *map(int, p))] for b, p in zip(owner, points)], dtype=raw.dtype)
 
 
-def locate(heatmaps, layout: Layout, settings: Settings, budget: int | None = None) -> Located:
+def locate(
+    heatmaps, layout: Layout, settings: Settings, budget: int | None = None, slabs: Slabs | None = None
+) -> Located:
     """Peaks of heatmaps laid out as ``(B, *spatial)``, with every method of ``settings``.
 
     ``heatmaps`` is an ndarray, or a :class:`~peakloc.ops.lazy.Maps` stack read in pieces within ``budget``
-    bytes (see :func:`_locate_in_pieces`). With ``settings.smooth``, every method runs on the smoothed
+    bytes (see :func:`_locate_in_pieces`), its passes over slabs on ``slabs`` (default: threads here). With ``settings.smooth``, every method runs on the smoothed
     heatmaps (:func:`peakloc.smooth`); the values stay the raw heatmaps'. Every number of heatmap ``b``
     depends on heatmap ``b`` alone.
     """
     if isinstance(heatmaps, Maps):
-        return _locate_in_pieces(heatmaps, layout, settings, budget)
+        return _locate_in_pieces(heatmaps, layout, settings, budget, slabs)
     ndim = len(layout.spatial)
     raw = heatmaps
     if settings.smooth:
@@ -293,7 +299,9 @@ def fits_in_memory(maps: Maps, settings: Settings, budget: int | None, count: in
     return needed(values * maps.dtype.itemsize, values, settings) <= budget
 
 
-def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: int | None) -> Located:
+def _locate_in_pieces(
+    maps: Maps, layout: Layout, settings: Settings, budget: int | None, slabs: Slabs | None = None
+) -> Located:
     """Locate a stack read in pieces: groups of maps that fit, or one map at a time in slabs.
 
     Groups are exact because every method works per map; slabs are exact because each streamed method
@@ -313,7 +321,7 @@ def _locate_in_pieces(maps: Maps, layout: Layout, settings: Settings, budget: in
             except NoFiniteValueError as exc:
                 raise _no_finite(layout, start + exc.position) from None
         return _concatenate(parts, maps, layout, settings)
-    return _locate_slabs(maps, layout, settings, budget)
+    return _locate_slabs(maps, layout, settings, budget, slabs)
 
 
 def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Settings) -> Located:
@@ -338,36 +346,46 @@ def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Set
     return Located(maps, layout, peaks, nonfinite, settings.threshold)
 
 
-def _locate_slabs(maps: Maps, layout: Layout, settings: Settings, budget: int | None) -> Located:
-    """Maps too large to hold: each read in slabs of a size the budget allows, every method streamed."""
-    from ..backends.numpy_backend import large_map_rows
+def _locate_slabs(
+    maps: Maps, layout: Layout, settings: Settings, budget: int | None, slabs: Slabs | None = None
+) -> Located:
+    """Maps too large to hold: each read in slabs of a size the budget allows, every method streamed.
+
+    ``slabs`` runs the passes over slabs (default: this process's threads); a smoothed map lives in a file
+    of this process, so its passes always run here.
+    """
+    from ..backends.numpy_backend import DEFAULT_THREADS, large_map_rows
     from ..ops import streaming
     from ..ops.peaks import parse_threshold
 
+    here = streaming.Slabs(settings.threads)
+    slabs = here if slabs is None else slabs
     per_value = maps.dtype.itemsize + working_bytes(1, settings)
-    block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // (4 * per_value))
+    # Up to one slab per thread in memory, one read again, and room for the rest of the run.
+    threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
+    block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     work, stats, raw_stats = maps, [], []
     smoothed = []
     for b in range(maps.count):
         try:
-            first = streaming.map_stats(maps, b, rows, counts, settings.threads)
+            first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs)
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None
         raw_stats.append(first)
         if settings.smooth:
             smoothed.append(streaming.smooth(maps, b, first, settings.smooth, rows))
-            first = streaming.map_stats(smoothed[-1], 0, rows, counts, settings.threads)
+            first = streaming.map_stats(smoothed[-1], 0, rows, counts, settings.threads, here)
         stats.append(first)
     if settings.smooth:
-        work = _Stacked(smoothed, maps)
+        work, slabs = _Stacked(smoothed, maps), here
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
     if "softargmax" in settings.methods:
         found["softargmax"] = np.stack(
             [
-                streaming.soft_argmax(work, b, s, settings.beta, settings.normalize, rows, settings.threads)
+                streaming.soft_argmax(work, b, s, settings.beta, settings.normalize, rows, settings.threads, slabs)
                 for b, s in enumerate(stats)
             ]
         )
@@ -377,7 +395,16 @@ def _locate_slabs(maps: Maps, layout: Layout, settings: Settings, budget: int | 
         threshold_abs, threshold_rel = parse_threshold(settings.threshold)
         lists = [
             streaming.local_maxima(
-                work, b, s, rows, settings.peaks, settings.min_distance, threshold_abs, threshold_rel
+                work,
+                b,
+                s,
+                rows,
+                settings.peaks,
+                settings.min_distance,
+                threshold_abs,
+                threshold_rel,
+                threads=settings.threads,
+                slabs=slabs,
             )
             for b, s in enumerate(stats)
         ]
