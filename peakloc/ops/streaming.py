@@ -78,6 +78,7 @@ class Slabs:
         self.threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
 
     def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
+        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order."""
         out = []
         for k in range(0, len(boxes), self.threads):
             pending = [(maps.read(b, (slice(box[0], box[1]),)), box) for box in boxes[k : k + self.threads]]
