@@ -87,8 +87,10 @@ class Slabs:
 
 
 def _boxes(n: int, rows: int, halo: int = 0) -> list[tuple[int, int, int]]:
-    """``(low, high, start)`` of each slab of ``rows`` rows of an axis of ``n``: rows read with ``halo`` rows
-    a side, and the slab's first row."""
+    """``(low, high, start)`` of each slab of ``rows`` rows of an axis of ``n``.
+
+    Rows ``low:high`` are read (``halo`` rows a side); ``start`` is the slab's first row.
+    """
     return [(max(0, start - halo), min(n, start + rows + halo), start) for start in range(0, n, rows)]
 
 
@@ -220,8 +222,10 @@ def _as_float(piece: np.ndarray) -> np.ndarray:
 def _candidates_of(
     x: np.ndarray, box: tuple[int, int, int], rows: int, min_distance: int, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Local-maximum candidates ``(coords (k, ndim), values (k,))`` of one slab of ``rows`` rows, read with
-    its halo (``box``: see :class:`Slabs`)."""
+    """Local-maximum candidates ``(coords (k, ndim), values (k,))`` of one slab of ``rows`` rows.
+
+    ``x`` is the slab read with its halo (``box``: see :class:`Slabs`).
+    """
     x = _as_float(x)
     low, high, start = box
     inner = slice(start - low, min(start + rows, high) - low)
