@@ -218,8 +218,9 @@ def locate(
     """Peaks of heatmaps laid out as ``(B, *spatial)``, with every method of ``settings``.
 
     ``heatmaps`` is an ndarray, or a :class:`~peakloc.ops.lazy.Maps` stack read in pieces within ``budget``
-    bytes (see :func:`_locate_in_pieces`), its passes over slabs on ``slabs`` (default: threads here). With ``settings.smooth``, every method runs on the smoothed
-    heatmaps (:func:`peakloc.smooth`); the values stay the raw heatmaps'. Every number of heatmap ``b``
+    bytes (see :func:`_locate_in_pieces`), its passes over slabs on ``slabs`` (default: threads here).
+    With ``settings.smooth``, every method runs on the smoothed heatmaps (:func:`peakloc.smooth`); the
+    values stay the raw heatmaps'. Every number of heatmap ``b``
     depends on heatmap ``b`` alone.
     """
     if isinstance(heatmaps, Maps):
