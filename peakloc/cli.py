@@ -369,6 +369,14 @@ run_options = option_group(
         help="The run's memory budget: 512MiB, 4GiB (powers of 1024), 512MB, 4GB (powers of 1000), or 25% of "
         "the machine's memory. An input that would need more fails alone, before it is decoded.",
     ),
+    click.option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Run on a Dask cluster: tcp://host:port of its scheduler, or its scheduler file (dask scheduler "
+        "--scheduler-file FILE). The workers read the inputs and write the overlays themselves: inputs and "
+        "--overlay DIR must be on storage they all share. --max-memory is each worker's, shared by its "
+        "threads. Needs pip install 'peakloc[dask]'.",
+    ),
     click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails (default: keep going)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr."),
     click.option("--debug", is_flag=True, help="Print the traceback of each input's failure (for bug reports)."),
@@ -403,7 +411,7 @@ def find(inputs: tuple[str, ...], **options) -> None:
     from .io.inputs import expand
 
     output, quiet, fail_fast = options.pop("output"), options.pop("quiet"), options.pop("fail_fast")
-    debug = options.pop("debug")
+    debug, address = options.pop("debug"), options.pop("dask")
     fmt = infer_format(output, options.pop("fmt"))
     found = expand(inputs, options.pop("recursive"), sys.stdin)
     todo = found.inputs
@@ -421,12 +429,19 @@ def find(inputs: tuple[str, ...], **options) -> None:
         writer.discard()
         _error(f"no input file: {', '.join(inputs)} name{'s' * (len(inputs) == 1)} no file to read")
         sys.exit(1)
+    client = _connect(address, writer) if address else None
     failed = heatmaps = 0
     from .run.batch import outcomes
 
+    done = 0
     try:
-        with _signals_end_the_run(), outcomes(job, todo) as results, _progress(len(todo), quiet) as advance:
-            for outcome in results:
+        with (
+            _signals_end_the_run(),
+            outcomes(job, todo, client) as results,
+            _progress(len(todo), quiet) as advance,
+        ):
+            for outcome in _until_the_cluster_fails(results):
+                done += 1
                 advance()
                 for message in outcome.warnings:
                     _warning(outcome.path, message)
@@ -441,6 +456,11 @@ def find(inputs: tuple[str, ...], **options) -> None:
                     if fail_fast:
                         break
         writer.close()
+    except _ClusterLost as exc:
+        # The rows of the inputs done stay; the others are not run.
+        writer.close()
+        failed += len(todo) - done
+        _error(f"{exc}; {len(todo) - done} input{'s' * (len(todo) - done != 1)} not run")
     except BrokenPipeError:
         # The reader of standard output went away (`peakloc find ... | head`): stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -452,6 +472,8 @@ def find(inputs: tuple[str, ...], **options) -> None:
     except BaseException:
         writer.discard()
         raise
+    if client is not None:
+        client.close(timeout=CLOSE_TIMEOUT)
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
@@ -460,6 +482,42 @@ def find(inputs: tuple[str, ...], **options) -> None:
             err=True,
         )
     sys.exit(1 if failed else 0)
+
+
+#: Seconds to wait for a clean goodbye from the Dask scheduler.
+CLOSE_TIMEOUT = 5
+
+
+class _ClusterLost(Exception):
+    """The Dask scheduler went away mid-run."""
+
+
+def _until_the_cluster_fails(results):
+    """The outcomes, until the cluster (if any) is lost: then :class:`_ClusterLost` with its reason."""
+    try:
+        yield from results
+    except PeaklocError as exc:
+        from .run.cluster import ClusterError
+
+        if isinstance(exc, ClusterError):
+            raise _ClusterLost(str(exc)) from None
+        raise
+
+
+def _connect(address: str, writer: TableWriter):
+    """A client of the Dask scheduler at ``address``; a usage error (exit 2) when it cannot be had."""
+    try:
+        import distributed  # noqa: F401 - only to say what is missing
+    except ImportError:
+        writer.discard()
+        raise click.BadParameter("needs Dask: pip install 'peakloc[dask]'", param_hint="'--dask'") from None
+    from .run.cluster import ClusterError, connect
+
+    try:
+        return connect(address)
+    except ClusterError as exc:
+        writer.discard()
+        raise click.BadParameter(str(exc), param_hint="'--dask'") from None
 
 
 def _end_now(status: int) -> None:

@@ -198,8 +198,9 @@ def _modules_after(args, tmp_path):
         "import sys, runpy; sys.argv = ['peakloc', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('peakloc', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "print('MODULES', ' '.join(m for m in ('torch', 'cv2', 'tifffile', 'rich') if m in sys.modules))"
+        "print('MODULES', ' '.join(m for m in HEAVY if m in sys.modules))"
     )
+    code = code.replace("HEAVY", repr(("torch", "cv2", "tifffile", "rich", "zarr", "dask", "distributed")))
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
     return out.stdout.rsplit("MODULES", 1)[1].split()
 

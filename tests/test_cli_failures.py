@@ -40,10 +40,10 @@ def test_an_internal_error_is_one_line_that_says_so_and_other_rows_are_kept(tmp_
     np.save(tmp_path / "bug.npy", np.eye(5, dtype=np.float32))
     real = batch.locate
 
-    def buggy(heatmaps, layout, settings, budget=None):
+    def buggy(heatmaps, layout, settings, budget=None, slabs=None):
         if heatmaps.dtype == np.float32:
             raise TypeError("unsupported operand\nsecond line")
-        return real(heatmaps, layout, settings, budget)
+        return real(heatmaps, layout, settings, budget, slabs)
 
     monkeypatch.setattr(batch, "locate", buggy)
     result = find(good, tmp_path / "bug.npy", "-q", runner=CliRunner())  # production: no re-raising
@@ -74,10 +74,10 @@ def test_memory_error_fails_its_input_alone(tmp_path, good, monkeypatch):
     np.save(tmp_path / "big.npy", np.eye(5, dtype=np.float32))
     real = batch.locate
 
-    def exhausted(heatmaps, layout, settings, budget=None):
+    def exhausted(heatmaps, layout, settings, budget=None, slabs=None):
         if heatmaps.dtype == np.float32:
             raise MemoryError
-        return real(heatmaps, layout, settings, budget)
+        return real(heatmaps, layout, settings, budget, slabs)
 
     monkeypatch.setattr(batch, "locate", exhausted)
     result = find(tmp_path / "big.npy", good, "-q")

@@ -48,6 +48,8 @@ class Maps:
         self.count = int(np.prod(self.batch_shape, dtype=np.int64))
         self.shape = (self.count, *self.spatial)
         self.ndim = 1 + ndim
+        #: How to open the same stack in another process (a :class:`peakloc.run.locate.Source`), or None.
+        self.source = None
 
     def __len__(self) -> int:
         return self.count

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from ..output.table import rows
 from .capture import captured
 from .locate import Located, locate, read_heatmaps
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..ops.streaming import Slabs
 
 #: From this many inputs on, a process pool pays for its start-up.
 PARALLEL_MIN_INPUTS = 16
@@ -52,6 +55,9 @@ class Job:
         Keep each failure's traceback (``--debug``).
     reraise : bool
         Let peakloc's own bugs raise instead of becoming an input's error: the test suite's setting.
+    cwd : str, optional
+        The folder relative input paths name files in, where that is not this process's working folder (a
+        cluster's workers); rows and messages keep the paths as given.
     """
 
     settings: Settings
@@ -59,6 +65,7 @@ class Job:
     protected: frozenset[str] = frozenset()
     debug: bool = False
     reraise: bool = False
+    cwd: str | None = None
 
 
 @dataclass
@@ -114,7 +121,8 @@ def _read(job: Job, item: Input, budget: int | None) -> tuple[np.ndarray, Layout
     """``(heatmaps (B, *spatial), layout)`` of one input, or a :class:`PeaklocError`."""
     if item.problem:
         raise PeaklocError(item.problem)
-    return read_heatmaps(item.path, job.settings, budget)
+    path = item.path if job.cwd is None or "://" in item.path else os.path.join(job.cwd, item.path)
+    return read_heatmaps(path, job.settings, budget)
 
 
 def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
@@ -140,23 +148,24 @@ def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
         )
 
 
-def _one(job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None) -> None:
-    """Locate one input (in pieces within ``budget`` where it was opened so) and finish it."""
+def _one(job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None, slabs: Slabs | None) -> None:
+    """Locate one input (in pieces within ``budget``, its slabs on ``slabs``, where it was opened so) and finish it."""
 
     def work() -> None:
-        _finish(job, item.path, locate(loaded[0], loaded[1], job.settings, budget), outcome)
+        _finish(job, item.path, locate(loaded[0], loaded[1], job.settings, budget, slabs), outcome)
 
     with captured() as notes:
         _attempt(job, outcome, work)
     _noted(outcome, notes)
 
 
-def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None) -> list[Outcome]:
+def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs: Slabs | None = None) -> list[Outcome]:
     """Process inputs, each failing alone; single-map integer images of one shape are stacked and located together.
 
     Stacking changes no number: every method works per map (the tests hold every method to that). A stack
     that fails as a whole is located again input by input, so that one input's failure stays its own.
-    ``budget`` is this process's share of the memory budget, in bytes.
+    ``budget`` is this process's share of the memory budget, in bytes; ``slabs`` runs the passes over the
+    slabs of inputs read in pieces (default: threads of this process).
     """
     outcomes = [Outcome(item.path) for item in items]
     loaded: dict[int, tuple[np.ndarray, Layout]] = {}
@@ -175,7 +184,7 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None) -> li
         if len(members) > 1 and _stacked(job, items, loaded, members, outcomes):
             continue
         for k in members:
-            _one(job, items[k], loaded[k], outcomes[k], budget)
+            _one(job, items[k], loaded[k], outcomes[k], budget, slabs)
     return outcomes
 
 
@@ -226,13 +235,20 @@ def workers_for(count: int, settings: Settings) -> int:
 
 
 @contextmanager
-def outcomes(job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
+def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator[Outcome]]:
     """Context giving each input's outcome, in input order; in a process pool when that pays.
 
     The pool is forked on entering, before the caller starts anything with threads of its own (a progress
     bar): forking a process that runs other threads can deadlock the children. With a pool, each worker
-    gets an equal share of the memory budget.
+    gets an equal share of the memory budget. With a ``distributed.Client``, the inputs run on its cluster
+    instead (:func:`peakloc.run.cluster.outcomes_on`).
     """
+    if client is not None:
+        from .cluster import outcomes_on
+
+        with outcomes_on(client, job, items) as results:
+            yield results
+        return
     workers = workers_for(len(items), job.settings)
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     budget = job.settings.max_memory

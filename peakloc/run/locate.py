@@ -433,9 +433,34 @@ class _Stacked(Maps):
         self.dtype = members[0].dtype
         self.array = members[0].array
         self.order = members[0].order
+        self.source = None  # files of this process
 
     def read(self, b: int, box: tuple[slice, ...] = ()) -> np.ndarray:
         return self.members[b].read(0, box)
+
+
+@dataclass(frozen=True)
+class Source:
+    """How an input is read: enough to open it again in another process (a cluster's worker reading a slab)."""
+
+    path: str
+    axes: str | None = None
+    decode_colormap: str | None = None
+    in_pieces: bool | None = None
+
+    def read(self):
+        """``(array, axis letters)`` as :func:`peakloc.io.read` gives them."""
+        return read(self.path, self.axes, self.decode_colormap, self.in_pieces)
+
+    def open(self) -> Maps:
+        """The input as a stack read in pieces, as :func:`read_heatmaps` gave it."""
+        return _stack(*self.read())[0]
+
+
+def _stack(array, letters: str) -> tuple[Maps, Layout]:
+    layout = layout_of(array.shape, letters)
+    order = [validate_axes(letters).index(a) for a in layout.batch + layout.spatial]
+    return Maps(array, len(layout.spatial), order), layout
 
 
 #: Largest decoded size per stored byte of a TIFF read in pieces (zlib's limit is 1032).
@@ -463,12 +488,12 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
         in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
         if not in_pieces:
             check(found, kind, settings, budget)
-    array, letters = read(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
+    source = Source(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
+    array, letters = source.read()
     if is_lazy(array):
-        layout = layout_of(array.shape, letters)
-        order = [validate_axes(letters).index(a) for a in layout.batch + layout.spatial]
-        maps = Maps(array, len(layout.spatial), order)
+        maps, layout = _stack(array, letters)
         if not fits_in_memory(maps, settings, budget):
+            maps.source = source
             return maps, layout
         return maps.load(), layout
     stacked, layout = to_heatmaps(array, letters)

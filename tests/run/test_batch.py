@@ -84,10 +84,10 @@ def test_stacked_inputs_keep_their_own_warnings(crowded):
 def test_a_stack_that_fails_as_a_whole_is_located_input_by_input(crowded, monkeypatch):
     real = batch.locate
 
-    def refuses_stacks(heatmaps, layout, settings, budget=None):
+    def refuses_stacks(heatmaps, layout, settings, budget=None, slabs=None):
         if len(heatmaps) > 1:
             raise batch.PeaklocError("a stack failed")
-        return real(heatmaps, layout, settings, budget)
+        return real(heatmaps, layout, settings, budget, slabs)
 
     monkeypatch.setattr(batch, "locate", refuses_stacks)
     outcomes = batch.run_chunk(batch.Job(Settings()), [Input(str(p)) for p in crowded])

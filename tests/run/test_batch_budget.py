@@ -11,9 +11,9 @@ def test_a_run_hands_its_budget_to_inputs_read_in_pieces(tmp_path, monkeypatch):
     seen = []
     real = batch.locate
 
-    def spy(heatmaps, layout, settings, budget=None):
+    def spy(heatmaps, layout, settings, budget=None, slabs=None):
         seen.append((type(heatmaps), budget))
-        return real(heatmaps, layout, settings, budget)
+        return real(heatmaps, layout, settings, budget, slabs)
 
     monkeypatch.setattr(batch, "locate", spy)
     outcome = batch.run_chunk(batch.Job(Settings(), reraise=True), [Input(str(tmp_path / "v.npy"))], 4096)[0]

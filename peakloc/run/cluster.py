@@ -1,0 +1,234 @@
+"""Runs on a Dask cluster (``peakloc find --dask ADDRESS``): Dask schedules, peakloc only submits and collects.
+
+- **Inputs** go to the workers in chunks of :data:`~peakloc.run.batch.CHUNK` as tasks
+  (:func:`run_chunk_task`, which is :func:`peakloc.run.batch.run_chunk`: each input fails alone), a bounded
+  number in flight. Workers read the files themselves and write the overlays; only rows, messages and
+  counts come back, and :func:`outcomes_on` gives them in input order.
+- **An input larger than the memory budget** is located by the task that holds it; its passes over slabs
+  (extremes, soft-argmax sums, local-maximum candidates) are tasks of their own (:class:`ClusterSlabs`),
+  each worker opening the input again (:class:`~peakloc.run.locate.Source`) and reading its slab.
+- **Faults**: Dask runs again the tasks of a worker that died. A chunk whose tasks killed workers too often
+  (Dask's ``KilledWorker``) runs again input by input, so that only the input that kills workers fails. A
+  scheduler that cannot be reached, or that goes away, is a :class:`ClusterError`.
+
+Nothing here is imported unless a cluster is asked for: Dask's import costs a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ..errors import PeaklocError
+from ..ops.streaming import Slabs
+from .batch import CHUNK, Job, Outcome, failure, run_chunk
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from ..io.inputs import Input
+    from ..ops.lazy import Maps
+    from .locate import Source
+
+#: Seconds to wait for the scheduler before giving up (the whole start stays within 15 s).
+CONNECT_TIMEOUT = 10
+#: Chunk tasks in flight per worker thread: enough to keep every thread busy, few enough to stream.
+IN_FLIGHT_PER_THREAD = 4
+#: Inputs (their stacks read in pieces) a worker process keeps open for the slab tasks that read them.
+OPEN_INPUTS = 8
+
+_ADDRESS = re.compile(r"^(\w+://)?[\w.\-]+:\d+$|^\w+://.+$|^\[[0-9a-fA-F:]+\]:\d+$")
+
+
+class ClusterError(PeaklocError):
+    """The cluster cannot be used: the scheduler is unreachable, or went away mid-run."""
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
+    """A client of the scheduler at ``address``: ``tcp://host:port`` (or ``host:port``), or a scheduler file.
+
+    Raises :class:`ClusterError` naming the address within about ``timeout`` seconds when it cannot be reached.
+    """
+    import dask
+
+    from distributed import Client
+
+    # The run reports what goes wrong itself: Dask's own log lines would only repeat it on stderr.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
+        try:
+            if os.path.isfile(address):
+                return Client(scheduler_file=address, timeout=timeout, set_as_default=False)
+            if not _ADDRESS.match(address):
+                raise ClusterError(f"{address} is neither a scheduler address (tcp://host:port) nor a scheduler file")
+            return Client(address, timeout=timeout, set_as_default=False)
+        except ClusterError:
+            raise
+        except (OSError, TimeoutError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ClusterError(f"cannot reach the Dask scheduler at {address} ({reason})") from None
+
+
+def _worker_share(budget: int | None) -> tuple[int | None, int]:
+    """This worker thread's share of the memory budget, and the NumPy threads one task may use."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    nthreads = max(1, int(getattr(worker, "nthreads", 0) or worker.state.nthreads))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (None if budget is None else budget // nthreads), max(1, cores // nthreads)
+
+
+def run_chunk_task(job: Job, items: Sequence[Input], budget: int | None) -> list[Outcome]:
+    """:func:`~peakloc.run.batch.run_chunk` on a worker, with its share of ``budget`` and its slabs as tasks."""
+    share, threads = _worker_share(budget)
+    job = replace(job, settings=replace(job.settings, threads=threads))
+    return run_chunk(job, items, share, ClusterSlabs(threads))
+
+
+class ClusterSlabs(Slabs):
+    """Passes over the slabs of an input read in pieces, one task per slab, from inside a task.
+
+    A stack that cannot be opened again elsewhere (no ``source``: a smoothed map in a file of this
+    process) is read here, on threads.
+    """
+
+    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
+        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order, each on some worker."""
+        if maps.source is None or len(boxes) < 2:
+            return super().map(compute, maps, b, boxes, *args)
+        from distributed import worker_client
+
+        # worker_client secedes this task's thread while the slab tasks run: they may run on its worker too.
+        with worker_client() as client:
+            name = uuid.uuid4().hex
+            futures = client.map(
+                slab_task,
+                boxes,
+                key=[f"peakloc-slab-{name}-{k}" for k in range(len(boxes))],
+                pure=False,
+                source=maps.source,
+                b=b,
+                compute=compute,
+                args=args,
+            )
+            return client.gather(futures)
+
+
+_OPENED: OrderedDict[Source, Maps] = OrderedDict()
+
+
+def slab_task(box: tuple[int, int, int], source: Source, b: int, compute, args: tuple):
+    """``compute`` of one slab of map ``b`` of the input ``source``, read by this worker."""
+    maps = _OPENED.get(source)
+    if maps is None:
+        maps = _OPENED[source] = source.open()
+        while len(_OPENED) > OPEN_INPUTS:
+            _OPENED.popitem(last=False)
+    return compute(maps.read(b, (slice(box[0], box[1]),)), box, *args)
+
+
+def for_workers(job: Job) -> Job:
+    """The job as workers in other folders need it: relative inputs and the overlay folder resolved here."""
+    overlay = job.settings.overlay
+    if overlay is not None:
+        overlay = replace(overlay, folder=os.path.abspath(overlay.folder))
+    return replace(job, settings=replace(job.settings, overlay=overlay), cwd=os.getcwd())
+
+
+def _threads(client: Client) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - only sizes the window
+        return 1
+
+
+@contextmanager
+def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
+    """Context giving each input's outcome, in input order, from chunk tasks on ``client``'s cluster.
+
+    The job goes to every worker once; each task carries its chunk's inputs and the budget (bytes, shared by
+    each worker's threads). Leaving the context cancels what is still queued.
+    """
+    chunks = [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
+    budget = job.settings.max_memory
+    job = for_workers(job)
+    try:
+        shared = client.scatter(job, broadcast=True, hash=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster ends the run the same way
+        raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+    window = IN_FLIGHT_PER_THREAD * _threads(client)
+    name = uuid.uuid4().hex
+    pending: deque = deque()
+    counter = itertools.count()
+
+    def submit(chunk: list) -> None:
+        key = f"peakloc-chunk-{name}-{next(counter)}"
+        pending.append((chunk, client.submit(run_chunk_task, shared, chunk, budget, key=key, pure=False)))
+
+    def results() -> Iterator[Outcome]:
+        queue = iter(chunks)
+        for chunk in itertools.islice(queue, window):
+            submit(chunk)
+        while pending:
+            chunk, future = pending.popleft()
+            outcomes = _collect(client, shared, chunk, future, budget, job)
+            for chunk in itertools.islice(queue, 1):
+                submit(chunk)
+            yield from outcomes
+
+    try:
+        yield results()
+    finally:
+        futures = [future for _, future in pending]
+        if futures:
+            try:
+                client.cancel(futures)
+            except Exception:  # noqa: BLE001, S110 - the scheduler may be gone already
+                pass
+
+
+def _collect(client: Client, shared, chunk: list, future, budget: int | None, job: Job) -> list[Outcome]:
+    """A chunk's outcomes; a chunk whose task failed runs again input by input, each failing alone."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        pass
+    except Exception as exc:
+        if job.reraise:
+            raise
+        if _lost(client):
+            raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+    singles = [
+        client.submit(run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False)
+        for item in chunk
+    ]
+    outcomes = []
+    for item, single in zip(chunk, singles):
+        try:
+            outcomes += single.result()
+        except KilledWorker:
+            outcomes.append(
+                Outcome(item.path, errors=["killed every Dask worker that read it (out of memory, or a crash)"])
+            )
+        except Exception as exc:
+            if job.reraise:
+                raise
+            if _lost(client):
+                raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+            outcomes.append(Outcome(item.path, errors=[failure(exc)]))
+    return outcomes
+
+
+def _lost(client: Client) -> bool:
+    return client.status not in ("running", "connecting")
