@@ -58,7 +58,6 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
     Raises :class:`ClusterError` naming the address within about ``timeout`` seconds when it cannot be reached.
     """
     import dask
-
     from distributed import Client
 
     # The run reports what goes wrong itself: Dask's own log lines would only repeat it on stderr.
@@ -78,7 +77,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
 
 
 def _worker_share(budget: int | None) -> tuple[int | None, int]:
-    """This worker thread's share of the memory budget, and the NumPy threads one task may use."""
+    """The share of the memory budget of one thread of this worker, and the NumPy threads one task may use."""
     from distributed import get_worker
 
     worker = get_worker()
