@@ -45,6 +45,11 @@ IN_FLIGHT_PER_THREAD = 4
 #: Inputs (their stacks read in pieces) a worker process keeps open for the slab tasks that read them.
 OPEN_INPUTS = 8
 
+#: Tries of an input run alone after its chunk killed workers.
+ISOLATED_TRIES = 2
+#: The error of an input whose tasks killed the workers that ran them, every try.
+KILLED = "killed every Dask worker that read it (out of memory, or a crash)"
+
 _ADDRESS = re.compile(r"^(\w+://)?[\w.\-]+:\d+$|^\w+://.+$|^\[[0-9a-fA-F:]+\]:\d+$")
 
 
@@ -84,6 +89,10 @@ def _worker_share(budget: int | None) -> tuple[int | None, int]:
     nthreads = max(1, int(getattr(worker, "nthreads", 0) or worker.state.nthreads))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return (None if budget is None else budget // nthreads), max(1, cores // nthreads)
+
+
+def _same(job: Job) -> Job:
+    return job
 
 
 def run_chunk_task(job: Job, items: Sequence[Input], budget: int | None) -> list[Outcome]:
@@ -154,16 +163,15 @@ def _threads(client: Client) -> int:
 def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[Iterator[Outcome]]:
     """Context giving each input's outcome, in input order, from chunk tasks on ``client``'s cluster.
 
-    The job goes to every worker once; each task carries its chunk's inputs and the budget (bytes, shared by
+    The job goes to the cluster once; each task carries its chunk's inputs and the budget (bytes, shared by
     each worker's threads). Leaving the context cancels what is still queued.
     """
     chunks = [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
     budget = job.settings.max_memory
     job = for_workers(job)
-    try:
-        shared = client.scatter(job, broadcast=True, hash=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster ends the run the same way
-        raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+    # The job is a task's result, not scattered data: a worker that dies with it loses nothing, since the
+    # scheduler computes it again from the task.
+    shared = client.submit(_same, job, key=f"peakloc-job-{uuid.uuid4().hex}", pure=False)
     window = IN_FLIGHT_PER_THREAD * _threads(client)
     name = uuid.uuid4().hex
     pending: deque = deque()
@@ -208,24 +216,27 @@ def _collect(client: Client, shared, chunk: list, future, budget: int | None, jo
             raise
         if _lost(client):
             raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
-    singles = [
-        client.submit(run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False)
-        for item in chunk
-    ]
+    # One input at a time, each tried twice: an input whose task merely shared a worker with one that
+    # killed it is not blamed.
     outcomes = []
-    for item, single in zip(chunk, singles):
-        try:
-            outcomes += single.result()
-        except KilledWorker:
-            outcomes.append(
-                Outcome(item.path, errors=["killed every Dask worker that read it (out of memory, or a crash)"])
+    for item in chunk:
+        for attempt in range(ISOLATED_TRIES):
+            single = client.submit(
+                run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False
             )
-        except Exception as exc:
-            if job.reraise:
-                raise
-            if _lost(client):
-                raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
-            outcomes.append(Outcome(item.path, errors=[failure(exc)]))
+            try:
+                outcomes += single.result()
+                break
+            except KilledWorker:
+                if attempt + 1 == ISOLATED_TRIES:
+                    outcomes.append(Outcome(item.path, errors=[KILLED]))
+            except Exception as exc:
+                if job.reraise:
+                    raise
+                if _lost(client):
+                    raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+                outcomes.append(Outcome(item.path, errors=[failure(exc)]))
+                break
     return outcomes
 
 
