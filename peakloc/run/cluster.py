@@ -16,12 +16,11 @@ Nothing here is imported unless a cluster is asked for: Dask's import costs a se
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,8 +39,13 @@ if TYPE_CHECKING:
 
 #: Seconds to wait for the scheduler before giving up (the whole start stays within 15 s).
 CONNECT_TIMEOUT = 10
-#: Chunk tasks in flight per worker thread: enough to keep every thread busy, few enough to stream.
-IN_FLIGHT_PER_THREAD = 4
+#: Chunk tasks submitted and not yet given out, per worker thread (and at least): enough to keep every
+#: thread busy while one slow chunk holds the others' results back, few enough to stream.
+IN_FLIGHT_PER_THREAD = 8
+MIN_IN_FLIGHT = 32
+#: Most inputs in one task, and tasks per worker thread to aim at (see :func:`chunk_size`).
+MAX_CHUNK = 256
+CHUNKS_PER_THREAD = 8
 #: Inputs (their stacks read in pieces) a worker process keeps open for the slab tasks that read them.
 OPEN_INPUTS = 8
 
@@ -152,6 +156,16 @@ def for_workers(job: Job) -> Job:
     return replace(job, settings=replace(job.settings, overlay=overlay), cwd=os.getcwd())
 
 
+def chunk_size(count: int, threads: int) -> int:
+    """Inputs per task for ``count`` inputs on ``threads`` worker threads.
+
+    :data:`~peakloc.run.batch.CHUNK` at least, more for many inputs (a task costs the scheduler a few
+    milliseconds), at most :data:`MAX_CHUNK`, and about :data:`CHUNKS_PER_THREAD` tasks for each worker
+    thread, so that the last tasks finish close together.
+    """
+    return max(CHUNK, min(MAX_CHUNK, count // (CHUNKS_PER_THREAD * max(1, threads))))
+
+
 def _threads(client: Client) -> int:
     try:
         return max(1, sum(client.nthreads().values()))
@@ -166,36 +180,45 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
     The job goes to the cluster once; each task carries its chunk's inputs and the budget (bytes, shared by
     each worker's threads). Leaving the context cancels what is still queued.
     """
-    chunks = [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
+    threads = _threads(client)
+    size = chunk_size(len(items), threads)
+    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
     budget = job.settings.max_memory
     job = for_workers(job)
     # The job is a task's result, not scattered data: a worker that dies with it loses nothing, since the
     # scheduler computes it again from the task.
     shared = client.submit(_same, job, key=f"peakloc-job-{uuid.uuid4().hex}", pure=False)
-    window = IN_FLIGHT_PER_THREAD * _threads(client)
+    window = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_THREAD * threads)
     name = uuid.uuid4().hex
-    pending: deque = deque()
-    counter = itertools.count()
+    submitted: dict[str, int] = {}
+    from distributed import as_completed
 
-    def submit(chunk: list) -> None:
-        key = f"peakloc-chunk-{name}-{next(counter)}"
-        pending.append((chunk, client.submit(run_chunk_task, shared, chunk, budget, key=key, pure=False)))
+    # Results are fetched as tasks finish, several at once, and put back in input order here.
+    finished = as_completed(with_results=True, raise_errors=False, loop=client.loop)
+
+    def submit(k: int) -> None:
+        future = client.submit(run_chunk_task, shared, chunks[k], budget, key=f"peakloc-chunk-{name}-{k}", pure=False)
+        submitted[future.key] = k
+        finished.add(future)
 
     def results() -> Iterator[Outcome]:
-        queue = iter(chunks)
-        for chunk in itertools.islice(queue, window):
-            submit(chunk)
-        while pending:
-            chunk, future = pending.popleft()
-            outcomes = _collect(client, shared, chunk, future, budget, job)
-            for chunk in itertools.islice(queue, 1):
-                submit(chunk)
-            yield from outcomes
+        waiting: dict[int, object] = {}
+        for k in range(min(window, len(chunks))):
+            submit(k)
+        queued, ready = min(window, len(chunks)), 0
+        for future, result in finished:
+            waiting[submitted.pop(future.key)] = result[1] if future.status == "error" else result
+            while ready in waiting:
+                yield from _collect(client, shared, chunks[ready], waiting.pop(ready), budget, job)
+                ready += 1
+                if queued < len(chunks):
+                    submit(queued)
+                    queued += 1
 
     try:
         yield results()
     finally:
-        futures = [future for _, future in pending]
+        futures = list(finished.futures)
         if futures:
             try:
                 client.cancel(futures)
@@ -203,19 +226,20 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
                 pass
 
 
-def _collect(client: Client, shared, chunk: list, future, budget: int | None, job: Job) -> list[Outcome]:
-    """A chunk's outcomes; a chunk whose task failed runs again input by input, each failing alone."""
+def _collect(client: Client, shared, chunk: list, result, budget: int | None, job: Job) -> list[Outcome]:
+    """A chunk's outcomes from its task's ``result``.
+
+    A chunk whose task failed (``result`` is its exception) runs again input by input, each failing alone.
+    """
     from distributed import KilledWorker
 
-    try:
-        return future.result()
-    except KilledWorker:
-        pass
-    except Exception as exc:
+    if not isinstance(result, BaseException):
+        return result
+    if not isinstance(result, KilledWorker):
         if job.reraise:
-            raise
+            raise result
         if _lost(client):
-            raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+            raise ClusterError(f"lost the Dask scheduler ({failure(result)})") from None
     # One input at a time, each tried twice: an input whose task merely shared a worker with one that
     # killed it is not blamed.
     outcomes = []
