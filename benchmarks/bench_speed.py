@@ -1,11 +1,13 @@
 """Speed of peakloc against baselines measured in the same run; every figure is printed as a ratio.
 
-Usage: python benchmarks/bench_speed.py [--quick] [--files N]
+Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--cluster-files N]
 
 - CPU: soft-argmax of the pose batch 64x17x64x48 (float32; Gaussian keypoint maps, and uniform random
   values as the worst case): peakloc (NumPy) vs kornia's spatial_soft_argmax2d (torch, CPU), the seed's
   per-map NumPy loop, and numpy's argmax.
 - GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
+- Cluster: `peakloc find DIR --dask FILE` over 20000 256x256 PNG heatmaps on a two-worker cluster on loopback
+  (started before the clock) vs the local process pool on the same cores: the overhead of going through Dask.
 - Command line: `peakloc find one.png` vs `python -c "import cv2"`, `peakloc find one.npy` vs
   `python -c "import numpy"`, and `peakloc find DIR -o out.csv` over N 256x256 PNG heatmaps vs a naive
   one-process loop (cv2.imread, numpy argmax, the seed's soft-argmax, CSV).
@@ -235,15 +237,90 @@ def command_line(quick: bool, files: int) -> None:
         record("cli", f"peakloc find DIR ({files} PNG 256x256) -o out.csv", ours_s, "naive one-process loop", naive_s)
 
 
+def cluster(quick: bool, files: int) -> None:
+    """``--dask`` on a two-worker cluster on loopback against the local pool on the same cores."""
+    import cv2
+
+    print(f"Cluster (wall time of whole processes, best of 3): {files} PNG heatmaps, --dask vs the local pool")
+    exe = [sys.executable, "-m", "peakloc", "find"]
+    dask = str(Path(sys.executable).parent / "dask")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = tmp / "frames"
+        folder.mkdir()
+        yy, xx = np.mgrid[:256, :256]
+        rng = np.random.default_rng(1)
+        for i in range(files):
+            cy, cx = rng.uniform(40, 216, 2)
+            heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 20.0**2))
+            cv2.imwrite(str(folder / f"frame_{i:05d}.png"), np.round(heat * 255).astype(np.uint8))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = min(2, cores)
+        scheduler_file = tmp / "scheduler.json"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+        started = [
+            subprocess.Popen(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+                + ["--scheduler-file", str(scheduler_file)],
+                **quiet,
+            )
+        ]
+        try:
+            deadline = time.monotonic() + 60
+            while not (scheduler_file.exists() and scheduler_file.stat().st_size) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            started.append(
+                subprocess.Popen(
+                    [dask, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", str(workers)]
+                    + ["--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                    **quiet,
+                )
+            )
+            from distributed import Client
+
+            with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+                client.wait_for_workers(workers, timeout=60)
+
+            def run(*more):
+                args = [*exe, str(folder), "-q", *more]
+                return lambda: subprocess.run(args, check=True, capture_output=True, cwd=tmp)
+
+            local_s = best_of(run("-o", str(tmp / "local.csv")), repeat=3)
+            dask_s = best_of(run("-o", str(tmp / "dask.csv"), "--dask", str(scheduler_file)), repeat=3)
+        finally:
+            for process in reversed(started):
+                os.killpg(process.pid, 15)
+                process.wait(30)
+        same = (tmp / "local.csv").read_bytes() == (tmp / "dask.csv").read_bytes()
+        record(
+            "cluster",
+            f"peakloc find DIR ({files} PNG 256x256) --dask, {workers} workers x 1 thread",
+            dask_s,
+            f"the local pool ({workers} processes)",
+            local_s,
+        )
+        overhead = dask_s / local_s
+        ROWS[-1].update({"overhead_vs_local": round(overhead, 3), "identical_tables": same})
+        print(
+            f"  overhead of going through Dask: {overhead:.2f}x the local pool (bar 1.5x), tables identical: {same}, "
+            f"{'PASS' if overhead <= 1.5 and same else 'FAIL'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batches")
     parser.add_argument("--files", type=int, default=1000, help="PNG files for the batch case (default 1000)")
+    parser.add_argument(
+        "--cluster-files", type=int, default=20000, help="PNG files for the --dask case (default 20000; 0: skip)"
+    )
     args = parser.parse_args()
     print(f"machine: {_common.machine()}")
     cpu(args.quick)
     gpu(args.quick)
     command_line(args.quick, args.files)
+    if args.cluster_files:
+        cluster(args.quick, args.cluster_files)
     csv_path, _ = _common.write("speed", ROWS)
     print(f"written: {csv_path} (and .json)")
 
