@@ -69,8 +69,11 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
     import dask
     from distributed import Client
 
-    # The run reports what goes wrong itself: Dask's own log lines would only repeat it on stderr.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    # The run reports what goes wrong itself: Dask's own log lines would only repeat it on stderr. Dask
+    # sets levels on some of its loggers, so each is quietened, not only their parent.
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
         try:
             if os.path.isfile(address):
@@ -239,7 +242,7 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
         if job.reraise:
             raise result
         if _lost(client):
-            raise ClusterError(f"lost the Dask scheduler ({failure(result)})") from None
+            raise _lost_scheduler(result) from None
     # One input at a time, each tried twice: an input whose task merely shared a worker with one that
     # killed it is not blamed.
     outcomes = []
@@ -258,10 +261,14 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
                 if job.reraise:
                     raise
                 if _lost(client):
-                    raise ClusterError(f"lost the Dask scheduler ({failure(exc)})") from None
+                    raise _lost_scheduler(exc) from None
                 outcomes.append(Outcome(item.path, errors=[failure(exc)]))
                 break
     return outcomes
+
+
+def _lost_scheduler(exc: BaseException) -> ClusterError:
+    return ClusterError(f"lost the Dask scheduler ({type(exc).__name__})")
 
 
 def _lost(client: Client) -> bool:

@@ -261,3 +261,21 @@ def test_a_scheduler_that_cannot_be_reached_is_one_usage_line_within_15_s(tmp_pa
     assert out.stderr.splitlines()[-1].startswith("Error: Invalid value for '--dask': ")
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_scheduler_lost_mid_run_keeps_the_rows_done_and_says_so(tmp_path):
+    _slow_inputs(tmp_path / "data", 64)
+    with cluster(tmp_path / "cluster", 1) as doomed:
+        with (tmp_path / "err.txt").open("w") as err:
+            remote = subprocess.Popen(
+                [*PEAKLOC, "data", "-o", "dask.csv", "--dask", doomed.address], cwd=tmp_path, stderr=err
+            )
+            _until(lambda: doomed.keys_run("peakloc-chunk"), "the first chunk")
+            os.killpg(doomed.scheduler.pid, signal.SIGKILL)
+            assert remote.wait(WAIT) == 1
+    messages = (tmp_path / "err.txt").read_text().splitlines()
+    assert re.fullmatch(r"peakloc: error: lost the Dask scheduler \(\w+\); \d+ inputs not run", messages[0])
+    assert re.fullmatch(r"peakloc: 64 files, \d+ heatmaps, \d+ failed, [0-9.]+ s", messages[1])
+    assert len(messages) == 2
+    done = int(messages[1].split()[3])
+    assert len((tmp_path / "dask.csv").read_text().splitlines()) == 1 + 2 * done
