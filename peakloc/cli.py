@@ -401,8 +401,9 @@ def main() -> None:
 def find(inputs: tuple[str, ...], **options) -> None:
     """Locate the peaks of every heatmap in INPUT... and write a table.
 
-    INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a directory (its supported files, sorted by
-    name), or '-' to read paths from standard input, one per line.
+    INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a .zarr store, a directory (its supported
+    files, sorted by name), '-' to read paths from standard input, one per line, or a URL read through
+    fsspec (s3://bucket/a.zarr, file:///data/a.npy).
 
     Columns: path, index, peak, method, x, y, z, value. Exit status: 0 all inputs done, 1 some failed
     (one 'peakloc: error: PATH: reason' line each), 2 usage error; after a signal 130 (SIGINT), 143

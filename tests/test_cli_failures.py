@@ -201,7 +201,7 @@ def test_an_output_folder_that_is_missing_or_read_only_is_a_usage_error_before_r
         locked.chmod(0o700)
 
 
-def _slow_run(tmp_path, count=400):
+def _slow_run(tmp_path, count=2000):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(count):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .remote import filesystem, is_url
+
 #: Largest image OpenCV decodes (its ``CV_IO_MAX_IMAGE_PIXELS``); it refuses bigger ones.
 OPENCV_MAX_PIXELS = 1 << 30
 
@@ -35,6 +37,14 @@ class Probe:
         return int(np.prod(self.shape, dtype=np.float64)) // self.samples
 
 
+def _open(path):
+    """A binary file object of a path or a URL (through fsspec)."""
+    if is_url(path):
+        fs, where = filesystem(path)
+        return fs.open(where, "rb")
+    return open(path, "rb")
+
+
 def _png(head: bytes) -> Probe | None:
     if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
@@ -47,7 +57,7 @@ def _png(head: bytes) -> Probe | None:
 
 
 def _jpeg(path: Path) -> Probe | None:
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         if handle.read(2) != b"\xff\xd8":
             return None
         while True:
@@ -101,7 +111,7 @@ def _pnm(head: bytes) -> Probe | None:
 
 
 def _npy(path: Path) -> Probe | None:
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         try:
             version = np.lib.format.read_magic(handle)
             reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -115,7 +125,7 @@ def _tiff(path: Path) -> Probe | None:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _open(path) as handle, tifffile.TiffFile(handle) as tif:
             series = tif.series[0]
             shape = tuple(int(n) for n in series.shape)
             samples = shape[series.axes.index("S")] if "S" in series.axes else 1
@@ -130,13 +140,13 @@ def probe(path: str | Path, kind: str) -> Probe | None:
     Reads only headers. Images: PNG, JPEG, BMP and PNM headers are understood; other OpenCV formats give
     None (OpenCV's own pixel limit still holds for them).
     """
-    path = Path(path)
+    path = path if is_url(path) else Path(path)
     if kind == "npy":
         return _npy(path)
     if kind == "tiff":
         return _tiff(path)
     try:
-        with open(path, "rb") as handle:
+        with _open(path) as handle:
             head = handle.read(64)
         for sniff in (_png, _bmp, _pnm):
             found = sniff(head)

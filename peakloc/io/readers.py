@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AxesError, InputError, PeaklocWarning
 from .axes import default_axes, validate_axes
+from .remote import filesystem, is_url
 
 NPY_SUFFIXES = frozenset({".npy"})
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
@@ -89,8 +92,9 @@ def read(
 
     Parameters
     ----------
-    path : path-like
-        A ``.npy``, ``.tif``/``.tiff`` or image file (PNG, JPEG, BMP, ... anything in :data:`SUFFIXES`).
+    path : path-like or str
+        A ``.npy``, ``.tif``/``.tiff`` or image file (PNG, JPEG, BMP, ... anything in :data:`SUFFIXES`), or
+        a ``.zarr`` store; a URL (``s3://...``, ``file://...``) is read through fsspec.
     axes : str, optional
         Axis letters of the stored array, overriding the defaults. Given for a colour TIFF, it names the
         stored samples too (a planar ``(4, Y, X)`` stack is then read as it is, e.g. as ``ZYX``).
@@ -120,38 +124,10 @@ def read(
     AxesError
         `axes` does not fit the array, or a 4-D or larger array has no axes.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise InputError("no such file or directory")
-    if path.is_dir() and suffix not in ZARR_SUFFIXES:
-        raise InputError("is a directory")
-    if suffix not in SUFFIXES:
-        raise InputError(
-            f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(sorted(SUFFIXES))}"
-        )
-    kind = kind_of(path)
-    try:
-        if kind == "zarr":
-            array, stored = read_zarr(path)
-        elif not path.is_file():
-            raise InputError("is not a regular file")
-        elif path.stat().st_size == 0:
-            raise InputError("file is empty")
-        elif kind == "npy":
-            array, stored = read_npy(path), None
-        elif kind == "tiff":
-            array, stored = read_tiff(path, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
-        else:
-            array, stored = read_image(path, colormap), "YX"
-    except PermissionError:
-        raise InputError("permission denied") from None
-    except (InputError, AxesError, MemoryError):
-        raise
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any failure inside a decoder is this file's, said in words
-        raise InputError(_reason(kind, exc)) from None
+    if is_url(path):
+        array, stored = _read_url(path, axes, colormap, in_pieces)
+    else:
+        array, stored = _read_file(Path(path), axes, colormap, in_pieces)
     if array.dtype.kind not in "biuf":
         raise InputError(f"dtype {array.dtype} is not numeric")
     if array.size == 0:
@@ -169,21 +145,99 @@ def read(
     return array, stored
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """Memory-map an ``.npy`` file; never unpickles (``allow_pickle=False``)."""
-    with open(path, "rb") as handle:
-        head = handle.read(6)
+def _unsupported(suffix: str) -> InputError:
+    return InputError(f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(sorted(SUFFIXES))}")
+
+
+@contextmanager
+def _decoding(kind: str) -> Iterator[None]:
+    """What goes wrong while a ``kind`` file is read becomes an :class:`InputError` in words."""
+    try:
+        yield
+    except (InputError, AxesError, MemoryError):
+        raise
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure inside a decoder is this file's, said in words
+        raise InputError(_reason(kind, exc)) from None
+
+
+def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool | None):
+    """``(array, stored axes or None)`` of the file or Zarr store at ``url``.
+
+    Zarr stores and TIFFs are read in pieces as from a disk (TIFFs tile by tile through tifffile's Zarr
+    store, never memory-mapped); NPY files and images are read whole.
+    """
+    fs, where = filesystem(url)
+    suffix = Path(where.rstrip("/")).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise _unsupported(suffix)
+    kind = kind_of(where.rstrip("/"))
+    with _decoding(kind):
+        if not fs.exists(where):
+            raise InputError("no such file or directory")
+        if kind == "zarr":
+            return read_zarr(url)
+        if fs.isdir(where):
+            raise InputError("is a directory")
+        if fs.size(where) == 0:
+            raise InputError("file is empty")
+        handle = fs.open(where, "rb")
+        if kind == "npy":
+            with handle:
+                return read_npy(handle), None
+        if kind == "tiff":
+            # The handle stays open while a TIFF read in pieces lives.
+            return read_tiff(handle, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
+        with handle:
+            return read_image(handle, colormap, suffix), "YX"
+
+
+def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bool | None):
+    """``(array, stored axes or None)`` of a file or Zarr folder on disk."""
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputError("no such file or directory")
+    if path.is_dir() and suffix not in ZARR_SUFFIXES:
+        raise InputError("is a directory")
+    if suffix not in SUFFIXES:
+        raise _unsupported(suffix)
+    kind = kind_of(path)
+    with _decoding(kind):
+        if kind == "zarr":
+            return read_zarr(path)
+        if not path.is_file():
+            raise InputError("is not a regular file")
+        if path.stat().st_size == 0:
+            raise InputError("file is empty")
+        if kind == "npy":
+            return read_npy(path), None
+        if kind == "tiff":
+            return read_tiff(path, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
+        return read_image(path, colormap), "YX"
+
+
+def read_npy(path) -> np.ndarray:
+    """Memory-map an ``.npy`` file (or read a file object whole); never unpickles (``allow_pickle=False``)."""
+    if hasattr(path, "read"):
+        head = path.read(6)
+        path.seek(0)
+    else:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle's protocol marker
         raise InputError("not an NPY file but a Python pickle; peakloc never unpickles")
     if head != b"\x93NUMPY":
         raise InputError("not an NPY file (no NPY header)")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode=None if hasattr(path, "read") else "r", allow_pickle=False)
     except ValueError as exc:
         text = str(exc)
         if "pickle" in text or "Python objects" in text:
             raise InputError("holds Python objects (pickled data); peakloc never unpickles") from None
-        if "mmap length" in text or "Failed to read" in text:
+        if "mmap length" in text or "Failed to read" in text or "EOF" in text:
             raise InputError("truncated .npy file (less data than its header says)") from None
         raise InputError(f"not a valid .npy file ({text.splitlines()[0] if text else 'bad header'})") from None
     except EOFError:
@@ -272,7 +326,7 @@ def _tiff_in_pieces(path: Path, tif, series):
     """
     import tifffile
 
-    if series.dataoffset is not None:
+    if series.dataoffset is not None and not hasattr(path, "read"):
         tif.close()
         return tifffile.memmap(path, series=0, mode="r")
     try:
@@ -315,18 +369,22 @@ def read_zarr(path: Path) -> tuple[object, str | None]:
     return array, axes
 
 
-def read_image(path: Path, colormap: str | None = None) -> np.ndarray:
+def read_image(path, colormap: str | None = None, suffix: str | None = None) -> np.ndarray:
     """Decode an image with OpenCV, all bits kept (16-bit stays 16-bit); colour becomes grey (BT.601).
 
-    With ``colormap``, colour becomes the values of that colour map instead.
+    ``path`` is a path, or a file object whose format ``suffix`` names. With ``colormap``, colour becomes
+    the values of that colour map instead.
     """
     import cv2
 
     _quiet_opencv(cv2)
-    data = np.fromfile(path, dtype=np.uint8)
+    if hasattr(path, "read"):
+        data = np.frombuffer(path.read(), dtype=np.uint8)
+    else:
+        data, suffix = np.fromfile(path, dtype=np.uint8), path.suffix.lower()
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise InputError(f"cannot decode image (corrupt, truncated, or not a {path.suffix.lower()[1:].upper()} file)")
+        raise InputError(f"cannot decode image (corrupt, truncated, or not a {suffix[1:].upper()} file)")
     if image.ndim == 3:
         channels = image.shape[2]
         if channels in (3, 4):

@@ -98,10 +98,11 @@ def needed(decoded: int, values: int, settings: Settings) -> int:
     return decoded + working_bytes(values, settings)
 
 
-def check(found: Probe | None, kind: str, settings: Settings, budget: int | None) -> None:
+def check(found: Probe | None, kind: str, settings: Settings, budget: int | None, mapped: bool = True) -> None:
     """Refuse, before decoding, an input that cannot fit the budget or that OpenCV would refuse.
 
-    Raises :class:`InputError` naming the sizes. A memory-mapped NPY file's own pages do not count.
+    Raises :class:`InputError` naming the sizes. A memory-mapped NPY file's own pages do not count (an NPY
+    read whole, from a URL, is not ``mapped``).
     """
     if found is None:
         return
@@ -110,7 +111,7 @@ def check(found: Probe | None, kind: str, settings: Settings, budget: int | None
         raise InputError(f"image of {width}x{height} pixels is larger than OpenCV decodes (2^30)")
     if budget is None:
         return
-    decoded = 0 if kind == "npy" else found.nbytes
+    decoded = 0 if kind == "npy" and mapped else found.nbytes
     need = needed(decoded, found.values, settings)
     if need > budget:
         shape = "x".join(map(str, found.shape))

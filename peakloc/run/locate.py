@@ -15,10 +15,11 @@ import numpy as np
 from .. import backends
 from ..backends.numpy_backend import count_per_row
 from ..errors import NoFiniteValueError
-from ..io import is_supported, read, readers
+from ..io import is_supported, read, readers, remote
 from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
 from ..io.probe import probe
 from ..io.readers import kind_of
+from ..io.remote import is_url
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
@@ -478,16 +479,21 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     settings = settings or Settings()
     kind = kind_of(path)
     in_pieces = None
-    if kind in ("image", "tiff") and os.path.isfile(path) and is_supported(path):
-        found = probe(path, kind)
+    url = is_url(path)
+    # Decoded whole: images, small TIFFs, and NPY files from a URL (no memory map there).
+    whole = ("image", "tiff", "npy") if url else ("image", "tiff")
+    if kind in whole and is_supported(path) and (url or os.path.isfile(path)):
+        try:
+            found, size = probe(path, kind), (remote.size(path) if url else os.path.getsize(path))
+        except OSError:  # a URL that names nothing: the reader says so in its words
+            found, size = None, 0
         # Read in pieces, a large TIFF needs no budget check, unless it claims more than any honest file holds:
         # zlib compresses at most 1032:1, so a file that decodes to more is a bomb (or damaged), refused whole.
-        size = os.path.getsize(path)
         honest = found is not None and found.nbytes <= BOMB_RATIO * size
         fits = found is None or budget is None or needed(found.nbytes, found.values, settings) <= budget
         in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
         if not in_pieces:
-            check(found, kind, settings, budget)
+            check(found, kind, settings, budget, mapped=not url)
     source = Source(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
     array, letters = source.read()
     if is_lazy(array):

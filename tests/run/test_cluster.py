@@ -196,6 +196,16 @@ def test_overlays_are_written_by_the_workers_into_the_folder_given(shared, tmp_p
         assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
 
+def test_workers_read_inputs_named_by_url_themselves(shared, tmp_path):
+    _mixed_folder(tmp_path / "data")
+    urls = [p.as_uri() for p in sorted((tmp_path / "data").iterdir())]
+    local = run([*urls, "-m", "all"], tmp_path)
+    remote = run([*urls, "-m", "all", "--dask", shared.address], tmp_path)
+    assert local.returncode == remote.returncode == 1
+    assert remote.stdout == local.stdout
+    assert _messages(remote.stderr) == _messages(local.stderr)
+
+
 def _slow_inputs(folder: Path, count: int = 48) -> None:
     rng = np.random.default_rng(2)
     folder.mkdir()
