@@ -43,23 +43,48 @@ def shifted(x: np.ndarray, radius: int, axis: int, pad: str | float) -> Iterator
         yield padded[tuple(index)]
 
 
+def lowest(dtype: np.dtype):
+    """The value below or equal to every value of ``dtype``: -inf for floats, the minimum for integers."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype.type(-np.inf)
+    if dtype.kind == "b":
+        return False
+    return np.iinfo(dtype).min
+
+
 def maximum_filter(x: np.ndarray, radius: int) -> np.ndarray:
     """Maximum over the ``(2 * radius + 1)`` box around each element (values outside count as -inf).
+
+    In ``x``'s own dtype (a maximum is exact in any), one axis at a time, each by doubling: the maximum over
+    ``2^k`` neighbours from that over ``2^(k-1)``, so a window of ``w`` costs about ``log2(w) + 1`` passes.
 
     Examples
     --------
     >>> maximum_filter(np.array([0.0, 3.0, 0.0, 0.0, 1.0]), 1)
     array([3., 3., 3., 1., 1.])
     """
-    out = x.astype(np.result_type(x.dtype, np.float64) if x.dtype.kind != "f" else x.dtype)
-    for axis in range(x.ndim):
+    out = np.asarray(x)
+    for axis in range(out.ndim):
         # Beyond the axis's length a window adds only -inf: the maximum over the whole axis is the same.
-        views = shifted(out, min(radius, max(x.shape[axis] - 1, 0)), axis, -np.inf)
-        result = next(views).copy()
-        for view in views:
-            np.maximum(result, view, out=result)
-        out = result
-    return out
+        out = _maximum_along(out, min(radius, max(out.shape[axis] - 1, 0)), axis)
+    return out if out is not x else out.copy()
+
+
+def _maximum_along(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    if radius == 0:
+        return x
+    n, width = x.shape[axis], 2 * radius + 1
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (radius, radius)
+    m = np.pad(x, widths, mode="constant", constant_values=lowest(x.dtype))
+    moved = np.moveaxis(m, axis, 0)
+    span = 1
+    while 2 * span <= width:  # moved[j] becomes the maximum of the padded values j .. j + 2 span - 1
+        moved = np.maximum(moved[:-span], moved[span:])
+        span *= 2
+    # Two windows of ``span`` (span <= width < 2 span) cover each window of ``width``.
+    return np.moveaxis(np.maximum(moved[:n], moved[width - span : width - span + n]), 0, axis)
 
 
 def correlate(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:

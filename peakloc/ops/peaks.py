@@ -91,7 +91,7 @@ def _region(x, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray,
     """
     while True:
         box = tuple(slice(max(0, p - reach), p + reach + 1) for p in point)
-        crop = x[box]
+        crop = np.asarray(x[box], dtype=np.float64)
         region = _component(np.ascontiguousarray(crop >= floor), tuple(p - b.start for p, b in zip(point, box)))
         at_edge = any(
             (region.take(0, axis=a).any() and box[a].start > 0)
@@ -126,6 +126,38 @@ class _Regions:
         return False
 
 
+class _Kept:
+    """Kept peaks on a grid of ``min_distance`` cells.
+
+    At most one per cell (two in a cell would be closer), so a candidate's conflicts lie in the 3^ndim
+    cells around its own.
+    """
+
+    def __init__(self, shape: tuple[int, ...], min_distance: int) -> None:
+        self.step = min_distance
+        # One ring of empty cells around the grid: the neighbours of an edge cell need no bounds checks.
+        self.cells = np.full(tuple(-(-n // min_distance) + 2 for n in shape), -1, np.int64)
+        self.points: list[tuple[int, ...]] = []
+
+    def near(self, point: tuple[int, ...]) -> bool:
+        """Whether a kept peak is closer than ``min_distance`` (Chebyshev) to ``point``."""
+        box = tuple(slice(p // self.step, p // self.step + 3) for p in point)
+        for k in self.cells[box].ravel().tolist():
+            if k >= 0 and max(abs(a - b) for a, b in zip(self.points[k], point)) < self.step:
+                return True
+        return False
+
+    def add(self, point: tuple[int, ...]) -> None:
+        self.cells[tuple(p // self.step + 1 for p in point)] = len(self.points)
+        self.points.append(point)
+
+
+def _alone(x, point: tuple[int, ...], floor: float) -> bool:
+    """Whether no neighbour of ``point`` (8 or 26) is ``>= floor``: its plateau is itself, no labelling needed."""
+    box = tuple(slice(max(0, p - 1), p + 2) for p in point)
+    return int(np.count_nonzero(np.asarray(x[box], dtype=np.float64) >= floor)) == 1
+
+
 def greedy_spacing(
     candidates: np.ndarray,
     min_distance: int,
@@ -133,35 +165,44 @@ def greedy_spacing(
     x=None,
     tolerance: float = 0.0,
     values: np.ndarray | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one.
 
     With ``x`` (plateau merging), a kept candidate also removes every candidate joined to it by pixels no
     more than ``tolerance`` below it (its plateau, and in integer maps the one-level ridges of rounding),
-    and a candidate so joined to a higher pixel is no peak. ``x`` is the map in float64 with -inf for
-    non-finite values: an ndarray, or a reader of boxes for a map read in pieces (then ``values`` gives the
-    candidates' values).
+    and a candidate so joined to a higher pixel is no peak. ``x`` is the map (non-finite values -inf): an
+    ndarray, or a reader of float64 boxes for a map read in pieces. ``values`` are the candidates' values
+    (default: read from ``x``); ``shape`` the map's (default ``x``'s, else the candidates' extent).
     """
     if x is None and (min_distance <= 1 or len(candidates) <= 1):
         return candidates[:num_peaks]
-    kept: list[np.ndarray] = []
-    merged = _Regions(x.shape, isinstance(x, np.ndarray)) if x is not None else None
+    if shape is None:
+        shape = tuple(x.shape) if x is not None else tuple(int(n) + 1 for n in candidates.max(axis=0))
+    kept = _Kept(shape, min_distance) if min_distance > 1 else None
+    chosen: list[tuple[int, ...]] = []
+    merged = _Regions(shape, isinstance(x, np.ndarray)) if x is not None else None
     reach = max(4 * min_distance, 16)
-    for k, point in enumerate(candidates):
-        if kept and (np.abs(np.asarray(kept) - point).max(axis=1) < min_distance).any():
+    for k, point in enumerate(map(tuple, candidates.tolist())):
+        if kept is not None and kept.near(point):
             continue
         if merged is not None:
-            if tuple(point) in merged:
+            if point in merged:
                 continue
-            value = x[tuple(point)] if values is None else values[k]
-            region, box, crop = _region(x, point, value - tolerance, reach)
-            if tolerance and (crop[region] > value).any():
-                continue  # a shoulder of a higher peak, not a peak of its own
-            merged.add(box, region)
-        kept.append(point)
-        if len(kept) >= num_peaks:
+            value = float(x[point]) if values is None else float(values[k])
+            if _alone(x, point, value - tolerance):
+                merged.add(tuple(slice(p, p + 1) for p in point), np.ones((1,) * len(point), bool))
+            else:
+                region, box, crop = _region(x, np.asarray(point), value - tolerance, reach)
+                if tolerance and (crop[region] > value).any():
+                    continue  # a shoulder of a higher peak, not a peak of its own
+                merged.add(box, region)
+        if kept is not None:
+            kept.add(point)
+        chosen.append(point)
+        if len(chosen) >= num_peaks:
             break
-    return np.asarray(kept, dtype=np.int64).reshape(-1, candidates.shape[1])
+    return np.asarray(chosen, dtype=np.int64).reshape(-1, candidates.shape[1])
 
 
 def local_maxima(
@@ -198,13 +239,21 @@ def local_maxima(
     ndarray of int64, shape ``(n, ndim)``, ``0 <= n <= num_peaks``
         Array-axis order, highest first, ties in C order; ``np.empty((0, ndim), int)`` when none.
     """
-    x = np.asarray(heatmap, dtype=np.float64)
-    finite = np.isfinite(x)
-    if not finite.any():
-        raise NoFiniteValueError("the heatmap has no finite value")
-    x = np.where(finite, x, -np.inf)
-    hi = x.max()
-    lo = x[finite].min()
+    x = np.asarray(heatmap)
+    if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
+        x = x.astype(np.float32)
+    elif x.dtype.kind not in "iuf":
+        x = x.astype(np.float64)
+    # Compared and filtered in its own dtype (exact); values leave it as float64, never compared in float32.
+    finite = None
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.any():
+            raise NoFiniteValueError("the heatmap has no finite value")
+        if not finite.all():
+            x = np.where(finite, x, -np.inf).astype(x.dtype)
+    hi = float(x.max())
+    lo = float(x.min() if finite is None else np.where(finite, x, np.inf).min())
     asked = -np.inf if threshold_abs is None else threshold_abs
     if threshold_rel is not None:
         asked = max(asked, threshold_rel * hi)
@@ -214,12 +263,15 @@ def local_maxima(
     threshold = max(asked, lo) if threshold_abs is None else asked
     if candidates is None:
         candidates = x == maximum_filter(x, min_distance)
-    mask = candidates & (x > threshold) & finite
+    mask = candidates & (x > np.float64(threshold))
     coords = np.argwhere(mask)
-    order = np.argsort(-x[mask], kind="stable")
+    values = x[mask].astype(np.float64)
+    order = np.argsort(-values, kind="stable")
     # In an integer map, rounding leaves bumps one level high on the ridges between peaks.
     tolerance = RIDGE_TOLERANCE if np.asarray(heatmap).dtype.kind in "iu" else 0.0
-    return greedy_spacing(coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance)
+    return greedy_spacing(
+        coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance, values[order], x.shape
+    )
 
 
 def find_peaks(

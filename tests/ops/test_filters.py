@@ -34,3 +34,14 @@ def test_filters_wider_than_the_array_match_scipy(rng):
     taps = np.exp(-0.5 * (np.arange(-20, 21) / 7.0) ** 2)
     np.testing.assert_allclose(correlate(x, taps, 1), ndimage.correlate1d(x, taps, axis=1, mode="mirror"), rtol=1e-12)
     np.testing.assert_allclose(correlate(x, taps, 0), ndimage.correlate1d(x, taps, axis=0, mode="mirror"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32])
+@pytest.mark.parametrize("radius", [1, 2, 3, 7, 40])
+def test_maximum_filter_keeps_the_dtype_and_matches_scipy(rng, dtype, radius):
+    x = (rng.random((31, 45)) * 100 - (50 if dtype == np.int16 else 0)).astype(dtype)
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(dtype).min
+    expected = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=lowest)
+    got = maximum_filter(x, radius)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, expected)

@@ -40,6 +40,21 @@ def test_find_peaks_matches_skimage_peak_local_max(seed, shape, min_distance, nu
     np.testing.assert_array_equal(ours, theirs)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(300,), (64, 80), (20, 24, 28)]),
+    min_distance=st.integers(2, 12),
+    dtype=st.sampled_from([np.uint16, np.uint8, np.float32]),
+)
+def test_many_peaks_in_any_dtype_match_skimage(seed, shape, min_distance, dtype):
+    # Hundreds of candidates and kept peaks: the spacing grid's cells and their edges are all reached.
+    x = (np.random.default_rng(seed).random(shape) * 200).astype(dtype)
+    ours = peakloc.find_peaks(x, ndim=len(shape), num_peaks=10_000, min_distance=min_distance, merge_plateaus=False)
+    theirs = skimage_feature.peak_local_max(x, min_distance=min_distance, num_peaks=10_000, exclude_border=False)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_one_peak_is_the_argmax_even_on_plateaus_and_constant_maps(rng):
     for x in (np.round(rng.random((20, 30)) * 3), np.full((4, 5), 2.0), rng.random((6, 7, 8))):
         ndim = x.ndim
