@@ -382,6 +382,12 @@ def _locate_slabs(
         stats.append(first)
     if settings.smooth:
         work, slabs = _Stacked(smoothed, maps), here
+    # The peak pass reads each slab with min_distance rows of halo a side: as many slabs at once as fit.
+    maxima = slabs
+    if slabs is here and budget is not None:
+        per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
+        maxima = streaming.Slabs(max(1, min(here.threads, budget // per_slab - 2)))
+
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
     if "softargmax" in settings.methods:
@@ -406,7 +412,7 @@ def _locate_slabs(
                 threshold_abs,
                 threshold_rel,
                 threads=settings.threads,
-                slabs=slabs,
+                slabs=maxima,
             )
             for b, s in enumerate(stats)
         ]
