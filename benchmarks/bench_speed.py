@@ -5,6 +5,8 @@ Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--cluster-files N
 - CPU: soft-argmax of the pose batch 64x17x64x48 (float32; Gaussian keypoint maps, and uniform random
   values as the worst case): peakloc (NumPy) vs kornia's spatial_soft_argmax2d (torch, CPU), the seed's
   per-map NumPy loop, and numpy's argmax.
+- Peak finding: `peakloc.find_peaks` vs `skimage.feature.peak_local_max` on 2000 Gaussian spots in a 2048x2048
+  and a 64x256x256 uint16 image (Poisson noise), plateaus merged and by scikit-image's rule (same peaks).
 - GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
 - Cluster: `peakloc find DIR --dask FILE` over 20000 256x256 PNG heatmaps on a two-worker cluster on loopback
   (started before the clock) vs the local process pool on the same cores: the overhead of going through Dask.
@@ -116,6 +118,52 @@ def cpu(quick: bool) -> None:
         except ImportError:
             print("  kornia not installed: no kornia row")
         record("cpu", f"{label}: peakloc vs numpy argmax", ours, "numpy argmax", argmax)
+
+
+def spots_image(shape: tuple[int, ...], count: int, rng: np.random.Generator, sigma: float = 1.5) -> np.ndarray:
+    """uint16 microscopy-like spots: ``count`` Gaussian spots (peak 1000) on a background of 100, Poisson noise."""
+    image = np.full(shape, 100.0)
+    r = 4
+    grid = np.mgrid[(slice(-r, r + 1),) * len(shape)]
+    for centre in rng.uniform(r + 2, np.array(shape) - r - 2, (count, len(shape))):
+        corner = centre.astype(int)
+        box = tuple(slice(c - r, c + r + 1) for c in corner)
+        offset = (centre - corner).reshape((-1,) + (1,) * len(shape))
+        image[box] += 1000 * np.exp(-((grid - offset) ** 2).sum(axis=0) / (2 * sigma**2))
+    return rng.poisson(image).astype(np.uint16)
+
+
+def peak_finding(quick: bool) -> None:
+    """``find_peaks`` against scikit-image's ``peak_local_max`` on the same image, same rule, same peaks."""
+    from skimage.feature import peak_local_max
+
+    rng = np.random.default_rng(3)
+    repeat = 3 if quick else 7
+    for shape in ((2048, 2048), (64, 256, 256)):
+        image = spots_image(shape, 2000, rng)
+        label = f"{'x'.join(map(str, shape))} uint16, 2000 spots"
+        print(f"Peak finding, {label} (min_distance 3, threshold 300)")
+        for merge in (True, False):
+            ours = peakloc.find_peaks(
+                image, ndim=len(shape), num_peaks=10_000, min_distance=3, threshold=300, merge_plateaus=merge
+            )
+            theirs = peak_local_max(image, min_distance=3, threshold_abs=300, exclude_border=False, num_peaks=10_000)
+            same = merge or np.array_equal(ours, theirs)
+            ours_s = best_of(
+                lambda image=image, merge=merge: peakloc.find_peaks(
+                    image, ndim=image.ndim, num_peaks=10_000, min_distance=3, threshold=300, merge_plateaus=merge
+                ),
+                repeat=repeat,
+            )
+            theirs_s = best_of(
+                lambda image=image: peak_local_max(
+                    image, min_distance=3, threshold_abs=300, exclude_border=False, num_peaks=10_000
+                ),
+                repeat=repeat,
+            )
+            rule = "plateaus merged" if merge else "scikit-image's rule, same peaks" if same else "DIFFERENT PEAKS"
+            record("peaks", f"find_peaks {label}, {rule}", ours_s, "skimage peak_local_max", theirs_s)
+            ROWS[-1]["target"] = ">= 2x"
 
 
 def gpu(quick: bool) -> None:
@@ -317,6 +365,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {_common.machine()}")
     cpu(args.quick)
+    peak_finding(args.quick)
     gpu(args.quick)
     command_line(args.quick, args.files)
     if args.cluster_files:
