@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from peakloc.ops.windows import c_strides, estimate_shape, groups, offsets, windows
+from peakloc.ops.windows import c_strides, estimate_shape, groups, nanpercentile_rows, offsets, windows
 
 from ..conftest import gaussian
 
@@ -27,3 +28,13 @@ def test_shape_estimate_finds_a_gaussians_width_background_and_height():
     shape = estimate_shape(heat[None], np.array([0]), np.array([[20, 20]]))
     assert abs(shape.sigma[0] - 2.5) < 0.2 and abs(shape.background[0] - 0.2) < 1e-3
     assert abs(shape.amplitude[0] - 3.0) < 1e-2 and shape.noise[0] < 1e-3
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 100])
+def test_row_percentiles_ignoring_nan_equal_numpys(rng, q):
+    values = np.round(rng.random((40, 25)) * 5)
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[3] = np.nan
+    with pytest.warns(RuntimeWarning):  # numpy warns about the all-NaN row; the copy says nothing
+        expected = np.nanpercentile(values, q, axis=1)
+    np.testing.assert_array_equal(nanpercentile_rows(values, q), expected)
