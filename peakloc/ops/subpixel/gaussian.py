@@ -114,39 +114,42 @@ def _fit_chunk(y, d_base, theta, upper, lower, valid, half):
 
 
 def _fit_steps(y, d_base, theta, upper, lower, valid, half):
+    """Levenberg-Marquardt steps, each on the peaks still moving only: a peak's fit is its own alone."""
     ndim = d_base.shape[1]
+    theta = theta.copy()
     lam = np.full(len(theta), 1e-3)
+    eye = np.eye(theta.shape[1])[None]
 
-    def cost_of(t):
+    def cost_of(t, rows):
         value, jac, precision = model(t, d_base, ndim)
-        r, jac = _residuals(y, value, jac, upper, lower, valid)
+        r, jac = _residuals(y[rows], value, jac, upper[rows], lower[rows], valid[rows])
         return np.sum(r * r, axis=1), r, jac, precision
 
-    cost, r, jac, _ = cost_of(theta)
+    cost, r, jac, _ = cost_of(theta, slice(None))
     done = np.zeros(len(theta), bool)
     for _ in range(FIT_ITERATIONS):
-        jtj = np.einsum("nmi,nmj->nij", jac, jac)
-        jtr = np.einsum("nmi,nm->ni", jac, r)
+        rows = np.flatnonzero(~done)
+        if not len(rows):
+            break
+        jac_a, r_a, lam_a, theta_a = jac[rows], r[rows], lam[rows], theta[rows]
+        jtj = np.einsum("nmi,nmj->nij", jac_a, jac_a)
+        jtr = np.einsum("nmi,nm->ni", jac_a, r_a)
         diag = np.einsum("nii->ni", jtj)
-        damped = jtj + (lam[:, None] * diag + 1e-12)[:, :, None] * np.eye(theta.shape[1])[None]
+        damped = jtj + (lam_a[:, None] * diag + 1e-12)[:, :, None] * eye
         with np.errstate(all="ignore"):
             step = _solve(damped, jtr)
         step = np.nan_to_num(step)
-        step[done] = 0
-        trial = theta + step
-        new_cost, new_r, new_jac, precision = cost_of(trial)
-        better = (new_cost < cost) & _positive_definite(precision) & (trial[:, ndim] > 0)
+        trial = theta_a + step
+        new_cost, new_r, new_jac, precision = cost_of(trial, rows)
+        better = (new_cost < cost[rows]) & _positive_definite(precision) & (trial[:, ndim] > 0)
         better &= np.all(np.abs(trial[:, :ndim]) <= half, axis=1)
-        theta = np.where(better[:, None], trial, theta)
-        r = np.where(better[:, None], new_r, r)
-        jac = np.where(better[:, None, None], new_jac, jac)
+        theta[rows] = np.where(better[:, None], trial, theta_a)
+        r[rows] = np.where(better[:, None], new_r, r_a)
+        jac[rows] = np.where(better[:, None, None], new_jac, jac_a)
         small = np.all(np.abs(step[:, :ndim]) < 1e-7, axis=1)
-        done |= better & small
-        cost = np.where(better, new_cost, cost)
-        lam = np.where(better, lam * 0.3, lam * 10)
-        done |= lam > 1e10
-        if done.all():
-            break
+        cost[rows] = np.where(better, new_cost, cost[rows])
+        lam[rows] = np.where(better, lam_a * 0.3, lam_a * 10)
+        done[rows] |= (better & small) | (lam[rows] > 1e10)
     return theta, cost
 
 
