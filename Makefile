@@ -43,7 +43,8 @@ demo: $(STAMP)
 	$(BIN)/peakloc find sample_data/pose --axes CYX -o out/pose_keypoints.csv --overlay out/overlays --overlay-sheet
 	@echo "tables: out/peaks.csv out/pose_keypoints.csv; overlays: out/overlays/"
 
-bench:
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_speed.py
 
 bench-memory:

@@ -7,6 +7,8 @@ Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--cluster-files N
   per-map NumPy loop, and numpy's argmax.
 - Peak finding: `peakloc.find_peaks` vs `skimage.feature.peak_local_max` on 2000 Gaussian spots in a 2048x2048
   and a 64x256x256 uint16 image (Poisson noise), plateaus merged and by scikit-image's rule (same peaks).
+- Spots: `find_peaks` + `refine` (`gaussian`, `dark`) vs `trackpy.locate` (numba engine) on 2000 spots in a
+  2048x2048 uint16 image: time, and RMSE to the true centres.
 - GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
 - Cluster: `peakloc find DIR --dask FILE` over 20000 256x256 PNG heatmaps on a two-worker cluster on loopback
   (started before the clock) vs the local process pool on the same cores: the overhead of going through Dask.
@@ -164,6 +166,52 @@ def peak_finding(quick: bool) -> None:
             rule = "plateaus merged" if merge else "scikit-image's rule, same peaks" if same else "DIFFERENT PEAKS"
             record("peaks", f"find_peaks {label}, {rule}", ours_s, "skimage peak_local_max", theirs_s)
             ROWS[-1]["target"] = ">= 2x"
+
+
+def spots_accuracy(quick: bool) -> None:
+    """``find_peaks`` + ``refine`` against ``trackpy.locate`` (numba) on 2000 spots: time and RMSE to the truth."""
+    try:
+        import trackpy
+    except ImportError:
+        print("  trackpy not installed (pip install '.[bench]'): no trackpy rows")
+        return
+    import warnings
+
+    rng = np.random.default_rng(4)
+    side, sigma = 2048, 1.5
+    truth = rng.uniform(10, side - 10, (2000, 2))
+    image = np.full((side, side), 100.0)
+    r = 5
+    grid = np.mgrid[-r : r + 1, -r : r + 1]
+    for centre in truth:
+        corner = np.round(centre).astype(int)
+        offset = (centre - corner).reshape(2, 1, 1)
+        image[corner[0] - r : corner[0] + r + 1, corner[1] - r : corner[1] + r + 1] += 1000 * np.exp(
+            -((grid - offset) ** 2).sum(axis=0) / (2 * sigma**2)
+        )
+    image = rng.poisson(image).astype(np.uint16)
+
+    def rmse(found: np.ndarray) -> float:
+        distance = np.sqrt(((found[None, :, :] - truth[:500, None, :]) ** 2).sum(-1)).min(axis=1)
+        return float(np.sqrt(np.mean(distance[distance < 1.5] ** 2)))
+
+    print("Spots: 2048x2048 uint16, 2000 Gaussian spots (sigma 1.5, Poisson noise), locate and refine")
+    repeat = 2 if quick else 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = trackpy.locate(image, 7, engine="numba", topn=2000, preprocess=False)
+        theirs_s = best_of(lambda: trackpy.locate(image, 7, engine="numba", topn=2000, preprocess=False), repeat)
+    their_rmse = rmse(theirs[["y", "x"]].to_numpy())
+    for method in ("gaussian", "dark"):
+
+        def ours(method=method):
+            peaks = peakloc.find_peaks(image, num_peaks=2000, min_distance=3, threshold=300)
+            return peakloc.refine(image, peaks, method=method)
+
+        ours_s = best_of(ours, repeat)
+        record("spots", f"find_peaks + {method}, 2000 spots", ours_s, "trackpy.locate (numba)", theirs_s)
+        ROWS[-1].update({"rmse_px": round(rmse(ours()), 4), "baseline_rmse_px": round(their_rmse, 4)})
+        print(f"    RMSE {ROWS[-1]['rmse_px']} px, trackpy {ROWS[-1]['baseline_rmse_px']} px (first 500 spots)")
 
 
 def gpu(quick: bool) -> None:
@@ -366,6 +414,7 @@ def main() -> None:
     print(f"machine: {_common.machine()}")
     cpu(args.quick)
     peak_finding(args.quick)
+    spots_accuracy(args.quick)
     gpu(args.quick)
     command_line(args.quick, args.files)
     if args.cluster_files:
