@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 
 #: From this many inputs on, a process pool pays for its start-up.
 PARALLEL_MIN_INPUTS = 16
-#: Inputs handed to a worker at once: their single-map integer images are located in one call.
+#: Inputs handed to a worker at once (at least; more for many inputs, see :func:`chunk_size`): their
+#: single-map integer images are located in one call.
 CHUNK = 16
+MAX_CHUNK = 64
+#: Most bytes of small images a worker holds to stack them (see :func:`run_chunk`).
+STACK_BYTES = 64 * 1024**2
 
 T = TypeVar("T")
 
@@ -169,22 +173,38 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs
     """
     outcomes = [Outcome(item.path) for item in items]
     loaded: dict[int, tuple[np.ndarray, Layout]] = {}
+    waiting: dict[tuple, list[int]] = {}
+    # Inputs wait to be stacked only while they are small together; any other input is located as soon as it
+    # is read, so that a chunk holds one input's heatmaps at a time, not the whole chunk's.
+    limit = STACK_BYTES if budget is None else min(STACK_BYTES, budget // 4)
+    held = 0
+
+    def flush() -> None:
+        for members in waiting.values():
+            if len(members) < 2 or not _stacked(job, items, loaded, members, outcomes):
+                for k in members:
+                    _one(job, items[k], loaded[k], outcomes[k], budget, slabs)
+            for k in members:
+                del loaded[k]
+        waiting.clear()
+
     for k, item in enumerate(items):
         with captured() as notes:
             found = _attempt(job, outcomes[k], lambda item=item: _read(job, item, budget))
-        if found is not None:
-            loaded[k] = found
         _noted(outcomes[k], notes)
-    groups: dict[tuple, list[int]] = {}
-    for k, (heatmaps, layout) in loaded.items():
-        stackable = layout.count == 1 and heatmaps.dtype.kind in "iub"
-        key = (heatmaps.shape, heatmaps.dtype.str, layout.spatial) if stackable else ("alone", k)
-        groups.setdefault(key, []).append(k)
-    for members in groups.values():
-        if len(members) > 1 and _stacked(job, items, loaded, members, outcomes):
+        if found is None:
             continue
-        for k in members:
-            _one(job, items[k], loaded[k], outcomes[k], budget, slabs)
+        heatmaps, layout = found
+        if not (isinstance(heatmaps, np.ndarray) and layout.count == 1 and heatmaps.dtype.kind in "iub"):
+            _one(job, item, found, outcomes[k], budget, slabs)
+            continue
+        loaded[k] = found
+        waiting.setdefault((heatmaps.shape, heatmaps.dtype.str, layout.spatial), []).append(k)
+        held += heatmaps.nbytes
+        if held > limit:
+            flush()
+            held = 0
+    flush()
     return outcomes
 
 
@@ -226,6 +246,14 @@ def _run_in_worker(items: Sequence[Input]) -> list[Outcome]:
     return run_chunk(_JOB, items, _BUDGET)
 
 
+def chunk_size(count: int, workers: int) -> int:
+    """Inputs per chunk: :data:`CHUNK`, up to :data:`MAX_CHUNK` when there are enough for four per worker.
+
+    Larger stacks of small images pay their fixed costs (a Gaussian fit's iterations) over more maps.
+    """
+    return max(CHUNK, min(MAX_CHUNK, count // (4 * max(1, workers))))
+
+
 def workers_for(count: int, settings: Settings) -> int:
     """How many processes to use: one for few inputs or a GPU run, else one per core (at most 8)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -250,7 +278,8 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
             yield results
         return
     workers = workers_for(len(items), job.settings)
-    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    size = chunk_size(len(items), workers)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     budget = job.settings.max_memory
     if workers == 1:
         yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, budget))

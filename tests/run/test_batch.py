@@ -187,3 +187,43 @@ def test_a_files_rows_and_warnings_are_the_same_alone_and_in_any_run(tmp_path_fa
 
 def test_every_method_is_in_the_invariance_property():
     assert set(METHODS) == {"argmax", "softargmax", "local", "quadratic", "dark", "gaussian"}
+
+
+def _events(monkeypatch):
+    """``read PATH`` and ``locate N`` (maps at once) in the order the run layer does them."""
+    events = []
+    real_read, real_locate = batch._read, batch.locate
+
+    def read(job, item, budget):
+        events.append(f"read {item.path.rsplit('/', 1)[-1]}")
+        return real_read(job, item, budget)
+
+    def locate(heatmaps, layout, settings, budget=None, slabs=None):
+        events.append(f"locate {len(heatmaps)}")
+        return real_locate(heatmaps, layout, settings, budget, slabs)
+
+    monkeypatch.setattr(batch, "_read", read)
+    monkeypatch.setattr(batch, "locate", locate)
+    return events
+
+
+def test_an_input_that_is_not_stacked_is_located_before_the_next_is_read(tmp_path, monkeypatch):
+    for k in range(3):
+        np.save(tmp_path / f"m{k}.npy", gaussian((20, 30), (5 + k, 9), 2.0))
+    events = _events(monkeypatch)
+    batch.run_chunk(batch.Job(Settings()), [Input(str(tmp_path / f"m{k}.npy")) for k in range(3)])
+    assert events == ["read m0.npy", "locate 1", "read m1.npy", "locate 1", "read m2.npy", "locate 1"]
+
+
+def test_small_images_wait_to_be_stacked_only_up_to_a_quarter_of_the_budget(tmp_path, monkeypatch):
+    paths = []
+    for k in range(5):
+        image = np.zeros((20, 25), np.uint8)  # 500 bytes each
+        image[5 + k, 9] = 200
+        cv2.imwrite(str(tmp_path / f"f{k}.png"), image)
+        paths.append(Input(str(tmp_path / f"f{k}.png")))
+    events = _events(monkeypatch)
+    outcomes = batch.run_chunk(batch.Job(Settings()), paths, budget=4 * 1100)
+    # Past 1100 bytes held (at the third image), the three waiting are located together.
+    assert events == ["read f0.png", "read f1.png", "read f2.png", "locate 3", "read f3.png", "read f4.png", "locate 2"]
+    assert [o.rows[0]["y"] for o in outcomes] == [5, 6, 7, 8, 9]
