@@ -423,56 +423,55 @@ def find(inputs: tuple[str, ...], **options) -> None:
     job = _job(settings, [i.path for i in todo], debug, bool((ctx.obj or {}).get("reraise")))
     columns = COLUMNS + EXTRA_COLUMNS if settings.extra else COLUMNS
     started = time.perf_counter()
-    writer = _open_table(output, fmt, columns)
-    for where, message in found.notes:
-        _warning(where, message)
-    if not todo:
-        writer.discard()
-        _error(f"no input file: {', '.join(inputs)} name{'s' * (len(inputs) == 1)} no file to read")
-        sys.exit(1)
-    client = _connect(address, writer) if address else None
-    failed = heatmaps = 0
-    from .run.batch import outcomes
+    failed = heatmaps = done = 0
+    writer = client = None
+    # The handlers come first: a signal from the moment the partial table exists removes it.
+    with _signals_end_the_run():
+        try:
+            writer = _open_table(output, fmt, columns)
+            for where, message in found.notes:
+                _warning(where, message)
+            if not todo:
+                _error(f"no input file: {', '.join(inputs)} name{'s' * (len(inputs) == 1)} no file to read")
+                sys.exit(1)
+            client = _connect(address) if address else None
+            from .run.batch import outcomes
 
-    done = 0
-    try:
-        with (
-            _signals_end_the_run(),
-            outcomes(job, todo, client) as results,
-            _progress(len(todo), quiet) as advance,
-        ):
-            for outcome in _until_the_cluster_fails(results):
-                done += 1
-                advance()
-                for message in outcome.warnings:
-                    _warning(outcome.path, message)
-                heatmaps += outcome.heatmaps
-                writer.write(outcome.rows)
-                for message in outcome.errors:
-                    _error(f"{outcome.path}: {message}")
-                if outcome.traceback:
-                    click.echo(outcome.traceback.rstrip(), err=True)
-                if outcome.errors:
-                    failed += 1
-                    if fail_fast:
-                        break
-        writer.close()
-    except _ClusterLost as exc:
-        # The rows of the inputs done stay; the others are not run.
-        writer.close()
-        failed += len(todo) - done
-        _error(f"{exc}; {len(todo) - done} input{'s' * (len(todo) - done != 1)} not run")
-    except BrokenPipeError:
-        # The reader of standard output went away (`peakloc find ... | head`): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
-    except (KeyboardInterrupt, _Signalled) as exc:
-        writer.discard()
-        _end_now(128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT))
-    except BaseException:
-        writer.discard()
-        raise
+            with outcomes(job, todo, client) as results, _progress(len(todo), quiet) as advance:
+                for outcome in _until_the_cluster_fails(results):
+                    done += 1
+                    advance()
+                    for message in outcome.warnings:
+                        _warning(outcome.path, message)
+                    heatmaps += outcome.heatmaps
+                    writer.write(outcome.rows)
+                    for message in outcome.errors:
+                        _error(f"{outcome.path}: {message}")
+                    if outcome.traceback:
+                        click.echo(outcome.traceback.rstrip(), err=True)
+                    if outcome.errors:
+                        failed += 1
+                        if fail_fast:
+                            break
+            writer.close()
+        except _ClusterLost as exc:
+            # The rows of the inputs done stay; the others are not run.
+            writer.close()
+            failed += len(todo) - done
+            _error(f"{exc}; {len(todo) - done} input{'s' * (len(todo) - done != 1)} not run")
+        except BrokenPipeError:
+            # The reader of standard output went away (`peakloc find ... | head`): stop quietly.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
+        except (KeyboardInterrupt, _Signalled) as exc:
+            if writer is not None:
+                writer.discard()
+            _end_now(128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT))
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
     if client is not None:
         client.close(timeout=CLOSE_TIMEOUT)
     if not quiet:
@@ -505,19 +504,17 @@ def _until_the_cluster_fails(results):
         raise
 
 
-def _connect(address: str, writer: TableWriter):
+def _connect(address: str):
     """A client of the Dask scheduler at ``address``; a usage error (exit 2) when it cannot be had."""
     try:
         import distributed  # noqa: F401 - only to say what is missing
     except ImportError:
-        writer.discard()
         raise click.BadParameter("needs Dask: pip install 'peakloc[dask]'", param_hint="'--dask'") from None
     from .run.cluster import ClusterError, connect
 
     try:
         return connect(address)
     except ClusterError as exc:
-        writer.discard()
         raise click.BadParameter(str(exc), param_hint="'--dask'") from None
 
 
