@@ -289,3 +289,19 @@ def test_a_scheduler_lost_mid_run_keeps_the_rows_done_and_says_so(tmp_path):
     assert len(messages) == 2
     done = int(messages[1].split()[3])
     assert len((tmp_path / "dask.csv").read_text().splitlines()) == 1 + 2 * done
+
+
+def test_the_run_layer_takes_a_client(shared, tmp_path):
+    from peakloc.io.inputs import Input
+    from peakloc.run import batch
+    from peakloc.run.settings import Settings
+
+    _mixed_folder(tmp_path / "data")
+    inputs = [Input(str(p)) for p in sorted((tmp_path / "data").iterdir())]
+    job = batch.Job(Settings(methods=("argmax", "softargmax", "dark")))
+    with batch.outcomes(job, inputs, shared.client) as results:
+        remote = list(results)
+    local = batch.run_chunk(job, inputs)
+    assert [(o.path, o.rows, o.errors, o.warnings) for o in remote] == [
+        (o.path, o.rows, o.errors, o.warnings) for o in local
+    ]
