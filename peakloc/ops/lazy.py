@@ -24,6 +24,38 @@ def is_lazy(x: Any) -> bool:
     return module in ("zarr", "dask", "tifffile")
 
 
+def _get(array: Any, index: tuple) -> np.ndarray:
+    """``np.asarray(array[index])``, a chunked store read one chunk column at a time.
+
+    A Zarr store decodes every chunk a selection crosses at once, with several copies of each: a slab across
+    a wide map would hold all its chunks decoded together. Here the selection is split along every sliced
+    axis but its first, at chunk borders, so that each read decodes the chunks of one column only.
+    """
+    chunks = getattr(array, "chunks", None)
+    if isinstance(array, np.ndarray) or not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+        return np.asarray(array[index])
+    index = index + (slice(None),) * (len(array.shape) - len(index))
+    ranges = [(k, *i.indices(int(array.shape[k]))[:2]) for k, i in enumerate(index) if isinstance(i, slice)]
+    split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
+    if not split or any(i.step not in (None, 1) for i in index if isinstance(i, slice)):
+        return np.asarray(array[index])
+    kept = [k for k, _, _ in ranges]
+    out = None
+    for corner in np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]):
+        sub, place = list(index), [slice(None)] * len(kept)
+        for (k, lo, hi), n in zip(split, corner):
+            start = max(lo, (lo // int(chunks[k]) + n) * int(chunks[k]))
+            stop = min(hi, (lo // int(chunks[k]) + n + 1) * int(chunks[k]))
+            sub[k] = slice(start, stop)
+            place[kept.index(k)] = slice(start - lo, stop - lo)
+        part = np.asarray(array[tuple(sub)])
+        if out is None:
+            shape = [hi - lo for _, lo, hi in ranges]
+            out = np.empty(shape, part.dtype)
+        out[tuple(place)] = part
+    return out
+
+
 class Maps:
     """A lazy stack of maps ``(B, *spatial)`` over a stored array.
 
@@ -61,7 +93,7 @@ class Maps:
         stored = [None] * len(self.order)
         for position, axis in enumerate(self.order):
             stored[axis] = moved[position]
-        piece = np.asarray(self.array[tuple(stored)])
+        piece = _get(self.array, tuple(stored))
         # The slices stay, in stored order; put them in spatial order.
         kept = [axis for axis in sorted(self.order[len(self.batch_shape) :])]
         wanted = list(self.order[len(self.batch_shape) :])

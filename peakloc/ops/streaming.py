@@ -74,16 +74,46 @@ class Slabs:
     own slabs.
     """
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, band: int = 0) -> None:
         self.threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+        #: Rows of the store's chunks when slabs are read through a band of whole chunks (0: read directly).
+        self.band = band
 
     def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
         """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order."""
+        rows = _Band(maps, b, self.band) if self.band > 1 else None
         out = []
         for k in range(0, len(boxes), self.threads):
-            pending = [(maps.read(b, (slice(box[0], box[1]),)), box) for box in boxes[k : k + self.threads]]
+            pending = [
+                (rows.read(box[0], box[1]) if rows else maps.read(b, (slice(box[0], box[1]),)), box)
+                for box in boxes[k : k + self.threads]
+            ]
             out += numpy_backend.map_in_threads(lambda p: compute(p[0], p[1], *args), pending, self.threads)
         return out
+
+
+class _Band:
+    """Rows of one map read in whole chunks of its store, for slabs asked in row order.
+
+    A compressed chunk decodes whole: slabs thinner than a chunk, read directly, would decode each chunk once
+    per slab, and hold all the chunks a slab crosses at once. Here each chunk is decoded once, and the rows
+    kept are those from the current slab's first to the end of the chunks read.
+    """
+
+    def __init__(self, maps: Maps, b: int, band: int) -> None:
+        self.maps, self.b, self.band = maps, b, band
+        self.lo = self.hi = 0
+        self.rows: np.ndarray | None = None
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.rows is None or lo < self.lo or hi > self.hi:
+            keep = self.rows is not None and self.lo <= lo < self.hi
+            start = self.hi if keep else lo
+            stop = min(self.maps.spatial[0], -(-hi // self.band) * self.band)
+            new = self.maps.read(self.b, (slice(start, stop),))
+            self.rows = np.concatenate([self.rows[lo - self.lo :], new]) if keep else new
+            self.lo, self.hi = lo, stop
+        return self.rows[lo - self.lo : hi - self.lo]
 
 
 def _boxes(n: int, rows: int, halo: int = 0) -> list[tuple[int, int, int]]:

@@ -360,12 +360,19 @@ def _locate_slabs(
     from ..ops import streaming
     from ..ops.peaks import parse_threshold
 
-    here = streaming.Slabs(settings.threads)
-    slabs = here if slabs is None else slabs
     per_value = maps.dtype.itemsize + working_bytes(1, settings)
+    # A store whose chunks hold many rows is read a band of whole chunks at a time (each decoded once), when
+    # a band (twice, while the next is joined on) fits a quarter of the budget; the slabs share the rest.
+    band = maps.chunk_rows()
+    band_bytes = 2 * band * int(np.prod(maps.spatial[1:])) * maps.dtype.itemsize
+    if band < 2 or (budget is not None and band_bytes > budget // 4):
+        band = band_bytes = 0
+    here = streaming.Slabs(settings.threads, band)
+    slabs = here if slabs is None else slabs
     # Up to one slab per thread in memory, one read again, and room for the rest of the run.
     threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
-    block = streaming.DEFAULT_BLOCK if budget is None else max(1, budget // ((threads + 2) * per_value))
+    left = None if budget is None else budget - band_bytes
+    block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     work, stats, raw_stats = maps, [], []
@@ -386,7 +393,7 @@ def _locate_slabs(
     maxima = slabs
     if slabs is here and budget is not None:
         per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
-        maxima = streaming.Slabs(max(1, min(here.threads, budget // per_slab - 2)))
+        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab - 2)), band)
 
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}

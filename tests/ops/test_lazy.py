@@ -76,3 +76,13 @@ def test_maps_read_boxes_in_any_stored_axis_order(rng):
     np.testing.assert_array_equal(maps.read(2), stored[:, 2, :])
     np.testing.assert_array_equal(maps.read(1, (slice(1, 3), slice(4, 6))), stored[1:3, 1, 4:6])
     assert maps[(2, 4, 6)] == stored[4, 2, 6]
+
+
+def test_a_chunked_store_is_read_one_chunk_column_at_a_time(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    heat = rng.random((20, 33, 47)).astype(np.float32)
+    store = zarr.open_array(tmp_path / "h.zarr", mode="w", shape=heat.shape, chunks=(7, 10, 9), dtype="f4")
+    store[:] = heat
+    maps = Maps(store, 2)
+    for b, box in [(3, ()), (0, (slice(5, 30),)), (19, (slice(2, 3), slice(1, 46))), (7, (slice(0, 33), slice(8, 9)))]:
+        np.testing.assert_array_equal(maps.read(b, box), heat[(b, *box)])

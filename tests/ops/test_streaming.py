@@ -45,3 +45,35 @@ def test_a_map_with_no_finite_value_in_some_slabs_uses_the_others(rng):
 def test_count_per_row_counts_like_numpy(rng, shape):
     mask = rng.random(shape) > 0.7
     np.testing.assert_array_equal(count_per_row(mask), np.count_nonzero(mask, axis=1))
+
+
+class _Counting:
+    """An array that records the row ranges read from it."""
+
+    def __init__(self, array: np.ndarray, chunks: tuple[int, ...]) -> None:
+        self.array, self.chunks, self.shape, self.dtype = array, chunks, array.shape, array.dtype
+        self.reads: list[tuple[int, int]] = []
+
+    def __getitem__(self, index):
+        rows = index[1] if isinstance(index[1], slice) else slice(index[1], index[1] + 1)
+        self.reads.append(rows.indices(self.shape[1])[:2])
+        return self.array[index]
+
+
+def _slab_copy(piece, box):
+    return box, piece.copy()
+
+
+@pytest.mark.parametrize("rows,halo", [(3, 0), (4, 2), (7, 5)])
+def test_slabs_read_through_a_band_of_whole_chunks_are_the_slabs_read_directly(rng, rows, halo):
+    heat = rng.random((1, 50, 6, 5))
+    direct = streaming.Slabs(threads=2).map(_slab_copy, Maps(heat, 3), 0, streaming._boxes(50, rows, halo))
+    store = _Counting(heat, (1, 16, 6, 5))
+    banded = streaming.Slabs(threads=2, band=16).map(_slab_copy, Maps(store, 3), 0, streaming._boxes(50, rows, halo))
+    for (box, want), (same_box, got) in zip(direct, banded):
+        assert box == same_box
+        np.testing.assert_array_equal(got, want)
+    # Each row read once, in whole chunks of 16 rows (the last chunk cut by the map's end).
+    starts = [lo for lo, _ in store.reads]
+    assert sorted(starts) == starts and sum(hi - lo for lo, hi in store.reads) == 50
+    assert all(hi % 16 == 0 or hi == 50 for _, hi in store.reads)
