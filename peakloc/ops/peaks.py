@@ -130,26 +130,47 @@ class _Kept:
     """Kept peaks on a grid of ``min_distance`` cells.
 
     At most one per cell (two in a cell would be closer), so a candidate's conflicts lie in the 3^ndim
-    cells around its own.
+    cells around its own. The cells are an array (index of the kept peak, -1 for none) up to
+    :data:`GRID_CELLS` cells, else a dict, whose memory grows with the peaks kept instead of the map.
     """
 
     def __init__(self, shape: tuple[int, ...], min_distance: int) -> None:
         self.step = min_distance
-        # One ring of empty cells around the grid: the neighbours of an edge cell need no bounds checks.
-        self.cells = np.full(tuple(-(-n // min_distance) + 2 for n in shape), -1, np.int64)
+        cells = tuple(-(-n // min_distance) + 2 for n in shape)  # a ring of empty cells: no bounds checks
+        self.grid = np.full(cells, -1, np.int32) if np.prod(cells, dtype=np.float64) <= GRID_CELLS else None
+        self.cells: dict[tuple[int, ...], int] = {}
+        self.around = list(np.ndindex(*(3,) * len(shape)))
         self.points: list[tuple[int, ...]] = []
 
     def near(self, point: tuple[int, ...]) -> bool:
         """Whether a kept peak is closer than ``min_distance`` (Chebyshev) to ``point``."""
-        box = tuple(slice(p // self.step, p // self.step + 3) for p in point)
-        for k in self.cells[box].ravel().tolist():
+        if self.grid is not None:
+            found = self.grid[tuple(slice(p // self.step, p // self.step + 3) for p in point)].ravel().tolist()
+        else:
+            cell = [p // self.step for p in point]
+            found = [self.cells.get(tuple(c + s for c, s in zip(cell, shift)), -1) for shift in self.around]
+        for k in found:
             if k >= 0 and max(abs(a - b) for a, b in zip(self.points[k], point)) < self.step:
                 return True
         return False
 
     def add(self, point: tuple[int, ...]) -> None:
-        self.cells[tuple(p // self.step + 1 for p in point)] = len(self.points)
+        cell = tuple(p // self.step + 1 for p in point)
+        if self.grid is not None:
+            self.grid[cell] = len(self.points)
+        else:
+            self.cells[cell] = len(self.points)
         self.points.append(point)
+
+
+#: Most cells of a spacing grid held as an array (16 MiB of int32).
+GRID_CELLS = 1 << 22
+
+
+def _points(candidates: np.ndarray, batch: int = 4096):
+    """The candidates as tuples of ints, a batch at a time: the loop often stops long before the last."""
+    for start in range(0, len(candidates), batch):
+        yield from map(tuple, candidates[start : start + batch].tolist())
 
 
 def _alone(x, point: tuple[int, ...], floor: float) -> bool:
@@ -183,7 +204,7 @@ def greedy_spacing(
     chosen: list[tuple[int, ...]] = []
     merged = _Regions(shape, isinstance(x, np.ndarray)) if x is not None else None
     reach = max(4 * min_distance, 16)
-    for k, point in enumerate(map(tuple, candidates.tolist())):
+    for k, point in enumerate(_points(candidates)):
         if kept is not None and kept.near(point):
             continue
         if merged is not None:

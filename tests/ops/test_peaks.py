@@ -120,3 +120,15 @@ def test_in_integer_maps_a_one_level_bump_on_a_ridge_is_no_peak():
     x[4, 29] = 90  # a separate peak: the ridge ends before it
     assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == [[4, 3], [4, 29]]
     assert [4, 20] in peakloc.find_peaks(x.astype(float), num_peaks=5, min_distance=3).tolist()
+
+
+@pytest.mark.parametrize("shape", [(300,), (64, 80), (20, 24, 28)])
+def test_spacing_on_a_map_too_large_for_an_array_grid_matches_skimage(rng, shape, monkeypatch):
+    from peakloc.ops import peaks as module
+
+    monkeypatch.setattr(module, "GRID_CELLS", 0)  # the dict of cells that large volumes use
+    x = (rng.random(shape) * 200).astype(np.uint16)
+    for min_distance in (2, 3, 7):
+        ours = peakloc.find_peaks(x, ndim=len(shape), num_peaks=10_000, min_distance=min_distance, merge_plateaus=False)
+        theirs = skimage_feature.peak_local_max(x, min_distance=min_distance, num_peaks=10_000, exclude_border=False)
+        np.testing.assert_array_equal(ours, theirs)
