@@ -268,19 +268,25 @@ def _gpu_case(shape: tuple[int, ...], ndim: int, do_bench) -> None:
         record("gpu", f"{name} forward vs kornia", fwd, "kornia", korn)
 
 
-def command_line(quick: bool, files: int) -> None:
+def png_frames(folder: Path, count: int) -> np.random.Generator:
+    """``count`` 256x256 8-bit PNG heatmaps ``frame_NNNNN.png`` (one broad Gaussian each); the generator after."""
     import cv2
 
+    yy, xx = np.mgrid[:256, :256]
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        cy, cx = rng.uniform(40, 216, 2)
+        heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 20.0**2))
+        cv2.imwrite(str(folder / f"frame_{i:05d}.png"), np.round(heat * 255).astype(np.uint8))
+    return rng
+
+
+def command_line(quick: bool, files: int) -> None:
     print("Command line (wall time of whole processes, best of several)")
     exe = [sys.executable, "-m", "peakloc"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        yy, xx = np.mgrid[:256, :256]
-        rng = np.random.default_rng(1)
-        for i in range(files):
-            cy, cx = rng.uniform(40, 216, 2)
-            heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 20.0**2))
-            cv2.imwrite(str(tmp / f"frame_{i:05d}.png"), np.round(heat * 255).astype(np.uint8))
+        rng = png_frames(tmp, files)
         np.save(tmp / "one.npy", rng.random((64, 48), dtype=np.float32))
         one_png = tmp / "frame_00000.png"
 
@@ -335,7 +341,6 @@ def command_line(quick: bool, files: int) -> None:
 
 def cluster(quick: bool, files: int) -> None:
     """``--dask`` on a two-worker cluster on loopback against the local pool on the same cores."""
-    import cv2
 
     print(f"Cluster (wall time of whole processes, best of 3): {files} PNG heatmaps, --dask vs the local pool")
     exe = [sys.executable, "-m", "peakloc", "find"]
@@ -344,12 +349,7 @@ def cluster(quick: bool, files: int) -> None:
         tmp = Path(tmp)
         folder = tmp / "frames"
         folder.mkdir()
-        yy, xx = np.mgrid[:256, :256]
-        rng = np.random.default_rng(1)
-        for i in range(files):
-            cy, cx = rng.uniform(40, 216, 2)
-            heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 20.0**2))
-            cv2.imwrite(str(folder / f"frame_{i:05d}.png"), np.round(heat * 255).astype(np.uint8))
+        png_frames(folder, files)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         workers = min(2, cores)
         scheduler_file = tmp / "scheduler.json"
