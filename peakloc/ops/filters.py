@@ -16,27 +16,21 @@ def _reflected(n: int, shift: int) -> np.ndarray:
     return np.where(index < n, index, period - index)
 
 
-def shifted(x: np.ndarray, radius: int, axis: int, pad: str | float) -> Iterator[np.ndarray]:
-    """``x`` shifted by ``-radius .. radius`` along ``axis``, padded outside the array.
+def mirrored(x: np.ndarray, radius: int, axis: int) -> Iterator[np.ndarray]:
+    """``x`` shifted by ``-radius .. radius`` along ``axis``, mirrored about the edge pixel outside the array.
 
-    ``pad`` is a constant value (then ``radius`` is at most the axis's length: callers clamp it), or
-    ``"reflect"`` (mirror about the edge pixel; an axis of length 1 repeats its only value). Up to a radius of
-    the axis's length the shifts are views of one padded copy; beyond it, each reflected shift is gathered on
-    its own, so that memory stays a few copies of ``x`` however wide the filter.
+    An axis of length 1 repeats its only value. Up to a radius of the axis's length the shifts are views of
+    one padded copy; beyond it, each shift is gathered on its own, so that memory stays a few copies of
+    ``x`` however wide the filter.
     """
     n = x.shape[axis]
-    if radius > n and not isinstance(pad, str):
-        raise ValueError(f"constant padding needs `radius` <= {n}. Got: {radius}")
     if radius > n:
         for shift in range(-radius, radius + 1):
             yield np.take(x, _reflected(n, shift), axis=axis)
         return
     widths = [(0, 0)] * x.ndim
     widths[axis] = (radius, radius)
-    if isinstance(pad, str):
-        padded = np.pad(x, widths, mode="symmetric" if n == 1 else pad)
-    else:
-        padded = np.pad(x, widths, mode="constant", constant_values=pad)
+    padded = np.pad(x, widths, mode="symmetric" if n == 1 else "reflect")
     index = [slice(None)] * x.ndim
     for shift in range(2 * radius + 1):
         index[axis] = slice(shift, shift + n)
@@ -90,6 +84,6 @@ def _maximum_along(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
 def correlate(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     """Correlate float ``x`` with symmetric ``taps`` along ``axis``, borders mirrored about the edge pixel."""
     out = np.zeros_like(x)
-    for tap, view in zip(taps, shifted(x, len(taps) // 2, axis, "reflect")):
+    for tap, view in zip(taps, mirrored(x, len(taps) // 2, axis)):
         out += tap * view
     return out

@@ -8,7 +8,7 @@ or a slab of rows of one map. Every read returns a NumPy array.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -108,11 +108,6 @@ class Maps:
         for k, b in enumerate(range(start, stop)):
             out[k] = self.read(b)
         return out
-
-    def slabs(self, b: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, rows of map b)`` along the first spatial axis, ``rows`` at a time."""
-        for start in range(0, self.spatial[0], rows):
-            yield start, self.read(b, (slice(start, min(start + rows, self.spatial[0])),))
 
     def __getitem__(self, index) -> Any:
         """``maps[b]`` is a :class:`Map`; ``maps[b, i, j]`` one value."""
