@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import PeaklocError
 from ..io.axes import Layout
 from ..io.inputs import Input
+from ..io.remote import is_url
 from ..output.table import rows
 from .capture import captured
 from .locate import Located, locate, read_heatmaps
@@ -125,7 +126,7 @@ def _read(job: Job, item: Input, budget: int | None) -> tuple[np.ndarray, Layout
     """``(heatmaps (B, *spatial), layout)`` of one input, or a :class:`PeaklocError`."""
     if item.problem:
         raise PeaklocError(item.problem)
-    path = item.path if job.cwd is None or "://" in item.path else os.path.join(job.cwd, item.path)
+    path = item.path if job.cwd is None or is_url(item.path) else os.path.join(job.cwd, item.path)
     return read_heatmaps(path, job.settings, budget)
 
 

@@ -368,6 +368,8 @@ def _locate_slabs(
     if band < 2 or (budget is not None and band_bytes > budget // 4):
         band = band_bytes = 0
     here = streaming.Slabs(settings.threads, band)
+    # A smoothed map is a memory-mapped file of this process, without chunks: read directly, here.
+    direct = streaming.Slabs(settings.threads)
     slabs = here if slabs is None else slabs
     # Up to one slab per thread in memory, one read again, and room for the rest of the run.
     threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
@@ -385,15 +387,16 @@ def _locate_slabs(
         raw_stats.append(first)
         if settings.smooth:
             smoothed.append(streaming.smooth(maps, b, first, settings.smooth, rows))
-            first = streaming.map_stats(smoothed[-1], 0, rows, counts, settings.threads, here)
+            first = streaming.map_stats(smoothed[-1], 0, rows, counts, settings.threads, direct)
         stats.append(first)
     if settings.smooth:
+        here = direct
         work, slabs = _Stacked(smoothed, maps), here
     # The peak pass reads each slab with min_distance rows of halo a side: as many slabs at once as fit.
     maxima = slabs
     if slabs is here and budget is not None:
         per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
-        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab - 2)), band)
+        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab - 2)), here.band)
 
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
