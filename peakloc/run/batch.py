@@ -247,12 +247,13 @@ def _run_in_worker(items: Sequence[Input]) -> list[Outcome]:
     return run_chunk(_JOB, items, _BUDGET)
 
 
-def chunk_size(count: int, workers: int) -> int:
-    """Inputs per chunk: :data:`CHUNK`, up to :data:`MAX_CHUNK` when there are enough for four per worker.
+def chunk_size(count: int, workers: int, most: int = MAX_CHUNK, per_worker: int = 4) -> int:
+    """Inputs per chunk: :data:`CHUNK` at least, up to ``most`` while each worker still gets ``per_worker``.
 
-    Larger stacks of small images pay their fixed costs (a Gaussian fit's iterations) over more maps.
+    Larger stacks of small images pay their fixed costs (a Gaussian fit's iterations) over more maps; enough
+    chunks per worker let the last ones finish close together.
     """
-    return max(CHUNK, min(MAX_CHUNK, count // (4 * max(1, workers))))
+    return max(CHUNK, min(most, count // (per_worker * max(1, workers))))
 
 
 def workers_for(count: int, settings: Settings) -> int:

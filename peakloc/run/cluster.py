@@ -1,6 +1,6 @@
 """Runs on a Dask cluster (``peakloc find --dask ADDRESS``): Dask schedules, peakloc only submits and collects.
 
-- **Inputs** go to the workers in chunks of :data:`~peakloc.run.batch.CHUNK` as tasks
+- **Inputs** go to the workers in chunks (:func:`~peakloc.run.batch.chunk_size`) as tasks
   (:func:`run_chunk_task`, which is :func:`peakloc.run.batch.run_chunk`: each input fails alone), a bounded
   number in flight. Workers read the files themselves and write the overlays; only rows, messages and
   counts come back, and :func:`outcomes_on` gives them in input order.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PeaklocError
 from ..ops.streaming import Slabs
-from .batch import CHUNK, Job, Outcome, failure, run_chunk
+from .batch import Job, Outcome, chunk_size, failure, run_chunk
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -43,7 +43,7 @@ CONNECT_TIMEOUT = 10
 #: thread busy while one slow chunk holds the others' results back, few enough to stream.
 IN_FLIGHT_PER_THREAD = 8
 MIN_IN_FLIGHT = 32
-#: Most inputs in one task, and tasks per worker thread to aim at (see :func:`chunk_size`).
+#: Most inputs in one task, and tasks per worker thread to aim at (see :func:`~peakloc.run.batch.chunk_size`).
 MAX_CHUNK = 256
 CHUNKS_PER_THREAD = 8
 #: Inputs (their stacks read in pieces) a worker process keeps open for the slab tasks that read them.
@@ -159,16 +159,6 @@ def for_workers(job: Job) -> Job:
     return replace(job, settings=replace(job.settings, overlay=overlay), cwd=os.getcwd())
 
 
-def chunk_size(count: int, threads: int) -> int:
-    """Inputs per task for ``count`` inputs on ``threads`` worker threads.
-
-    :data:`~peakloc.run.batch.CHUNK` at least, more for many inputs (a task costs the scheduler a few
-    milliseconds), at most :data:`MAX_CHUNK`, and about :data:`CHUNKS_PER_THREAD` tasks for each worker
-    thread, so that the last tasks finish close together.
-    """
-    return max(CHUNK, min(MAX_CHUNK, count // (CHUNKS_PER_THREAD * max(1, threads))))
-
-
 def _threads(client: Client) -> int:
     try:
         return max(1, sum(client.nthreads().values()))
@@ -184,7 +174,8 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
     each worker's threads). Leaving the context cancels what is still queued.
     """
     threads = _threads(client)
-    size = chunk_size(len(items), threads)
+    # A task costs the scheduler a few milliseconds: more inputs a task than in a local pool.
+    size = chunk_size(len(items), threads, MAX_CHUNK, CHUNKS_PER_THREAD)
     chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
     budget = job.settings.max_memory
     job = for_workers(job)
@@ -239,10 +230,7 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
     if not isinstance(result, BaseException):
         return result
     if not isinstance(result, KilledWorker):
-        if job.reraise:
-            raise result
-        if _lost(client):
-            raise _lost_scheduler(result) from None
+        _raise_if_fatal(client, job, result)
     # One input at a time, each tried twice: an input whose task merely shared a worker with one that
     # killed it is not blamed.
     outcomes = []
@@ -258,18 +246,18 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
                 if attempt + 1 == ISOLATED_TRIES:
                     outcomes.append(Outcome(item.path, errors=[KILLED]))
             except Exception as exc:
-                if job.reraise:
-                    raise
-                if _lost(client):
-                    raise _lost_scheduler(exc) from None
+                _raise_if_fatal(client, job, exc)
                 outcomes.append(Outcome(item.path, errors=[failure(exc)]))
                 break
     return outcomes
 
 
-def _lost_scheduler(exc: BaseException) -> ClusterError:
-    return ClusterError(f"lost the Dask scheduler ({type(exc).__name__})")
+def _raise_if_fatal(client: Client, job: Job, exc: BaseException) -> None:
+    """Raise a task's failure that ends the run: peakloc's bug under ``reraise``, or a lost scheduler.
 
-
-def _lost(client: Client) -> bool:
-    return client.status not in ("running", "connecting")
+    Any other failure is one input's (or one chunk's, then run again input by input).
+    """
+    if job.reraise:
+        raise exc
+    if client.status not in ("running", "connecting"):
+        raise ClusterError(f"lost the Dask scheduler ({type(exc).__name__})") from None
