@@ -41,9 +41,14 @@ def test_a_map_with_no_finite_value_in_some_slabs_uses_the_others(rng):
     assert got.nonfinite == 150
 
 
-@pytest.mark.parametrize("shape", [(3, 5000), (50, 20), (0, 7)])
+@pytest.mark.parametrize("shape", [(3, 5000), (50, 20), (0, 7), (170, 3072), (7, 8), (0, 16)])
 def test_count_per_row_counts_like_numpy(rng, shape):
     mask = rng.random(shape) > 0.7
+    np.testing.assert_array_equal(count_per_row(mask), np.count_nonzero(mask, axis=1))
+
+
+def test_count_per_row_counts_a_strided_mask_like_numpy(rng):
+    mask = (rng.random((9, 40)) > 0.5)[::2, 8:]
     np.testing.assert_array_equal(count_per_row(mask), np.count_nonzero(mask, axis=1))
 
 
