@@ -19,10 +19,18 @@ from ..io.colormaps import names as colormap_names
 MIN_SHORT_SIDE = 256
 #: ... but automatic scaling never makes the long side larger than this.
 MAX_LONG_SIDE = 4096
+#: Every panel is at least this many pixels across: a thin axis (9 slices of a stack) is stretched to it.
+MIN_PANEL_SIDE = 48
 DEFAULT_COLORMAP = "jet"
 NAN_COLOUR = (128, 128, 128)
 BAND_COLOUR = (40, 40, 40)
 TEXT_COLOUR = (255, 255, 255)
+OUTLINE_COLOUR = (0, 0, 0)
+#: Unranked local maxima: small rings in this colour, blended at this opacity.
+OTHER_COLOUR = (255, 255, 255)
+OTHER_OPACITY = 0.45
+#: With --background, the heatmap's opacity at the top of its colour range (0 at the bottom).
+BACKGROUND_OPACITY = 0.75
 FONT_SCALE = 0.45
 LINE_HEIGHT = 18
 _SHIFT = 4  # OpenCV fixed-point bits: positions are drawn to 1/16 pixel
@@ -30,20 +38,25 @@ _SHIFT = 4  # OpenCV fixed-point bits: positions are drawn to 1/16 pixel
 
 @dataclass(frozen=True)
 class Marker:
-    """How a method's peaks are drawn: a shape name and a BGR colour."""
+    """How a method's peaks are drawn: a shape name and a BGR colour.
+
+    Every shape is an outline around the peak with a black edge, never a fill: the pixels at the peak keep
+    the heatmap's own colour. The colours are Okabe and Ito's palette for colour-blind readers, and the
+    shapes tell the methods apart in greyscale print.
+    """
 
     shape: str
     colour: tuple[int, int, int]
 
 
-#: One marker per method; white dot for argmax as users know it, distinct shapes for sub-pixel methods.
+#: One marker per method: a white circle for the argmax, a distinct shape and colour per other method.
 MARKERS = {
-    "argmax": Marker("dot", (255, 255, 255)),
-    "softargmax": Marker("cross", (255, 0, 255)),
-    "local": Marker("diamond", (0, 255, 255)),
-    "quadratic": Marker("square", (0, 128, 255)),
-    "dark": Marker("ring", (0, 0, 0)),
-    "gaussian": Marker("triangle", (255, 255, 0)),
+    "argmax": Marker("circle", (255, 255, 255)),
+    "softargmax": Marker("cross", (167, 121, 204)),  # reddish purple
+    "local": Marker("diamond", (233, 180, 86)),  # sky blue
+    "quadratic": Marker("square", (0, 159, 230)),  # orange
+    "dark": Marker("plus", (0, 94, 213)),  # vermillion
+    "gaussian": Marker("triangle", (66, 228, 240)),  # yellow
 }
 
 
@@ -94,35 +107,46 @@ def _to_fixed(value: float) -> int:
     return int(round(value * (1 << _SHIFT)))
 
 
-def draw_marker(image: np.ndarray, x: float, y: float, marker: Marker, size: float) -> None:
-    """Draw one marker centred on display coordinates ``(x, y)`` (pixel centres are integers), in place."""
+def _segments(shape: str, x: float, y: float, inner: float, outer: float) -> list[tuple[tuple, tuple]]:
+    """Line segments of an outline marker between radii ``inner`` and ``outer`` around ``(x, y)``."""
+    if shape in ("cross", "plus"):
+        d = (inner, outer) if shape == "plus" else (inner / math.sqrt(2), outer / math.sqrt(2))
+        directions = [(1, 0), (-1, 0), (0, 1), (0, -1)] if shape == "plus" else [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+        return [((x + dx * d[0], y + dy * d[0]), (x + dx * d[1], y + dy * d[1])) for dx, dy in directions]
+    a = outer
+    corners = {
+        "diamond": [(x, y - a), (x + a, y), (x, y + a), (x - a, y)],
+        "square": [(x - a * 0.8, y - a * 0.8), (x + a * 0.8, y - a * 0.8), (x + a * 0.8, y + a * 0.8), (x - a * 0.8, y + a * 0.8)],
+        "triangle": [(x, y - a), (x + a * 0.87, y + a * 0.5), (x - a * 0.87, y + a * 0.5)],
+    }[shape]
+    return list(zip(corners, corners[1:] + corners[:1]))
+
+
+_SIZE = {"circle": 1.0, "cross": 1.6, "plus": 1.6, "diamond": 1.45, "square": 1.3, "triangle": 1.7}
+
+
+def draw_marker(image: np.ndarray, x: float, y: float, marker: Marker, radius: float, clear: float = 0.0) -> None:
+    """Draw one outline marker centred on display coordinates ``(x, y)`` (pixel centres are integers), in place.
+
+    ``radius`` is the marker's outer size in display pixels; ``clear`` the radius around the centre that
+    stays undrawn (the peak's own pixel): shapes keep at least that distance, lines included.
+    """
     import cv2
 
-    r = max(3.0, size)
-    centre = (_to_fixed(x), _to_fixed(y))
-    outline = (0, 0, 0) if sum(marker.colour) > 200 else (255, 255, 255)
     lt = cv2.LINE_AA
-    if marker.shape == "dot":
-        r = max(2.5, 0.6 * r)
-        cv2.circle(image, centre, _to_fixed(r + 1), outline, -1, lt, _SHIFT)
-        cv2.circle(image, centre, _to_fixed(r), marker.colour, -1, lt, _SHIFT)
+    centre = (_to_fixed(x), _to_fixed(y))
+    # A closed shape's inscribed radius is smaller than its outer one: grow it until the inside clears.
+    inscribed = {"circle": 1.0, "diamond": 0.71, "square": 0.8, "triangle": 0.5}.get(marker.shape, 1.0)
+    # Sizes differ by shape, so that the markers of several methods on one peak nest instead of covering
+    # each other: the argmax's circle innermost.
+    outer = max(radius * _SIZE[marker.shape], (clear + 2.5) / inscribed)
+    if marker.shape == "circle":
+        for width, colour in ((3, OUTLINE_COLOUR), (1, marker.colour)):
+            cv2.circle(image, centre, _to_fixed(outer), colour, width, lt, _SHIFT)
         return
-    if marker.shape == "ring":
-        cv2.circle(image, centre, _to_fixed(r * 1.6), outline, 3, lt, _SHIFT)
-        cv2.circle(image, centre, _to_fixed(r * 1.6), marker.colour, 1, lt, _SHIFT)
-        return
-    a = r * 1.5
-    if marker.shape == "cross":
-        segments = [((x - a, y - a), (x + a, y + a)), ((x - a, y + a), (x + a, y - a))]
-    else:
-        corners = {
-            "diamond": [(x, y - a), (x + a, y), (x, y + a), (x - a, y)],
-            "square": [(x - a, y - a), (x + a, y - a), (x + a, y + a), (x - a, y + a)],
-            "triangle": [(x, y - a), (x + a, y + a * 0.8), (x - a, y + a * 0.8)],
-        }[marker.shape]
-        segments = list(zip(corners, corners[1:] + corners[:1]))
-    for width, colour in ((4, outline), (2, marker.colour)):
-        for (x0, y0), (x1, y1) in segments:
+    inner = max(clear + 2.5, outer * 0.45)
+    for width, colour in ((3, OUTLINE_COLOUR), (1, marker.colour)):
+        for (x0, y0), (x1, y1) in _segments(marker.shape, x, y, inner, outer):
             cv2.line(image, (_to_fixed(x0), _to_fixed(y0)), (_to_fixed(x1), _to_fixed(y1)), colour, width, lt, _SHIFT)
 
 
@@ -135,10 +159,16 @@ def _put_text(image: np.ndarray, text: str, x: int, y: int, outline: bool = True
     cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, TEXT_COLOUR, 1, cv2.LINE_AA)
 
 
-def _text_width(text: str) -> int:
+def _text_size(text: str) -> tuple[int, int]:
+    """Width and height above the baseline of ``text`` in pixels (outline included)."""
     import cv2
 
-    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)[0][0]
+    (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)
+    return width + 2, height + 2
+
+
+def _text_width(text: str) -> int:
+    return _text_size(text)[0]
 
 
 def _fit(text: str, width: int) -> str:
@@ -156,24 +186,79 @@ def _band(width: int, lines: int) -> np.ndarray:
     return band
 
 
-def legend(width: int, methods: list[str]) -> np.ndarray:
-    """A band naming each method next to its marker, wrapped to ``width`` pixels."""
-    items = [(m, 22 + _text_width(m) + 12) for m in methods]
-    rows: list[list[tuple[str, int]]] = [[]]
+def number(value: float) -> str:
+    """A colour bar's end value: 3 significant digits.
+
+    Examples
+    --------
+    >>> number(0.0), number(255.0), number(0.012345), number(123456.0)
+    ('0', '255', '0.0123', '1.23e+05')
+    """
+    return f"{value:.3g}"
+
+
+#: Width of the colour bar's gradient in the legend band, pixels.
+COLOUR_BAR_WIDTH = 96
+
+
+def _colour_bar(colormap: str, limits: tuple[float, float]) -> tuple[int, callable]:
+    """The legend item of the colour range: width, and a function that draws it at ``(band, x, baseline)``."""
+    lo_text, hi_text = number(limits[0]), number(limits[1])
+    width = _text_width(lo_text) + 4 + COLOUR_BAR_WIDTH + 4 + _text_width(hi_text)
+
+    def draw(band: np.ndarray, x: int, baseline: int) -> None:
+        _put_text(band, lo_text, x, baseline, outline=False)
+        left = x + _text_width(lo_text) + 4
+        ramp = colorize(np.linspace(0.0, 1.0, COLOUR_BAR_WIDTH)[np.newaxis], colormap, 0.0, 1.0)
+        band[baseline - 10 : baseline, left : left + COLOUR_BAR_WIDTH] = ramp
+        _put_text(band, hi_text, left + COLOUR_BAR_WIDTH + 4, baseline, outline=False)
+
+    return width, draw
+
+
+def legend(
+    width: int,
+    methods: list[str],
+    colormap: str | None = None,
+    limits: tuple[float, float] | None = None,
+    others: bool = False,
+) -> np.ndarray:
+    """A band naming each method next to its marker, then the colour bar of ``limits``, wrapped to ``width``.
+
+    ``others``: also the key of the faint rings that mark the local maxima ranked below those shown.
+    """
+    items: list[tuple[int, callable]] = []
+    for method in methods:
+        marker = MARKERS.get(method, MARKERS["softargmax"])
+
+        def draw(band, x, baseline, marker=marker, method=method):
+            draw_marker(band, x + 8, baseline - 4, marker, 7)
+            _put_text(band, method, x + 20, baseline, outline=False)
+
+        items.append((20 + _text_width(method) + 12, draw))
+    if others:
+
+        def draw_others(band, x, baseline):
+            _faint_ring(band, x + 8, baseline - 4, 4)
+            _put_text(band, "lower maxima", x + 20, baseline, outline=False)
+
+        items.append((20 + _text_width("lower maxima") + 12, draw_others))
+    if colormap is not None and limits is not None:
+        bar_width, draw_bar = _colour_bar(colormap, limits)
+        items.append((bar_width + 6, draw_bar))
+    rows: list[list[tuple[int, callable]]] = [[]]
     used = 6
     for item in items:
-        if rows[-1] and used + item[1] > width:
+        if rows[-1] and used + item[0] > width:
             rows.append([])
             used = 6
         rows[-1].append(item)
-        used += item[1]
+        used += item[0]
     band = _band(width, len(rows))
     for r, row in enumerate(rows):
         x = 6
-        y_text = 6 + r * LINE_HEIGHT + 12
-        for method, item_width in row:
-            draw_marker(band, x + 7, y_text - 4, MARKERS.get(method, MARKERS["softargmax"]), 4)
-            _put_text(band, method, x + 20, y_text, outline=False)
+        for item_width, draw in row:
+            draw(band, x, 6 + r * LINE_HEIGHT + 12)
             x += item_width
     return band
 
@@ -183,6 +268,21 @@ def title_band(width: int, text: str) -> np.ndarray:
     band = _band(width, 1)
     _put_text(band, _fit(text, width - 12), 6, 18, outline=False)
     return band
+
+
+def _faint_ring(image: np.ndarray, x: float, y: float, radius: float) -> None:
+    """A thin ring blended at :data:`OTHER_OPACITY` over ``image``, in place."""
+    import cv2
+
+    r = int(math.ceil(radius)) + 2
+    top, left = max(0, int(y) - r), max(0, int(x) - r)
+    bottom, right = min(image.shape[0], int(y) + r + 2), min(image.shape[1], int(x) + r + 2)
+    if bottom <= top or right <= left:
+        return
+    patch = image[top:bottom, left:right]
+    ring = patch.copy()
+    cv2.circle(ring, (_to_fixed(x - left), _to_fixed(y - top)), _to_fixed(radius), OTHER_COLOUR, 1, cv2.LINE_AA, _SHIFT)
+    cv2.addWeighted(ring, OTHER_OPACITY, patch, 1 - OTHER_OPACITY, 0, dst=patch)
 
 
 @dataclass(frozen=True)
@@ -303,6 +403,277 @@ def panels(heatmap: np.ndarray) -> list[Panel]:
     return [_pooled(view) for view in views]
 
 
+@dataclass(frozen=True)
+class ColourRange:
+    """``--overlay-range``: the colour map's ends, as percentiles of the values shown or as raw values."""
+
+    lo: float
+    hi: float
+    percent: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> ColourRange:
+        """``"0.5%,99.5%"`` (percentiles) or ``"0,255"`` (raw values); :class:`ValueError` says what is wrong.
+
+        Examples
+        --------
+        >>> ColourRange.parse("0.5%,99.5%")
+        ColourRange(lo=0.5, hi=99.5, percent=True)
+        >>> ColourRange.parse("-1,2.5e3")
+        ColourRange(lo=-1.0, hi=2500.0, percent=False)
+        """
+        parts = [p.strip() for p in str(text).split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"{text!r} is not LO,HI (e.g. 0.5%,99.5% or 0,255)")
+        percent = [p.endswith("%") for p in parts]
+        if percent[0] != percent[1]:
+            raise ValueError(f"{text!r} mixes a percentile and a value: give both as percentiles or both as values")
+        try:
+            lo, hi = (float(p.rstrip("%")) for p in parts)
+        except ValueError:
+            raise ValueError(f"{text!r} is not LO,HI (e.g. 0.5%,99.5% or 0,255)") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise ValueError(f"{text!r}: LO must be below HI, both finite")
+        if percent[0] and not (0 <= lo and hi <= 100):
+            raise ValueError(f"{text!r}: percentiles must lie within 0%..100%")
+        return cls(lo, hi, percent[0])
+
+    def limits(self, images: list[np.ndarray]) -> tuple[float, float]:
+        """The raw values at the colour map's ends for the pictures ``images`` (their finite values)."""
+        if not self.percent:
+            return self.lo, self.hi
+        values = np.concatenate([_sample(np.asarray(im, dtype=np.float64)) for im in images])
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return 0.0, 0.0
+        lo, hi = np.percentile(values, [self.lo, self.hi])
+        return float(lo), float(hi)
+
+
+#: Percentiles are taken over at most about this many values (a regular subsample of larger pictures).
+PERCENTILE_SAMPLE = 1 << 22
+
+
+def _sample(image: np.ndarray) -> np.ndarray:
+    flat = image.reshape(-1)
+    step = max(1, flat.size // PERCENTILE_SAMPLE)
+    return flat[::step]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where a panel's pixels land in its picture: display pixel = (pooled pixel + 0.5) * scale - 0.5 + offset."""
+
+    row_scale: float
+    col_scale: float
+    row_offset: float = 0.0
+    col_offset: float = 0.0
+
+    def display(self, panel: Panel, point: np.ndarray) -> tuple[float, float]:
+        """Display ``(x, y)`` of heatmap pixel coordinates ``point`` (array-axis order)."""
+        y = (
+            (point[panel.row_axis] + 0.5) * self.row_scale / panel.pool - 0.5 + self.row_offset
+            if panel.row_axis >= 0
+            else self.row_offset + self.row_scale / 2 - 0.5
+        )
+        x = (point[panel.col_axis] + 0.5) * self.col_scale / panel.pool - 0.5 + self.col_offset
+        return x, y
+
+
+def _axis_scales(
+    view: Panel, heatmap_shape: tuple[int, ...], scale: int | None, spacing: tuple[float, ...] | None
+) -> tuple[float, float]:
+    """Display pixels per pooled pixel along the panel's rows and columns.
+
+    A whole zoom (``scale``, or :func:`auto_scale`), times each axis's voxel size relative to the finest of
+    Y and X; an axis shorter than :data:`MIN_PANEL_SIDE` on screen is stretched to it.
+    """
+    f = 1.0 if view.pool > 1 else float(scale or auto_scale(heatmap_shape[-2:]))
+    rows, cols = view.image.shape
+    reference = min(spacing[-2:]) if spacing else 1.0
+
+    def along(axis: int, n: int) -> float:
+        if axis < 0:  # the one row of a 1-D strip
+            return max(32.0, f)
+        d = f * (spacing[axis] / reference if spacing else 1.0)
+        d = max(d, MIN_PANEL_SIDE / n)
+        return min(d, max(1.0, MAX_LONG_SIDE / n))
+
+    return along(view.row_axis, rows), along(view.col_axis, cols)
+
+
+def _half_widths(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, reach: int = 12) -> np.ndarray:
+    """Per point: how far (pixels) the value stays above half its height over the local minimum, averaged
+    over the four directions; how big each peak looks, to size its marker."""
+    if rows.size == 0:
+        return np.zeros(0)
+    h, w = image.shape
+    values = np.where(np.isfinite(image), image, np.nan)
+    top = values[rows, cols]
+    r0, r1 = np.clip(rows - reach, 0, h), np.clip(rows + reach + 1, 0, h)
+    c0, c1 = np.clip(cols - reach, 0, w), np.clip(cols + reach + 1, 0, w)
+    low = np.array([np.nanmin(values[a:b, c:d]) if np.isfinite(values[a:b, c:d]).any() else np.nan for a, b, c, d in zip(r0, r1, c0, c1)])
+    half = (top + low) / 2
+    steps = np.arange(1, reach + 1)
+    total = np.zeros(rows.size)
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        rr, cc = rows[:, None] + dr * steps, cols[:, None] + dc * steps
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        ray = np.where(inside, values[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)], np.nan)
+        with np.errstate(invalid="ignore"):
+            falls = ~(ray > half[:, None])
+        total += np.where(falls.any(axis=1), falls.argmax(axis=1), reach)
+    return total / 4
+
+
+def _neighbour_distances(points: np.ndarray) -> np.ndarray:
+    """Distance from each display point ``(P, 2)`` to its nearest other point (inf when alone)."""
+    out = np.full(len(points), np.inf)
+    if len(points) < 2 or len(points) > 4096:
+        return out
+    d = np.hypot(points[:, None, 0] - points[None, :, 0], points[:, None, 1] - points[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+class _Labels:
+    """Rank labels placed beside their markers, inside the picture and clear of every marker and label."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.taken = np.zeros(shape, bool)
+
+    def take(self, left: float, top: float, right: float, bottom: float) -> None:
+        h, w = self.taken.shape
+        self.taken[max(0, int(top)) : min(h, int(math.ceil(bottom)) + 1), max(0, int(left)) : min(w, int(math.ceil(right)) + 1)] = True
+
+    def place(self, picture: np.ndarray, text: str, x: float, y: float, radius: float) -> bool:
+        """Draw ``text`` at the first free spot around the marker at ``(x, y)``; False if none is free."""
+        width, height = _text_size(text)
+        h, w = self.taken.shape
+        gap = radius * 0.75 + 2
+        for left, bottom in (
+            (x + gap, y - gap),  # above right
+            (x + gap, y + gap + height),  # below right
+            (x - gap - width, y - gap),  # above left
+            (x - gap - width, y + gap + height),  # below left
+        ):
+            left, bottom = int(round(left)), int(round(bottom))
+            top, right = bottom - height, left + width
+            if left < 0 or top < 0 or right >= w or bottom + 2 >= h:
+                continue
+            if self.taken[top : bottom + 3, left : right + 1].any():
+                continue
+            _put_text(picture, text, left + 1, bottom)
+            self.take(left, top, right, bottom + 2)
+            return True
+        return False
+
+
+def _picture(
+    view: Panel,
+    heatmap: np.ndarray,
+    colormap: str,
+    limits: tuple[float, float],
+    scale: int | None,
+    spacing: tuple[float, ...] | None,
+    background: np.ndarray | None,
+) -> tuple[np.ndarray, _Geometry]:
+    """The panel in colour at its display size (or blended into the photo), and where its pixels landed."""
+    import cv2
+
+    rows, cols = view.image.shape
+    lo, hi = limits
+    coloured = colorize(view.image, colormap, lo, hi)
+    if background is None:
+        row_scale, col_scale = _axis_scales(view, heatmap.shape, scale, spacing)
+        size = (max(1, round(cols * col_scale)), max(1, round(rows * row_scale)))
+        picture = cv2.resize(coloured, size, interpolation=cv2.INTER_NEAREST)
+        return picture, _Geometry(size[1] / rows, size[0] / cols)
+    # The map keeps its aspect inside the photo (fitted and centred, as a letterboxed network input), and
+    # it is blended with an opacity that follows its own values: the photo shows through where they are low.
+    height, width = background.shape[:2]
+    fit = min(height / rows, width / cols)
+    size = (max(1, round(cols * fit)), max(1, round(rows * fit)))
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    span = hi - lo
+    values = view.image.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        opacity = np.clip((values - lo) / span if span > 0 else np.ones_like(values), 0, 1) * BACKGROUND_OPACITY
+    opacity[~np.isfinite(values)] = 0
+    opacity = cv2.resize(opacity.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)[..., None]
+    coloured = cv2.resize(coloured, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    picture = background.copy()
+    region = picture[top : top + size[1], left : left + size[0]].astype(np.float32)
+    picture[top : top + size[1], left : left + size[0]] = np.rint(region * (1 - opacity) + coloured * opacity).astype(np.uint8)
+    return picture, _Geometry(size[1] / rows, size[0] / cols, top, left)
+
+
+def _mark(
+    picture: np.ndarray,
+    view: Panel,
+    geometry: _Geometry,
+    peaks: dict[str, np.ndarray],
+    others: np.ndarray | None,
+) -> None:
+    """Draw the faint rings of ``others``, each method's markers, and the rank labels; then give every
+    marked peak its own pixels back (a neighbour's marker or label may have crossed them)."""
+    untouched = picture.copy()
+    clear = 0.5 * min(geometry.row_scale, geometry.col_scale) / view.pool
+    points = {}
+    for method, coords in peaks.items():
+        coords = np.asarray(coords, dtype=np.float64).reshape(-1, np.asarray(coords).shape[-1] if np.asarray(coords).size else 1)
+        keep = ~np.isnan(coords).any(axis=1) if coords.size else np.zeros(0, bool)
+        ranks = np.flatnonzero(keep) + 1
+        shown = np.array([geometry.display(view, p) for p in coords[keep]]).reshape(-1, 2)
+        points[method] = (ranks, shown, coords[keep])
+    if others is not None and len(others):
+        for p in np.asarray(others, dtype=np.float64):
+            x, y = geometry.display(view, p)
+            _faint_ring(picture, x, y, max(2.5, clear + 1.5))
+    first = next(iter(peaks), None)
+    radii = {}
+    for method, (ranks, shown, coords) in points.items():
+        if not len(shown):
+            radii[method] = np.zeros(0)
+            continue
+        pooled = np.clip(np.rint((coords + 0.5) / view.pool - 0.5).astype(np.int64), 0, None)
+        rows = pooled[:, view.row_axis] if view.row_axis >= 0 else np.zeros(len(pooled), np.int64)
+        cols = pooled[:, view.col_axis]
+        rows = np.minimum(rows, view.image.shape[0] - 1)
+        cols = np.minimum(cols, view.image.shape[1] - 1)
+        width = _half_widths(view.image, rows, cols) * min(geometry.row_scale, geometry.col_scale) / view.pool
+        radius = np.maximum(width + 2, clear + 4)
+        crowd = _neighbour_distances(points[first][1]) if method == first else _neighbour_distances(shown)
+        # Crowded peaks and thin panels (a projection across 9 slices) get smaller markers.
+        most = max(4.0, min(48.0, min(picture.shape[:2]) / 6))
+        radii[method] = np.clip(np.minimum(radius, np.maximum(crowd / 2, clear + 4)), 4, most)
+    # argmax last: its white circle then sits on top of the others.
+    for method in sorted(points, key=lambda m: m == "argmax"):
+        marker = MARKERS.get(method, MARKERS["softargmax"])
+        for (x, y), r in zip(points[method][1], radii[method]):
+            draw_marker(picture, x, y, marker, r, clear)
+    if first is not None and len(points[first][1]) > 1:
+        labels = _Labels(picture.shape[:2])
+        for method, (_, shown, _) in points.items():
+            for (x, y), r in zip(shown, radii[method]):
+                inside = 0.7 * r * _SIZE[MARKERS.get(method, MARKERS["softargmax"]).shape]
+                labels.take(x - inside, y - inside, x + inside, y + inside)
+        widest = max(_SIZE[MARKERS.get(m, MARKERS["softargmax"]).shape] for m in points)
+        for rank, (x, y), r in zip(points[first][0], points[first][1], radii[first]):
+            labels.place(picture, str(rank), x, y, r * widest)
+    keep_radius = clear + 0.5
+    h, w = picture.shape[:2]
+    for _, shown, _ in points.values():
+        for x, y in shown:
+            top, bottom = max(0, int(math.floor(y - keep_radius))), min(h, int(math.ceil(y + keep_radius)) + 1)
+            left, right = max(0, int(math.floor(x - keep_radius))), min(w, int(math.ceil(x + keep_radius)) + 1)
+            if top < bottom and left < right:
+                yy, xx = np.mgrid[top:bottom, left:right]
+                near = (yy - y) ** 2 + (xx - x) ** 2 <= keep_radius**2 + 0.5
+                near[np.clip(int(round(y)), top, bottom - 1) - top, np.clip(int(round(x)), left, right - 1) - left] = True
+                picture[top:bottom, left:right][near] = untouched[top:bottom, left:right][near]
+
+
 def render(
     heatmap: np.ndarray,
     peaks: dict[str, np.ndarray],
@@ -311,6 +682,11 @@ def render(
     scale: int | None = None,
     title: str = "",
     background: np.ndarray | None = None,
+    value_range: ColourRange | None = None,
+    limits: tuple[float, float] | None = None,
+    spacing: tuple[float, ...] | None = None,
+    others: np.ndarray | None = None,
+    with_legend: bool = True,
 ) -> np.ndarray:
     """Picture of one heatmap with its peaks marked.
 
@@ -321,6 +697,7 @@ def render(
         max-pooled (``scale`` is then ignored).
     peaks : dict
         Method -> pixel coordinates ``(P, ndim)`` in array-axis order, rank 1 first (NaN rows skipped).
+        The first method's markers carry rank labels where there are several.
     colormap : str
         OpenCV colour map name.
     scale : int, optional
@@ -328,60 +705,40 @@ def render(
     title : str
         Text of the top band (input and index).
     background : ndarray, optional
-        A BGR photograph (2-D heatmaps only): the coloured map is resized onto it and blended.
+        A BGR photograph (2-D heatmaps only): the map is fitted inside it, centred, keeping its aspect, and
+        blended with an opacity that grows with its value.
+    value_range : ColourRange, optional
+        The colour map's ends; default the finite minimum and maximum of the heatmap.
+    limits : (float, float), optional
+        The ends as raw values, already computed (a contact sheet's common range); overrides ``value_range``.
+    spacing : tuple of float, optional
+        Voxel size per spatial axis (array-axis order) in any one unit: panels keep the true aspect.
+    others : ndarray, shape ``(Q, ndim)``, optional
+        Local maxima ranked below the marked peaks, drawn as faint rings.
+    with_legend : bool
+        Add the legend band (markers' key and colour bar) under the picture.
 
     Returns
     -------
     ndarray of uint8, shape ``(H, W, 3)``, BGR.
     """
-    import cv2
-
     views = panels(heatmap)
-    lo, hi = finite_range(heatmap)
+    if background is not None and heatmap.ndim != 2:
+        raise PeaklocError("`background` works with 2-D heatmaps only")
+    if limits is None:
+        limits = value_range.limits([v.image for v in views]) if value_range is not None else finite_range(heatmap)
     pictures = []
     for view in views:
-        rows, cols = view.image.shape
-        if background is not None:
-            if heatmap.ndim != 2:
-                raise PeaklocError("`background` works with 2-D heatmaps only")
-            height, width = background.shape[:2]
-            fy, fx = height / rows, width / cols
-            coloured = cv2.resize(
-                colorize(view.image, colormap, lo, hi), (width, height), interpolation=cv2.INTER_LINEAR
-            )
-            holes = cv2.resize(
-                (~np.isfinite(view.image)).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
-            )
-            picture = cv2.addWeighted(background, 0.5, coloured, 0.5, 0)
-            picture[holes.astype(bool)] = background[holes.astype(bool)]
-        else:
-            # A pooled panel is already large: shown as it is.
-            f = 1 if view.pool > 1 else scale or auto_scale(heatmap.shape[-2:])
-            fy = fx = float(f)
-            if heatmap.ndim == 1:
-                fy = float(max(32, f))
-            coloured = colorize(view.image, colormap, lo, hi)
-            picture = cv2.resize(coloured, (int(cols * fx), int(rows * fy)), interpolation=cv2.INTER_NEAREST)
-        size = max(3.0, min(12.0, 0.6 * min(fx, fy)))
-        # Heatmap pixel c is pooled pixel (c + 0.5) / pool - 0.5, shown at the zoom fx, fy.
-        fy, fx = fy / view.pool, fx / view.pool
-        # argmax last: its small dot then sits visibly inside the larger sub-pixel markers.
-        for method, coords in sorted(peaks.items(), key=lambda item: item[0] == "argmax"):
-            marker = MARKERS.get(method, MARKERS["softargmax"])
-            for rank, point in enumerate(np.asarray(coords, dtype=np.float64), start=1):
-                if np.isnan(point).any():
-                    continue
-                y = (point[view.row_axis] + 0.5) * fy - 0.5 if view.row_axis >= 0 else picture.shape[0] / 2 - 0.5
-                x = (point[view.col_axis] + 0.5) * fx - 0.5
-                draw_marker(picture, x, y, marker, size)
-                if len(coords) > 1 and method == next(iter(peaks)):
-                    _put_text(picture, str(rank), int(x + size + 3), int(y - size - 2))
+        picture, geometry = _picture(view, heatmap, colormap, limits, scale, spacing, background)
+        _mark(picture, view, geometry, peaks, others)
         if view.label:
             _put_text(picture, view.label, 4, 16)
         pictures.append(picture)
     body = _side_by_side(pictures)
     parts = [title_band(body.shape[1], title)] if title else []
-    parts += [body, legend(body.shape[1], list(peaks))]
+    parts.append(body)
+    if with_legend:
+        parts.append(legend(body.shape[1], list(peaks), colormap, limits, others is not None and len(others) > 0))
     return np.concatenate(parts, axis=0)
 
 
@@ -396,8 +753,14 @@ def _side_by_side(pictures: list[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
-def contact_sheet(tiles: list[np.ndarray], title: str = "", columns: int | None = None, gap: int = 4) -> np.ndarray:
-    """A grid of overlay images (each with its own title band), row by row in C order, under a title."""
+def contact_sheet(
+    tiles: list[np.ndarray], title: str = "", columns: int | None = None, gap: int = 4, key: np.ndarray | None = None
+) -> np.ndarray:
+    """A grid of overlay images (each with its own title band), row by row in C order, under a title.
+
+    ``key`` is a function of the sheet's width that gives its one legend band, put under the grid (tiles are
+    rendered without theirs).
+    """
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     height = max(t.shape[0] for t in tiles)
     width = max(t.shape[1] for t in tiles)
@@ -407,4 +770,8 @@ def contact_sheet(tiles: list[np.ndarray], title: str = "", columns: int | None 
         r, c = divmod(i, columns)
         y, x = gap + r * (height + gap), gap + c * (width + gap)
         sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
-    return np.concatenate([title_band(sheet.shape[1], title), sheet]) if title else sheet
+    parts = [title_band(sheet.shape[1], title)] if title else []
+    parts.append(sheet)
+    if key is not None:
+        parts.append(key(sheet.shape[1]))
+    return np.concatenate(parts)
