@@ -141,6 +141,30 @@ def _validate_colormap(ctx, param, value):
     return value.lower()
 
 
+def _validate_overlay_range(ctx, param, value):
+    if value is None:
+        return None
+    from .output.overlay import ColourRange
+
+    try:
+        return ColourRange.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _validate_spacing(ctx, param, value):
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        sizes = tuple(float(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (2, 3) or not all(0 < s < float("inf") for s in sizes):
+        raise click.BadParameter(f"{value!r} is not Z,Y,X or Y,X: two or three positive numbers")
+    return sizes
+
+
 def _validate_decode_colormap(ctx, param, value):
     if value is None:
         return None
@@ -348,7 +372,22 @@ overlay_options = option_group(
         "--background",
         type=click.Path(dir_okay=False),
         metavar="IMAGE",
-        help="Blend 2-D overlays over this photograph (the heatmap is resized to it) and mark the peaks there.",
+        help="Blend 2-D overlays over this photograph (the heatmap fitted inside it, keeping its aspect, more "
+        "opaque where its values are higher) and mark the peaks there.",
+    ),
+    click.option(
+        "--overlay-range",
+        metavar="LO,HI",
+        callback=_validate_overlay_range,
+        help="Overlay colour range: percentiles of the values shown ('0.5%,99.5%') or raw values ('0,255'). "
+        "Default: the heatmap's finite minimum and maximum.",
+    ),
+    click.option(
+        "--spacing",
+        metavar="Z,Y,X",
+        callback=_validate_spacing,
+        help="Voxel size for overlays, in any one unit (or Y,X): volumes are drawn with their true aspect. "
+        "Default: from TIFF (OME, ImageJ) and OME-Zarr metadata, else cubic voxels.",
     ),
 )
 #: Where and how the run goes.
@@ -425,6 +464,11 @@ def find(inputs: tuple[str, ...], **options) -> None:
     started = time.perf_counter()
     failed = heatmaps = done = 0
     writer = client = None
+    page = None
+    if settings.overlay is not None:
+        from .output.index_page import Page
+
+        page = Page(settings.overlay.folder)
     # The handlers come first: a signal from the moment the partial table exists removes it.
     with _signals_end_the_run():
         try:
@@ -445,6 +489,8 @@ def find(inputs: tuple[str, ...], **options) -> None:
                         _warning(outcome.path, message)
                     heatmaps += outcome.heatmaps
                     writer.write(outcome.rows)
+                    if page is not None:
+                        page.add(outcome.path, outcome.rows, outcome.overlays, outcome.errors, outcome.warnings)
                     for message in outcome.errors:
                         _error(f"{outcome.path}: {message}")
                     if outcome.traceback:
@@ -474,6 +520,12 @@ def find(inputs: tuple[str, ...], **options) -> None:
             raise
     if client is not None:
         client.close(timeout=CLOSE_TIMEOUT)
+    if page is not None:
+        try:
+            page.write(job.protected)
+        except PeaklocError as exc:
+            _error(str(exc))
+            failed += 1
     if not quiet:
         seconds = time.perf_counter() - started
         click.echo(
@@ -569,6 +621,8 @@ def _settings(options: dict) -> Settings:
         options.pop("overlay_scale"),
         options.pop("overlay_sheet"),
         options.pop("background"),
+        options.pop("overlay_range"),
+        options.pop("spacing"),
     )
     options["device"] = _resolve_device(options["device"])
     options["peaks"] = options.pop("num_peaks")
@@ -591,13 +645,13 @@ def _job(settings: Settings, paths: list[str], debug: bool, reraise: bool):
     return Job(settings, names, frozenset(os.path.realpath(p) for p in paths), debug, reraise)
 
 
-def _overlay_settings(folder, colormap, scale, sheet, background):
+def _overlay_settings(folder, colormap, scale, sheet, background, value_range, spacing):
     """Overlay settings, or None without --overlay (its companion options then make no sense)."""
     ctx = click.get_current_context()
     if folder is None:
         given = [
             f"--{n.replace('_', '-')}"
-            for n in ("colormap", "overlay_scale", "overlay_sheet", "background")
+            for n in ("colormap", "overlay_scale", "overlay_sheet", "background", "overlay_range", "spacing")
             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
         ]
         if given:
@@ -611,7 +665,7 @@ def _overlay_settings(folder, colormap, scale, sheet, background):
             photo = read_background(background)
         except PeaklocError as exc:
             raise click.BadParameter(as_flags(str(exc)), param_hint="'--background'") from None
-    return OverlaySettings(folder, colormap, scale, sheet, photo)
+    return OverlaySettings(folder, colormap, scale, sheet, photo, value_range, spacing)
 
 
 def _check_output(output: str, inputs: list[str]) -> None:

@@ -342,4 +342,4 @@ def test_overlay_names_keep_letters_of_any_script_and_never_start_with_a_dot(tmp
         tmp_path / "Zürich.png", tmp_path / "日本.png", tmp_path / ".png.npy", "--overlay", tmp_path / "ov", "-q"
     )
     assert result.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["Zürich.png", "png.png", "日本.png"]
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["Zürich.png", "index.html", "png.png", "日本.png"]

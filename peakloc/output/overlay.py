@@ -20,7 +20,7 @@ MIN_SHORT_SIDE = 256
 #: ... but automatic scaling never makes the long side larger than this.
 MAX_LONG_SIDE = 4096
 #: Every panel is at least this many pixels across: a thin axis (9 slices of a stack) is stretched to it.
-MIN_PANEL_SIDE = 48
+MIN_PANEL_SIDE = 64
 DEFAULT_COLORMAP = "jet"
 NAN_COLOUR = (128, 128, 128)
 BAND_COLOUR = (40, 40, 40)
@@ -201,17 +201,21 @@ def number(value: float) -> str:
 COLOUR_BAR_WIDTH = 96
 
 
-def _colour_bar(colormap: str, limits: tuple[float, float]) -> tuple[int, callable]:
-    """The legend item of the colour range: width, and a function that draws it at ``(band, x, baseline)``."""
+def _colour_bar(colormap: str, limits: tuple[float, float], room: int) -> tuple[int, callable]:
+    """The legend item of the colour range, at most ``room`` px wide where it can: its width, and a function
+    that draws it at ``(band, x, baseline)``."""
     lo_text, hi_text = number(limits[0]), number(limits[1])
-    width = _text_width(lo_text) + 4 + COLOUR_BAR_WIDTH + 4 + _text_width(hi_text)
+    texts = _text_width(lo_text) + 8 + _text_width(hi_text)
+    bar = int(max(16, min(COLOUR_BAR_WIDTH, room - texts)))
+    width = texts + bar
 
     def draw(band: np.ndarray, x: int, baseline: int) -> None:
         _put_text(band, lo_text, x, baseline, outline=False)
         left = x + _text_width(lo_text) + 4
-        ramp = colorize(np.linspace(0.0, 1.0, COLOUR_BAR_WIDTH)[np.newaxis], colormap, 0.0, 1.0)
-        band[baseline - 10 : baseline, left : left + COLOUR_BAR_WIDTH] = ramp
-        _put_text(band, hi_text, left + COLOUR_BAR_WIDTH + 4, baseline, outline=False)
+        ramp = colorize(np.linspace(0.0, 1.0, bar)[np.newaxis], colormap, 0.0, 1.0)
+        shown = band[baseline - 10 : baseline, left : left + bar]
+        shown[:] = ramp[:, : shown.shape[1]]
+        _put_text(band, hi_text, left + bar + 4, baseline, outline=False)
 
     return width, draw
 
@@ -244,7 +248,7 @@ def legend(
 
         items.append((20 + _text_width("lower maxima") + 12, draw_others))
     if colormap is not None and limits is not None:
-        bar_width, draw_bar = _colour_bar(colormap, limits)
+        bar_width, draw_bar = _colour_bar(colormap, limits, width - 12)
         items.append((bar_width + 6, draw_bar))
     rows: list[list[tuple[int, callable]]] = [[]]
     used = 6
@@ -614,6 +618,7 @@ def _mark(
     geometry: _Geometry,
     peaks: dict[str, np.ndarray],
     others: np.ndarray | None,
+    labelled: bool = True,
 ) -> None:
     """Draw the faint rings of ``others``, each method's markers, and the rank labels; then give every
     marked peak its own pixels back (a neighbour's marker or label may have crossed them)."""
@@ -629,7 +634,7 @@ def _mark(
     if others is not None and len(others):
         for p in np.asarray(others, dtype=np.float64):
             x, y = geometry.display(view, p)
-            _faint_ring(picture, x, y, max(2.5, clear + 1.5))
+            _faint_ring(picture, x, y, max(4.0, clear + 2.0))
     first = next(iter(peaks), None)
     radii = {}
     for method, (ranks, shown, coords) in points.items():
@@ -652,7 +657,7 @@ def _mark(
         marker = MARKERS.get(method, MARKERS["softargmax"])
         for (x, y), r in zip(points[method][1], radii[method]):
             draw_marker(picture, x, y, marker, r, clear)
-    if first is not None and len(points[first][1]) > 1:
+    if labelled and first is not None and len(points[first][1]) > 1:
         labels = _Labels(picture.shape[:2])
         for method, (_, shown, _) in points.items():
             for (x, y), r in zip(shown, radii[method]):
@@ -728,9 +733,10 @@ def render(
     if limits is None:
         limits = value_range.limits([v.image for v in views]) if value_range is not None else finite_range(heatmap)
     pictures = []
-    for view in views:
+    for i, view in enumerate(views):
         picture, geometry = _picture(view, heatmap, colormap, limits, scale, spacing, background)
-        _mark(picture, view, geometry, peaks, others)
+        # A volume's ranks are labelled on its XY panel only: the side panels are too thin for them.
+        _mark(picture, view, geometry, peaks, others, labelled=i == 0)
         if view.label:
             _put_text(picture, view.label, 4, 16)
         pictures.append(picture)

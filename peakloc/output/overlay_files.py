@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PeaklocError
-from .overlay import DEFAULT_COLORMAP, contact_sheet, render
+from .overlay import DEFAULT_COLORMAP, ColourRange, contact_sheet, finite_range, legend, panels, render
 
 #: Anything but letters (any script), digits and ``._=+-`` becomes ``_`` in a file name.
 _UNSAFE = re.compile(r"[^\w.=+-]+")
@@ -88,6 +88,23 @@ class OverlaySettings:
     scale: int | None = None
     sheet: bool = False
     background: np.ndarray | None = None
+    value_range: ColourRange | None = None
+    #: ``--spacing``: voxel size in Z, Y, X order (or Y, X), any one unit.
+    spacing: tuple[float, ...] | None = None
+
+    def spacing_for(self, ndim: int, found: tuple[float, ...] | None = None) -> tuple[float, ...] | None:
+        """The voxel size of an input's ``ndim`` spatial axes: ``--spacing`` (its last ``ndim`` values), else
+        ``found`` in the file's metadata, else None (square pixels); a volume given only Y,X takes Z from the
+        metadata, or the finer of Y and X."""
+        if ndim < 2:
+            return None
+        given = self.spacing
+        if given is None:
+            return found
+        if len(given) >= ndim:
+            return tuple(given[-ndim:])
+        z = found[0] if found is not None and len(found) == ndim else min(given)
+        return (z, *given)
 
 
 def read_background(path: str) -> np.ndarray:
@@ -110,6 +127,8 @@ def write_overlays(
     peaks: dict[str, tuple[np.ndarray, np.ndarray]],
     settings: OverlaySettings,
     protected: set[str],
+    spacing: tuple[float, ...] | None = None,
+    others: list[np.ndarray] | None = None,
 ) -> list[str]:
     """Write one PNG per heatmap (and a contact sheet if asked) for one input; returns the files written.
 
@@ -126,38 +145,61 @@ def write_overlays(
         Method -> coordinates ``(B, P, ndim)`` in pixel units, NaN where a peak is missing.
     protected : set of str
         Real paths of the inputs: an overlay never overwrites one.
+    spacing : tuple of float, optional
+        Voxel size of the spatial axes (see :meth:`OverlaySettings.spacing_for`).
+    others : list of ndarray, optional
+        Per heatmap, the local maxima ranked below the marked peaks ``(Q, ndim)``, drawn faintly.
     """
     try:
         os.makedirs(settings.folder, exist_ok=True)
     except OSError as exc:
         raise PeaklocError(f"cannot create overlay folder {settings.folder}: {exc.strerror or exc}") from None
-    written, tiles = [], []
+    written = []
+    style = {
+        "colormap": settings.colormap,
+        "scale": settings.scale,
+        "background": settings.background,
+        "value_range": settings.value_range,
+        "spacing": spacing,
+    }
     for b, label in enumerate(labels):
         name = f"{base}_{sanitize(label)}" if label else base
         image = render(
             heatmaps[b],
             {m: c[b] for m, c in peaks.items()},
-            colormap=settings.colormap,
-            scale=settings.scale,
             title=f"{path} {label}".strip(),
-            background=settings.background,
+            others=None if others is None else others[b],
+            **style,
         )
         written.append(_write_new(os.path.join(settings.folder, name + ".png"), image, protected))
-        if settings.sheet and len(labels) > 1:
-            tiles.append(
-                render(
-                    heatmaps[b],
-                    {m: c[b] for m, c in peaks.items()},
-                    colormap=settings.colormap,
-                    scale=settings.scale,
-                    title=label,
-                    background=settings.background,
-                )
-            )
-    if tiles:
-        sheet = contact_sheet(tiles, title=path)
-        written.append(_write_new(os.path.join(settings.folder, base + "_sheet.png"), sheet, protected))
+    if settings.sheet and len(labels) > 1:
+        written.append(_write_sheet(base, path, labels, heatmaps, peaks, others, settings, style, protected))
     return written
+
+
+def _write_sheet(base, path, labels, heatmaps, peaks, others, settings, style, protected) -> str:
+    """The contact sheet: every heatmap in one colour range, one legend for all of them."""
+    if settings.value_range is not None:
+        limits = settings.value_range.limits([v.image for b in range(len(labels)) for v in panels(heatmaps[b])])
+    else:
+        ends = [finite_range(heatmaps[b]) for b in range(len(labels))]
+        limits = (min(e[0] for e in ends), max(e[1] for e in ends))
+    tiles = [
+        render(
+            heatmaps[b],
+            {m: c[b] for m, c in peaks.items()},
+            title=label,
+            others=None if others is None else others[b],
+            limits=limits,
+            with_legend=False,
+            **style,
+        )
+        for b, label in enumerate(labels)
+    ]
+    lower = others is not None and any(len(o) for o in others)
+    key = lambda width: legend(width, list(peaks), settings.colormap, limits, lower)  # noqa: E731
+    sheet = contact_sheet(tiles, title=path, key=key)
+    return _write_new(os.path.join(settings.folder, base + "_sheet.png"), sheet, protected)
 
 
 def _write_new(path: str, image: np.ndarray, protected: frozenset[str] | set[str]) -> str:

@@ -87,6 +87,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     traceback: str = ""
+    #: File names of the overlays written (in the overlay folder).
+    overlays: list[str] = field(default_factory=list)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -122,12 +124,16 @@ def _noted(outcome: Outcome, notes: list[str]) -> None:
         outcome.warnings.extend(n for n in notes if n not in outcome.warnings)
 
 
+def _local(job: Job, path: str) -> str:
+    """An input's path where this process runs (a cluster worker resolves it against the client's folder)."""
+    return path if job.cwd is None or is_url(path) else os.path.join(job.cwd, path)
+
+
 def _read(job: Job, item: Input, budget: int | None) -> tuple[np.ndarray, Layout]:
     """``(heatmaps (B, *spatial), layout)`` of one input, or a :class:`PeaklocError`."""
     if item.problem:
         raise PeaklocError(item.problem)
-    path = item.path if job.cwd is None or is_url(item.path) else os.path.join(job.cwd, item.path)
-    return read_heatmaps(path, job.settings, budget)
+    return read_heatmaps(_local(job, item.path), job.settings, budget)
 
 
 def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
@@ -140,17 +146,66 @@ def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
         rows(path, labels, located.layout.spatial, located.peaks, located.table_coords(settings.coords), settings.extra)
     )
     if settings.overlay is not None:
+        from ..io.spacing import voxel_size
         from ..output.overlay_files import write_overlays
 
-        write_overlays(
-            job.overlay_names[path],
-            path,
-            labels,
-            located.heatmaps,
-            located.overlay_peaks(),
-            settings.overlay,
-            job.protected,
-        )
+        spatial, given = located.layout.spatial, settings.overlay.spacing
+        # The file's own voxel size, unless --spacing gives every axis.
+        found = voxel_size(_local(job, path), spatial) if len(spatial) > (len(given) if given else 1) else None
+        outcome.overlays = [
+            os.path.basename(name)
+            for name in write_overlays(
+                job.overlay_names[path],
+                path,
+                labels,
+                located.heatmaps,
+                located.overlay_peaks(),
+                settings.overlay,
+                job.protected,
+                settings.overlay.spacing_for(len(spatial), found),
+                lower_maxima(located, settings),
+            )
+        ]
+
+
+#: Overlays ring at most this many local maxima ranked below the peaks asked for (at least 100, or 4 per peak).
+MOST_LOWER_MAXIMA = 2000
+
+
+def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | None:
+    """Per heatmap, the local maxima ranked just below the ones in the table (same ``min_distance`` and
+    threshold), for overlays to draw faintly; None unless the run looks for peaks (``--peaks`` above 1 or a
+    ``--threshold``), or where the heatmaps are read in pieces."""
+    if (settings.peaks <= 1 and settings.threshold is None) or not isinstance(located.heatmaps, np.ndarray):
+        return None
+    from ..ops.peaks import find_peaks
+
+    ndim = len(located.layout.spatial)
+    more = min(MOST_LOWER_MAXIMA, max(100, 4 * settings.peaks))
+    heatmaps = located.heatmaps
+    found = find_peaks(
+        heatmaps,
+        ndim=ndim,
+        num_peaks=settings.peaks + more,
+        min_distance=settings.min_distance,
+        threshold=settings.threshold,
+    )
+    if heatmaps.ndim == ndim:
+        found = [found]
+    elif isinstance(found, np.ndarray):
+        found = list(found)
+    marked = next(iter(located.peaks.values()), None)
+    out = []
+    for b, candidates in enumerate(found):
+        candidates = np.asarray(candidates, dtype=np.float64).reshape(-1, ndim)
+        if marked is not None and len(candidates):
+            kept = marked.coords[b][marked.present[b]]
+            if len(kept):
+                # Not one of the marked peaks: farther than min_distance (Chebyshev) from each.
+                near = (np.abs(candidates[:, None, :] - kept[None, :, :]).max(axis=2) < settings.min_distance + 0.5).any(axis=1)
+                candidates = candidates[~near]
+        out.append(candidates[:more])
+    return out
 
 
 def _one(job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None, slabs: Slabs | None) -> None:

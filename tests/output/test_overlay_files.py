@@ -53,7 +53,7 @@ def test_cli_writes_one_overlay_per_heatmap_and_keeps_the_table_unchanged(tmp_pa
         ],
     )
     assert result.exit_code == 0
-    names = sorted(p.name for p in (tmp_path / "ov").iterdir())
+    names = sorted(p.name for p in (tmp_path / "ov").iterdir() if p.name != "index.html")
     assert names == ["frame_007.png", "stack_C=0.png", "stack_C=1.png", "stack_C=2.png", "stack_sheet.png"]
     image = cv2.imread(str(tmp_path / "ov" / "frame_007.png"))
     f = math.ceil(256 / 48)
@@ -76,7 +76,7 @@ def test_same_stem_in_different_folders_gets_different_overlays(tmp_path):
         ],
     )
     assert result.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["a_frame.png", "b_frame.png"]
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["a_frame.png", "b_frame.png", "index.html"]
 
 
 def test_overlay_never_overwrites_an_input(tmp_path):
@@ -144,7 +144,7 @@ def test_overlays_from_parallel_workers_are_all_written(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"f{i:02d}.png" for i in range(count)]
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"f{i:02d}.png" for i in range(count)] + ["index.html"]
     image = cv2.imread(str(tmp_path / "ov" / "f09.png"))
     f = math.ceil(256 / 48)
     top = overlay.LINE_HEIGHT + 6
