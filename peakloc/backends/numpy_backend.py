@@ -204,8 +204,10 @@ def _dense_sums(x, hi, coef, finite, dtype, cut: float) -> np.ndarray:
 
 
 def _sparse_sums(flat, spatial, hi, coef, index, dtype) -> np.ndarray:
-    """:func:`_sums` over the kept values only (``index``: their flat positions in ``flat``, ascending),
-    weights accumulated per map with ``bincount``."""
+    """:func:`_sums` over the kept values only, weights accumulated per map with ``bincount``.
+
+    ``index`` holds the kept values' flat positions in ``flat``, ascending.
+    """
     b, per_map = flat.shape
     owner, position = np.divmod(index, per_map)
     with np.errstate(over="ignore"):  # as in _weights: -inf logits are weight 0
@@ -278,8 +280,10 @@ def _slabs(n: int, step: int) -> list[slice]:
 
 
 def _batch_blocks(batch: int, per_map: int, threads: int) -> list[slice]:
-    """Equal blocks of maps, a multiple of ``threads`` of them, each of at most about
-    :data:`BATCH_BLOCK_ELEMENTS` values (a map's result does not depend on its block)."""
+    """Equal blocks of maps, a multiple of ``threads`` of them, of at most :data:`BATCH_BLOCK_ELEMENTS` values.
+
+    A map's result does not depend on its block.
+    """
     count = -(-batch * per_map // BATCH_BLOCK_ELEMENTS)
     count = -(-count // threads) * threads
     return _slabs(batch, -(-batch // min(count, batch)))

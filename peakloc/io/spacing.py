@@ -89,7 +89,10 @@ def _zarr(path: str) -> dict[str, float]:
     first = multiscales[0]
     names = [str(a["name"] if isinstance(a, dict) else a).upper() for a in first.get("axes", [])]
     scale = [1.0] * len(names)
-    for transforms in (first["datasets"][0].get("coordinateTransformations", []), first.get("coordinateTransformations", [])):
+    for transforms in (
+        first["datasets"][0].get("coordinateTransformations", []),
+        first.get("coordinateTransformations", []),
+    ):
         for t in transforms:
             if t.get("type") == "scale":
                 scale = [a * float(b) for a, b in zip(scale, t["scale"])]

@@ -63,6 +63,7 @@ class Page:
         self.inputs.append({"p": path, "o": overlays, "e": errors, "w": warnings, "r": kept, "n": len(rows)})
 
     def html(self) -> str:
+        """The page: the template with the run's data embedded."""
         data = {"inputs": self.inputs, "methods": self.methods, "snr": self.has_snr, "rowsPerInput": ROWS_PER_INPUT}
         # "<" escaped: no path or message can close the script element.
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
@@ -175,8 +176,9 @@ function setup() {
   const warned = DATA.inputs.filter((i) => i.w.length).length;
   $("summary").textContent = `${DATA.inputs.length} inputs, ${failed} failed, ${warned} with warnings.`;
   $("total").textContent = DATA.inputs.length;
-  for (const id of ["filter-path", "filter-value", "filter-snr"]) $(id).addEventListener("input", () => { page = 0; update(); });
-  for (const id of ["filter-method", "filter-status", "sort"]) $(id).addEventListener("change", () => { page = 0; update(); });
+  const again = () => { page = 0; update(); };
+  for (const id of ["filter-path", "filter-value", "filter-snr"]) $(id).addEventListener("input", again);
+  for (const id of ["filter-method", "filter-status", "sort"]) $(id).addEventListener("change", again);
   update();
 }
 
@@ -207,10 +209,12 @@ function update() {
     const best = (k) => rows.reduce((m, r) => (r[k] !== null && r[k] > m ? r[k] : m), -Infinity);
     shown.push({input, order, rows, value: best(6), snr: best(7)});
   });
-  if (sort === "path") shown.sort((a, b) => (a.input.p < b.input.p ? -1 : a.input.p > b.input.p ? 1 : a.order - b.order));
+  const byPath = (a, b) => (a.input.p < b.input.p ? -1 : a.input.p > b.input.p ? 1 : a.order - b.order);
+  if (sort === "path") shown.sort(byPath);
   else if (sort === "value" || sort === "snr") shown.sort((a, b) => b[sort] - a[sort] || a.order - b.order);
   $("count").textContent = shown.length;
   render();
+  if (window.peaklocShown === undefined) window.peaklocShown = performance.now();  // first rows on screen
 }
 
 function pager() {
@@ -220,7 +224,8 @@ function pager() {
   prev.disabled = page === 0; next.disabled = page >= pages - 1;
   prev.onclick = () => { page--; render(); }; next.onclick = () => { page++; render(); };
   const first = page * PER_PAGE + 1, last = Math.min(shown.length, (page + 1) * PER_PAGE);
-  return el("div", {id: "pager-inner"}, prev, ` inputs ${shown.length ? first : 0}-${last} (page ${page + 1} of ${pages}) `, next);
+  const where = ` inputs ${shown.length ? first : 0}-${last} (page ${page + 1} of ${pages}) `;
+  return el("div", {class: "pager"}, prev, where, next);
 }
 
 function render() {
@@ -234,9 +239,8 @@ function render() {
 function entry({input, rows}) {
   const sheet = input.o.find((o) => o.endsWith("_sheet.png"));
   const thumbName = sheet || input.o[0];
-  const thumb = thumbName
-    ? el("a", {href: href(thumbName), class: "thumbnail"}, el("img", {src: href(thumbName), loading: "lazy", alt: "overlay of " + input.p}))
-    : "no overlay";
+  const image = () => el("img", {src: href(thumbName), loading: "lazy", alt: "overlay of " + input.p});
+  const thumb = thumbName ? el("a", {href: href(thumbName), class: "thumbnail"}, image()) : "no overlay";
   const about = el("td", {class: "about"}, el("div", {class: "path"}, input.p));
   for (const e of input.e) about.append(el("div", {class: "error"}, "error: " + e));
   for (const w of input.w) about.append(el("div", {class: "warning"}, "warning: " + w));
@@ -253,7 +257,9 @@ function entry({input, rows}) {
     const body = rows.map((r) => el("tr", {}, ...columns.map((c, k) => el("td", {}, fmt(r[k])))));
     about.append(el("table", {class: "rows"}, el("thead", {}, head), el("tbody", {}, ...body)));
   }
-  if (input.n > input.r.length) about.append(el("div", {class: "more"}, `${input.n - input.r.length} more rows in the table`));
+  if (input.n > input.r.length) {
+    about.append(el("div", {class: "more"}, `${input.n - input.r.length} more rows in the table`));
+  }
   return el("tr", {class: "input"}, el("td", {class: "thumb"}, thumb), about);
 }
 

@@ -116,7 +116,12 @@ def _segments(shape: str, x: float, y: float, inner: float, outer: float) -> lis
     a = outer
     corners = {
         "diamond": [(x, y - a), (x + a, y), (x, y + a), (x - a, y)],
-        "square": [(x - a * 0.8, y - a * 0.8), (x + a * 0.8, y - a * 0.8), (x + a * 0.8, y + a * 0.8), (x - a * 0.8, y + a * 0.8)],
+        "square": [
+            (x - a * 0.8, y - a * 0.8),
+            (x + a * 0.8, y - a * 0.8),
+            (x + a * 0.8, y + a * 0.8),
+            (x - a * 0.8, y + a * 0.8),
+        ],
         "triangle": [(x, y - a), (x + a * 0.87, y + a * 0.5), (x - a * 0.87, y + a * 0.5)],
     }[shape]
     return list(zip(corners, corners[1:] + corners[:1]))
@@ -202,8 +207,10 @@ COLOUR_BAR_WIDTH = 96
 
 
 def _colour_bar(colormap: str, limits: tuple[float, float], room: int) -> tuple[int, callable]:
-    """The legend item of the colour range, at most ``room`` px wide where it can: its width, and a function
-    that draws it at ``(band, x, baseline)``."""
+    """The legend item of the colour range: its width, and a function that draws it at ``(band, x, baseline)``.
+
+    It takes at most ``room`` pixels where it can (the gradient shrinks to 16 px at the least).
+    """
     lo_text, hi_text = number(limits[0]), number(limits[1])
     texts = _text_width(lo_text) + 8 + _text_width(hi_text)
     bar = int(max(16, min(COLOUR_BAR_WIDTH, room - texts)))
@@ -507,8 +514,10 @@ def _axis_scales(
 
 
 def _half_widths(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, reach: int = 12) -> np.ndarray:
-    """Per point: how far (pixels) the value stays above half its height over the local minimum, averaged
-    over the four directions; how big each peak looks, to size its marker."""
+    """Per point, how big its peak looks (to size its marker), in pixels.
+
+    How far the value stays above half its height over the local minimum, averaged over four directions.
+    """
     if rows.size == 0:
         return np.zeros(0)
     h, w = image.shape
@@ -516,7 +525,12 @@ def _half_widths(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, reach: i
     top = values[rows, cols]
     r0, r1 = np.clip(rows - reach, 0, h), np.clip(rows + reach + 1, 0, h)
     c0, c1 = np.clip(cols - reach, 0, w), np.clip(cols + reach + 1, 0, w)
-    low = np.array([np.nanmin(values[a:b, c:d]) if np.isfinite(values[a:b, c:d]).any() else np.nan for a, b, c, d in zip(r0, r1, c0, c1)])
+    low = np.array(
+        [
+            np.nanmin(values[a:b, c:d]) if np.isfinite(values[a:b, c:d]).any() else np.nan
+            for a, b, c, d in zip(r0, r1, c0, c1)
+        ]
+    )
     half = (top + low) / 2
     steps = np.arange(1, reach + 1)
     total = np.zeros(rows.size)
@@ -548,7 +562,9 @@ class _Labels:
 
     def take(self, left: float, top: float, right: float, bottom: float) -> None:
         h, w = self.taken.shape
-        self.taken[max(0, int(top)) : min(h, int(math.ceil(bottom)) + 1), max(0, int(left)) : min(w, int(math.ceil(right)) + 1)] = True
+        self.taken[
+            max(0, int(top)) : min(h, int(math.ceil(bottom)) + 1), max(0, int(left)) : min(w, int(math.ceil(right)) + 1)
+        ] = True
 
     def place(self, picture: np.ndarray, text: str, x: float, y: float, radius: float) -> bool:
         """Draw ``text`` at the first free spot around the marker at ``(x, y)``; False if none is free."""
@@ -608,7 +624,9 @@ def _picture(
     coloured = cv2.resize(coloured, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
     picture = background.copy()
     region = picture[top : top + size[1], left : left + size[0]].astype(np.float32)
-    picture[top : top + size[1], left : left + size[0]] = np.rint(region * (1 - opacity) + coloured * opacity).astype(np.uint8)
+    picture[top : top + size[1], left : left + size[0]] = np.rint(region * (1 - opacity) + coloured * opacity).astype(
+        np.uint8
+    )
     return picture, _Geometry(size[1] / rows, size[0] / cols, top, left)
 
 
@@ -620,13 +638,17 @@ def _mark(
     others: np.ndarray | None,
     labelled: bool = True,
 ) -> None:
-    """Draw the faint rings of ``others``, each method's markers, and the rank labels; then give every
-    marked peak its own pixels back (a neighbour's marker or label may have crossed them)."""
+    """Draw the faint rings of ``others``, each method's markers and the rank labels, in place.
+
+    Then every marked peak gets its own pixels back: a neighbour's marker or label may have crossed them.
+    """
     untouched = picture.copy()
     clear = 0.5 * min(geometry.row_scale, geometry.col_scale) / view.pool
     points = {}
     for method, coords in peaks.items():
-        coords = np.asarray(coords, dtype=np.float64).reshape(-1, np.asarray(coords).shape[-1] if np.asarray(coords).size else 1)
+        coords = np.asarray(coords, dtype=np.float64).reshape(
+            -1, np.asarray(coords).shape[-1] if np.asarray(coords).size else 1
+        )
         keep = ~np.isnan(coords).any(axis=1) if coords.size else np.zeros(0, bool)
         ranks = np.flatnonzero(keep) + 1
         shown = np.array([geometry.display(view, p) for p in coords[keep]]).reshape(-1, 2)
@@ -637,7 +659,7 @@ def _mark(
             _faint_ring(picture, x, y, max(4.0, clear + 2.0))
     first = next(iter(peaks), None)
     radii = {}
-    for method, (ranks, shown, coords) in points.items():
+    for method, (_, shown, coords) in points.items():
         if not len(shown):
             radii[method] = np.zeros(0)
             continue
@@ -675,7 +697,9 @@ def _mark(
             if top < bottom and left < right:
                 yy, xx = np.mgrid[top:bottom, left:right]
                 near = (yy - y) ** 2 + (xx - x) ** 2 <= keep_radius**2 + 0.5
-                near[np.clip(int(round(y)), top, bottom - 1) - top, np.clip(int(round(x)), left, right - 1) - left] = True
+                near[np.clip(int(round(y)), top, bottom - 1) - top, np.clip(int(round(x)), left, right - 1) - left] = (
+                    True
+                )
                 picture[top:bottom, left:right][near] = untouched[top:bottom, left:right][near]
 
 

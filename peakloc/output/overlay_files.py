@@ -93,9 +93,11 @@ class OverlaySettings:
     spacing: tuple[float, ...] | None = None
 
     def spacing_for(self, ndim: int, found: tuple[float, ...] | None = None) -> tuple[float, ...] | None:
-        """The voxel size of an input's ``ndim`` spatial axes: ``--spacing`` (its last ``ndim`` values), else
-        ``found`` in the file's metadata, else None (square pixels); a volume given only Y,X takes Z from the
-        metadata, or the finer of Y and X."""
+        """The voxel size of an input's ``ndim`` spatial axes, or None (square pixels).
+
+        ``--spacing`` (its last ``ndim`` values), else ``found`` in the file's metadata. A volume given only
+        Y,X takes Z from the metadata, or the finer of Y and X.
+        """
         if ndim < 2:
             return None
         given = self.spacing

@@ -173,9 +173,11 @@ MOST_LOWER_MAXIMA = 2000
 
 
 def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | None:
-    """Per heatmap, the local maxima ranked just below the ones in the table (same ``min_distance`` and
-    threshold), for overlays to draw faintly; None unless the run looks for peaks (``--peaks`` above 1 or a
-    ``--threshold``), or where the heatmaps are read in pieces."""
+    """Per heatmap, the local maxima ranked just below the table's peaks, ``(Q, ndim)``, for overlays.
+
+    Found with the run's ``min_distance`` and threshold. None unless the run looks for peaks (``--peaks``
+    above 1 or a ``--threshold``), or where the heatmaps are read in pieces.
+    """
     if (settings.peaks <= 1 and settings.threshold is None) or not isinstance(located.heatmaps, np.ndarray):
         return None
     from ..ops.peaks import find_peaks
@@ -202,7 +204,9 @@ def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | Non
             kept = marked.coords[b][marked.present[b]]
             if len(kept):
                 # Not one of the marked peaks: farther than min_distance (Chebyshev) from each.
-                near = (np.abs(candidates[:, None, :] - kept[None, :, :]).max(axis=2) < settings.min_distance + 0.5).any(axis=1)
+                near = (
+                    np.abs(candidates[:, None, :] - kept[None, :, :]).max(axis=2) < settings.min_distance + 0.5
+                ).any(axis=1)
                 candidates = candidates[~near]
         out.append(candidates[:more])
     return out

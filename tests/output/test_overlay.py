@@ -148,9 +148,7 @@ def test_the_pixel_at_every_marked_peak_keeps_its_heatmap_colour_on_a_dense_fiel
     peaks = {"argmax": found, "gaussian": refined, "softargmax": found[:1] + 0.3}
     for scale in (1, 2, 5):
         image = overlay.render(heat, peaks, scale=scale)
-        plain = cv2.resize(
-            overlay.colorize(heat, "jet"), (160 * scale, 120 * scale), interpolation=cv2.INTER_NEAREST
-        )
+        plain = cv2.resize(overlay.colorize(heat, "jet"), (160 * scale, 120 * scale), interpolation=cv2.INTER_NEAREST)
         for coords in peaks.values():
             for y, x in coords:
                 dy, dx = round((y + 0.5) * scale - 0.5), round((x + 0.5) * scale - 0.5)
@@ -216,7 +214,9 @@ def test_colour_range_percentiles_set_the_colour_bar_ends(monkeypatch):
     np.testing.assert_allclose((lo, hi), np.percentile(heat, [1, 99]))
     texts = []
     real = overlay._put_text
-    monkeypatch.setattr(overlay, "_put_text", lambda im, t, x, y, outline=True: (texts.append(t), real(im, t, x, y, outline)))
+    monkeypatch.setattr(
+        overlay, "_put_text", lambda im, t, x, y, outline=True: (texts.append(t), real(im, t, x, y, outline))
+    )
     image = overlay.render(heat, {}, value_range=overlay.ColourRange.parse("1%,99%"))
     assert overlay.number(lo) in texts and overlay.number(hi) in texts
     # values below LO take the colour map's first colour
