@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # pyproject.toml, so that either runs straight after `git clone`.
 STAMP := $(VENV)/.installed
 
-.PHONY: install test fuzz lint demo sample-data bench bench-accuracy bench-memory clean
+.PHONY: install test fuzz lint demo sample-data figures bench bench-accuracy bench-memory clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ lint:
 
 sample-data:
 	$(BIN)/python tools/make_sample_data.py sample_data
+
+figures: $(STAMP)
+	$(BIN)/python tools/make_figures.py
 
 demo: $(STAMP)
 	mkdir -p out

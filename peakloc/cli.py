@@ -351,7 +351,8 @@ overlay_options = option_group(
         "--overlay",
         type=click.Path(),
         metavar="DIR",
-        help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked.",
+        help="Write one PNG per heatmap into DIR (created if needed): the map in a colour map, peaks marked; and "
+        "DIR/index.html, one page listing the run beside its overlays.",
     ),
     click.option(
         "--colormap",
