@@ -21,7 +21,9 @@ import numpy as np
 COLUMNS = ("path", "index", "peak", "method", "x", "y", "z", "value")
 #: Added at the end with ``--extra``: peak width (px), height above background, signal-to-noise, fallback flag.
 SHAPE_COLUMNS = ("sigma", "amplitude", "snr")
-EXTRA_COLUMNS = SHAPE_COLUMNS + ("fallback",)
+#: The 1-sigma uncertainty of each coordinate (pixels), empty where the method has no noise model.
+ERROR_COLUMNS = ("x_err", "y_err", "z_err")
+EXTRA_COLUMNS = SHAPE_COLUMNS + ("fallback",) + ERROR_COLUMNS
 FORMATS = ("csv", "tsv", "json", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -236,4 +238,9 @@ def rows(
                     for column in SHAPE_COLUMNS:
                         row[column] = number(found.shape[column][b, rank])
                     row["fallback"] = bool(found.fallback[b, rank])
+                    error = getattr(found, "error", None)
+                    for a in "XYZ":
+                        row[f"{a.lower()}_err"] = (
+                            number(error[b, rank, axis_of[a]]) if error is not None and a in axis_of else None
+                        )
                 yield row

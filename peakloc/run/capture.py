@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import threading
+import weakref
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ class _Sink:
         try:
             if self.pid != os.getpid():  # a forked child shares its parent's file offset: open its own
                 self.file, self.pid = tempfile.TemporaryFile(), os.getpid()
+                weakref.finalize(self, self.file.close)  # closed at exit, not left to the interpreter
             self.file.seek(0)
             self.file.truncate()
             yield self.file

@@ -51,6 +51,8 @@ class MethodPeaks:
     shape : dict
         With ``extra``: column of :data:`~peakloc.output.table.SHAPE_COLUMNS` -> ``(B, P)`` float64; else
         empty.
+    error : ndarray, shape ``(B, P, ndim)``, optional
+        With ``extra``: the 1-sigma uncertainty of each coordinate, pixels, NaN where the method has none.
     """
 
     coords: np.ndarray
@@ -58,6 +60,7 @@ class MethodPeaks:
     present: np.ndarray
     fallback: np.ndarray
     shape: dict[str, np.ndarray]
+    error: np.ndarray | None = None
 
     def rows(self, start: int, stop: int) -> MethodPeaks:
         """The peaks of heatmaps ``start:stop``."""
@@ -68,6 +71,7 @@ class MethodPeaks:
             self.present[part],
             self.fallback[part],
             {k: v[part] for k, v in self.shape.items()},
+            None if self.error is None else self.error[part],
         )
 
 
@@ -288,6 +292,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 present,
                 scatter(result.fallback, False),
                 shape_columns(result.sigma, result.amplitude, result.snr),
+                scatter(result.uncertainty, np.nan) if settings.extra else None,
             )
     return Located(raw, layout, peaks, nonfinite, settings.threshold)
 
@@ -343,6 +348,7 @@ def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Set
             np.concatenate([padded(m.present, False) for m in items]),
             np.concatenate([padded(m.fallback, False) for m in items]),
             {k: np.concatenate([padded(m.shape[k], np.nan) for m in items]) for k in items[0].shape},
+            None if items[0].error is None else np.concatenate([padded(m.error, np.nan) for m in items]),
         )
     nonfinite = np.concatenate([p.nonfinite for p in parts])
     return Located(maps, layout, peaks, nonfinite, settings.threshold)

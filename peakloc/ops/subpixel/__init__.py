@@ -23,7 +23,7 @@ from ..windows import PeakShape, estimate_shape
 from . import dark, gaussian, local, quadratic
 
 #: Method name -> its ``locate`` function, in the order the table lists them.
-METHODS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, PeakShape]]] = {
+METHODS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]]] = {
     "local": local.locate,
     "quadratic": quadratic.locate,
     "dark": dark.locate,
@@ -50,6 +50,10 @@ class Refined:
     snr : ndarray of float64, shape ``(N,)``
         Amplitude over the noise: the fit's residual standard deviation for ``gaussian``, else the robust
         standard deviation of the window's outer ring. A confidence: below about 3 the peak may be noise.
+    uncertainty : ndarray of float64, shape ``(N, ndim)``
+        The 1-sigma standard error of each coordinate, pixels: from the fit's Fisher information and its
+        noise for ``gaussian`` (calibrated); approximations from the curvature and noise for ``quadratic`` and
+        ``dark``; NaN for ``local`` and wherever the method fell back to the integer peak.
     """
 
     coords: np.ndarray
@@ -57,6 +61,7 @@ class Refined:
     sigma: np.ndarray
     amplitude: np.ndarray
     snr: np.ndarray
+    uncertainty: np.ndarray
 
 
 def snr(shape: PeakShape) -> np.ndarray:
@@ -112,17 +117,19 @@ def refine_flat(
     n = len(centres)
     if n == 0:
         empty = np.empty(0)
-        return Refined(np.empty((0, heatmaps.ndim - 1)), np.empty(0, bool), empty, empty, empty)
+        nothing = np.empty((0, heatmaps.ndim - 1))
+        return Refined(nothing, np.empty(0, bool), empty, empty, empty, nothing.copy())
     if shape is None:
         shape = estimate_shape(heatmaps, owner, centres)
     if sigma is not None:
         shape = PeakShape(np.full(n, float(sigma)), shape.background, shape.amplitude, shape.noise)
-    coords, fallback, shape = METHODS[method](
+    coords, fallback, shape, error = METHODS[method](
         heatmaps, owner, centres, shape, window=window, beta=beta, normalize=normalize, clip_levels=clip_levels
     )
     spatial = np.array(heatmaps.shape[1:]) - 1
     coords = np.clip(np.where(np.isfinite(coords), coords, centres), 0, spatial)
-    return Refined(coords, fallback, shape.sigma, shape.amplitude, snr(shape))
+    error = np.where(fallback[:, None] | ~np.isfinite(coords), np.nan, error)
+    return Refined(coords, fallback, shape.sigma, shape.amplitude, snr(shape), error)
 
 
 def refine(
@@ -158,8 +165,9 @@ def refine(
     beta, normalize
         ``local`` only: as for :func:`peakloc.soft_argmax`, within the window.
     full_output : bool
-        Return a :class:`Refined` (coordinates, fallback flags, sigma, amplitude, snr) shaped like `peaks`
-        without its last axis, instead of the coordinates alone.
+        Return a :class:`Refined` (coordinates, fallback flags, sigma, amplitude, snr, and the uncertainty
+        of each coordinate) shaped like `peaks` (without its last axis for the per-peak fields), instead of
+        the coordinates alone.
 
     Returns
     -------
@@ -216,4 +224,5 @@ def refine(
         result.sigma.reshape(shape),
         result.amplitude.reshape(shape),
         result.snr.reshape(shape),
+        result.uncertainty.reshape(points.shape),
     )

@@ -87,8 +87,12 @@ def _newton(heatmaps, owner, centres, sigma, radius) -> tuple[np.ndarray, np.nda
 
 def locate(
     heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, shape: PeakShape, **_
-) -> tuple[np.ndarray, np.ndarray, PeakShape]:
-    """Coordinates ``(N, ndim)``, fallback flags and the shape estimate, unchanged.
+) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
+    """Coordinates ``(N, ndim)``, fallback flags, the shape estimate unchanged, and the uncertainty.
+
+    The uncertainty is an approximation: the Cramer-Rao bound of the centre of a Gaussian of the peak's
+    estimated sigma and amplitude in white noise of its estimated level (:func:`gaussian_bound`), which
+    DARK comes close to on isolated peaks.
 
     The blur is a Gaussian of the peak's own sigma (radius ``ceil(3 sigma)``) with zero padding outside
     the map, as MMPose pads; the gradient uses central differences and the Hessian MMPose's stencils (second
@@ -101,4 +105,24 @@ def locate(
     for radius, part in groups(np.ceil(3 * shape.sigma).astype(np.int64)):
         result[part], ok[part] = _newton(heatmaps, owner[part], centres[part], shape.sigma[part], radius)
     ok &= np.all(np.abs(result - centres) <= 4, axis=1)
-    return np.where(ok[:, None], result, centres), ~ok, shape
+    error = np.where(ok[:, None], gaussian_bound(shape, centres.shape[1])[:, None], np.nan) * np.ones(centres.shape)
+    return np.where(ok[:, None], result, centres), ~ok, shape, error
+
+
+def gaussian_bound(shape: PeakShape, ndim: int) -> np.ndarray:
+    """Per peak, the Cramer-Rao bound (1 sigma, pixels, per axis) of the centre of an isotropic Gaussian.
+
+    For amplitude ``A``, width ``s`` and white noise ``n`` sampled on the pixel grid, the centre's Fisher
+    information per axis is ``(A / n)^2 * pi^(ndim / 2) * s^(ndim - 2) / 2``.
+
+    Examples
+    --------
+    >>> from peakloc.ops.windows import PeakShape
+    >>> one = np.ones(1)
+    >>> float(gaussian_bound(PeakShape(2 * one, 0 * one, one, 0.05 * one), 2)[0]).__round__(4)
+    0.0399
+    """
+    with np.errstate(all="ignore"):
+        information = (shape.amplitude / shape.noise) ** 2 * np.pi ** (ndim / 2) * shape.sigma ** (ndim - 2) / 2
+        bound = 1 / np.sqrt(information)
+    return np.where(np.isfinite(bound) & (shape.amplitude > 0), bound, np.nan)

@@ -153,6 +153,50 @@ def _fit_steps(y, d_base, theta, upper, lower, valid, half):
     return theta, cost
 
 
+def uncertainty(
+    r: np.ndarray, jac: np.ndarray, value: np.ndarray, background: np.ndarray, censored: np.ndarray, ndim: int
+) -> np.ndarray:
+    """1-sigma standard errors of the fitted centres ``(N, ndim)``, pixels: the fit's covariance.
+
+    Parameters
+    ----------
+    r, jac : ndarray, shapes ``(N, M)`` and ``(N, M, P)``
+        Residuals and Jacobian at the converged fit, zero on the samples the fit left out
+        (:func:`_residuals`).
+    value : ndarray, shape ``(N, M)``
+        The fitted model; ``background`` ``(N,)`` its background.
+    censored : ndarray of bool, shape ``(N, M)``
+        Samples at a clip level: left out here, since they pull the fit without the information of an
+        exact sample.
+
+    The noise's variance is modelled per peak as ``a + b * (value - background)``, ``a, b >= 0``: white noise
+    (``b = 0``) and shot noise (a variance that grows with the signal) alike. It is fitted to the squared
+    residuals divided by ``1 - h``, ``h`` each sample's leverage (the share of its noise the fit absorbed:
+    peak samples have the most). The least-squares fit's covariance is then the sandwich ``H^-1 J^T V J H^-1``,
+    ``H = J^T J``, ``V`` the modelled variances. Calibrated in ``make bench-accuracy``: errors over these
+    uncertainties have a standard deviation of 0.9 to 1.1 in each noisy condition.
+    """
+    active = (jac[..., ndim + 1] != 0) & ~censored  # the background's derivative is 1 on every sample used
+    m = active.sum(axis=1).astype(np.float64)
+    x = np.where(active, value - background[:, None], 0.0)
+    jac = np.where(active[..., None], jac, 0.0)
+    inverse = np.linalg.pinv(np.einsum("nmi,nmj->nij", jac, jac))
+    leverage = np.einsum("nmi,nij,nmj->nm", jac, inverse, jac)
+    y = np.where(active, r * r / np.clip(1 - leverage, 0.05, None), 0.0)
+    s1, s2, t0, t1 = x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)
+    # Least squares of y on (1, x), then the constraints: b < 0 becomes b = 0, a < 0 a line through zero.
+    det = m * s2 - s1 * s1
+    b = np.where(det > 0, (m * t1 - s1 * t0) / np.where(det > 0, det, 1), 0.0)
+    a = (t0 - b * s1) / np.maximum(m, 1)
+    flat = b <= 0
+    a, b = np.where(flat, t0 / np.maximum(m, 1), a), np.where(flat, 0.0, b)
+    through_zero = a < 0
+    a, b = np.where(through_zero, 0.0, a), np.where(through_zero, t1 / np.where(s2 > 0, s2, 1), b)
+    variance = (a[:, None] + b[:, None] * x) * active
+    cov = inverse @ np.einsum("nmi,nm,nmj->nij", jac, variance, jac) @ inverse
+    return np.sqrt(np.clip(np.einsum("nii->ni", cov)[:, :ndim], 0, None))
+
+
 def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
     """Half-width of each peak's fit window from its own sigma: ``ceil(2.5 sigma)``, 3 to FIT_MAX_HALF."""
     return np.clip(np.ceil(2.5 * sigma), 3, FIT_MAX_HALF[ndim]).astype(np.int64)
@@ -177,11 +221,13 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
         ],
         axis=1,
     )
-    upper, lower = bounds
-    theta, cost = _fit_chunk(
-        y, d_base, theta, np.nan_to_num(upper[owner], nan=np.inf), np.nan_to_num(lower[owner], nan=-np.inf), valid, half
-    )
-    _, _, precision = model(theta, d_base, ndim)
+    upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
+    theta, cost = _fit_chunk(y, d_base, theta, upper, lower, valid, half)
+    value, jac, precision = model(theta, d_base, ndim)
+    with np.errstate(all="ignore"):
+        censored = (y >= upper[:, None]) | (y <= lower[:, None])
+        r, used = _residuals(y, value, jac, upper, lower, valid)
+        error = uncertainty(r, used, value, theta[:, ndim + 1], censored, ndim)
     mu = centres + theta[:, :ndim]
     spatial = np.array(heatmaps.shape[1:])
     ok = _positive_definite(precision) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
@@ -195,6 +241,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
             np.where(ok, det ** (-0.5 / ndim), sigma),
             np.where(ok, theta[:, ndim], amplitude),
             np.sqrt(cost / dof),
+            np.where(ok[:, None], error, np.nan),
         )
 
 
@@ -216,13 +263,14 @@ def locate(
     coords = centres.astype(np.float64)
     fallback = np.ones(n, bool)
     sigma, amplitude, noise = shape.sigma.copy(), shape.amplitude.copy(), shape.noise.copy()
+    error = np.full((n, ndim), np.nan)
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
     for half, members in groups(fit_window(shape.sigma, ndim)):
         for lo in range(0, len(members), FIT_CHUNK):
             part = members[lo : lo + FIT_CHUNK]
             peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
-            c, f, s, a, fit_noise = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
-            coords[part], fallback[part], sigma[part], amplitude[part] = c, f, s, a
+            c, f, s, a, fit_noise, e = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
+            coords[part], fallback[part], sigma[part], amplitude[part], error[part] = c, f, s, a, e
             noise[part] = np.where(f, shape.noise[part], fit_noise)
-    return coords, fallback, PeakShape(sigma, shape.background, amplitude, noise)
+    return coords, fallback, PeakShape(sigma, shape.background, amplitude, noise), error

@@ -23,8 +23,9 @@ def locate(
     beta: float = 100.0,
     normalize: str = "minmax",
     **_,
-) -> tuple[np.ndarray, np.ndarray, PeakShape]:
-    """Coordinates ``(N, ndim)``, fallback flags (never set) and the shape estimate, unchanged.
+) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
+    """Coordinates ``(N, ndim)``, fallback flags (never set), the shape estimate unchanged, and no uncertainty
+    (NaN: a windowed soft-argmax has no noise model).
 
     The window is ``window`` pixels each side, or :func:`default_window` of each peak's own sigma; peaks
     that share a half-width are gathered together.
@@ -41,4 +42,4 @@ def locate(
         weights = np.nan_to_num(weights, nan=0.0)
         shift = weights @ offsets(half, centres.shape[1]) / weights.sum(axis=1, keepdims=True)
         coords[part] = centres[part] + shift
-    return coords, np.zeros(len(centres), bool), shape
+    return coords, np.zeros(len(centres), bool), shape, np.full(centres.shape, np.nan)
