@@ -13,8 +13,8 @@ import os
 import sys
 import tempfile
 import threading
-import weakref
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 

@@ -24,8 +24,9 @@ def locate(
     normalize: str = "minmax",
     **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
-    """Coordinates ``(N, ndim)``, fallback flags (never set), the shape estimate unchanged, and no uncertainty
-    (NaN: a windowed soft-argmax has no noise model).
+    """Coordinates ``(N, ndim)``, fallback flags (never set), the shape estimate unchanged, no uncertainty.
+
+    The uncertainty is NaN: a windowed soft-argmax has no noise model.
 
     The window is ``window`` pixels each side, or :func:`default_window` of each peak's own sigma; peaks
     that share a half-width are gathered together.
