@@ -139,7 +139,8 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
     """Peak width from the area above half maximum, with background and noise, per peak.
 
     ``sigma`` comes from the half-maximum area within :data:`SIGMA_WINDOW` px (clamped to [0.5, 6]);
-    the background is the window's 10th percentile; the noise the robust std of the window's outer ring.
+    the background is the window's 10th percentile; the noise the robust std of the window's outer ring (its
+    plain std where a quarter of the ring sits at its minimum, a clipped background, or the robust one is 0).
     """
     ndim = centres.shape[1]
     half = SIGMA_WINDOW
@@ -158,5 +159,13 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
             sigma = np.cbrt(above / (4 / 3 * math.pi * k**1.5))
         ring = np.abs(offsets(half, ndim)).max(axis=1) >= half - 2
         noise = robust_std(flat[:, ring])
+        # A ring with a quarter or more of its samples at its minimum (a background clipped at 0) has a
+        # median deviation that says little: its plain standard deviation then, so that a clipped
+        # background does not read as nearly noiseless.
+        samples = flat[:, ring]
+        with warnings.catch_warnings():  # a ring wholly outside a tiny map: NaN, as robust_std gives
+            warnings.simplefilter("ignore", RuntimeWarning)
+            clipped = np.mean(samples == np.nanmin(samples, axis=1, keepdims=True), axis=1) >= 0.25
+            noise = np.where(clipped | ~(noise > 0), np.nanstd(samples, axis=1), noise)
     sigma = np.clip(np.nan_to_num(sigma, nan=1.0), 0.5, half / 2)
     return PeakShape(sigma, background, amplitude, noise)
