@@ -165,7 +165,8 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
         samples = flat[:, ring]
         with warnings.catch_warnings():  # a ring wholly outside a tiny map: NaN, as robust_std gives
             warnings.simplefilter("ignore", RuntimeWarning)
-            clipped = np.mean(samples == np.nanmin(samples, axis=1, keepdims=True), axis=1) >= 0.25
+            at_minimum = np.sum(samples == np.nanmin(samples, axis=1, keepdims=True), axis=1)
+            clipped = at_minimum >= 0.25 * np.sum(np.isfinite(samples), axis=1)
             noise = np.where(clipped | ~(noise > 0), np.nanstd(samples, axis=1), noise)
     sigma = np.clip(np.nan_to_num(sigma, nan=1.0), 0.5, half / 2)
     return PeakShape(sigma, background, amplitude, noise)

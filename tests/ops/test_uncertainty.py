@@ -1,0 +1,105 @@
+"""The uncertainty of each coordinate (``Refined.uncertainty``, the ``x_err``... columns) against the truth."""
+
+import numpy as np
+import pytest
+
+import peakloc
+from peakloc.ops.subpixel.dark import gaussian_bound
+from peakloc.ops.windows import PeakShape
+
+from ..conftest import gaussian
+
+
+def _noisy(rng, n, shape, sigma, noise=0.0, background=0.0, counts=None):
+    centres = rng.uniform(np.array(shape) / 2 - 3, np.array(shape) / 2 + 3, (n, len(shape)))
+    maps = np.stack([gaussian(shape, c, sigma=sigma) for c in centres]) + background
+    if counts:
+        maps = rng.poisson(maps * counts).astype(np.float64)
+    else:
+        maps = maps + rng.normal(0, noise, maps.shape)
+    return maps, centres
+
+
+def _z(maps, centres, method="gaussian"):
+    ndim = maps.ndim - 1
+    start = peakloc.argmax(maps, ndim=ndim)[:, None, :]
+    found = peakloc.refine(maps, start, method=method, ndim=ndim, full_output=True)
+    error, reported = found.coords[:, 0] - centres, found.uncertainty[:, 0]
+    assert np.all(np.isfinite(reported) & (reported > 0))
+    return error / reported
+
+
+# 400 maps: the SD of z is known to about 4%; a 12% band leaves room for that and catches a 20% miscalibration.
+@pytest.mark.parametrize(
+    "shape, sigma, noise, background, counts",
+    [
+        ((48, 40), 2.0, 0.05, 0.3, None),  # white noise over a background
+        ((48, 40), 2.0, 0.1, 0.0, None),  # white noise, nothing clipped
+        ((48, 40), 2.0, 0.0, 0.05, 400),  # Poisson: the variance grows with the signal
+        ((20, 20, 20), 1.5, 0.05, 0.3, None),  # a volume
+    ],
+)
+def test_gaussian_errors_over_their_uncertainty_have_unit_spread(shape, sigma, noise, background, counts):
+    rng = np.random.default_rng(11)
+    z = _z(*_noisy(rng, 400 if len(shape) == 2 else 200, shape, sigma, noise, background, counts))
+    band = 0.12 if len(shape) == 2 else 0.15
+    assert np.all(np.abs(z.std(axis=0) - 1) < band), z.std(axis=0)
+
+
+def test_gaussian_uncertainty_follows_the_noise():
+    rng = np.random.default_rng(3)
+    maps, centres = _noisy(rng, 100, (48, 40), 2.0, 0.0, 0.3)
+    noise = rng.normal(0, 1, maps.shape)
+    start = peakloc.argmax(maps, ndim=2)[:, None, :]
+    low = peakloc.refine(maps + 0.02 * noise, start, method="gaussian", full_output=True).uncertainty
+    high = peakloc.refine(maps + 0.08 * noise, start, method="gaussian", full_output=True).uncertainty
+    np.testing.assert_allclose(np.median(high / low), 4.0, rtol=0.1)
+
+
+def test_dark_uncertainty_is_the_fisher_bound_of_a_gaussian_centre():
+    # Independent: sum the squared derivative of the model with respect to the centre over a pixel grid.
+    amplitude, sigma, noise = 2.0, 1.7, 0.1
+    yy, xx = np.mgrid[-30:31, -30:31].astype(float)
+    derivative = amplitude * np.exp(-(xx**2 + yy**2) / (2 * sigma**2)) * xx / sigma**2
+    bound = noise / np.sqrt(np.sum(derivative**2))
+    one = np.ones(1)
+    shape = PeakShape(sigma * one, 0 * one, amplitude * one, noise * one)
+    np.testing.assert_allclose(gaussian_bound(shape, 2), bound, rtol=1e-3)
+
+
+def test_quadratic_uncertainty_matches_its_scatter_on_bright_peaks():
+    rng = np.random.default_rng(5)
+    z = _z(*_noisy(rng, 400, (48, 40), 2.0, 0.01, 0.3), method="quadratic")
+    assert np.all(np.abs(z.std(axis=0) - 1) < 0.25), z.std(axis=0)
+
+
+def test_methods_without_a_noise_model_and_fallbacks_have_no_uncertainty():
+    heat = np.zeros((20, 20))
+    heat[5, 5] = 1.0  # a single-pixel spike: quadratic and gaussian fall back
+    found = peakloc.refine(heat, [[5, 5]], method="quadratic", full_output=True)
+    assert found.fallback[0] and np.all(np.isnan(found.uncertainty))
+    smooth = gaussian((20, 20), (9.3, 10.6))
+    local = peakloc.refine(smooth, [[9, 11]], method="local", full_output=True)
+    assert local.uncertainty.shape == (1, 2) and np.all(np.isnan(local.uncertainty))
+
+
+def test_table_gives_the_error_of_each_axis_and_leaves_others_empty(tmp_path):
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from peakloc.cli import main
+
+    rng = np.random.default_rng(1)
+    volume = gaussian((16, 20, 24), (7.2, 9.6, 11.1)) + 0.3 + rng.normal(0, 0.02, (16, 20, 24))
+    np.save(tmp_path / "v.npy", volume)
+    result = CliRunner().invoke(main, ["find", str(tmp_path / "v.npy"), "-m", "argmax,gaussian", "--extra", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["method"] for r in rows] == ["argmax", "gaussian"]
+    assert rows[0]["x_err"] == rows[0]["y_err"] == rows[0]["z_err"] == ""
+    errors = [float(rows[1][k]) for k in ("x_err", "y_err", "z_err")]
+    assert all(0 < e < 0.05 for e in errors)
+    truth = {"x": 11.1, "y": 9.6, "z": 7.2}
+    assert all(abs(float(rows[1][a]) - truth[a]) < 5 * float(rows[1][f"{a}_err"]) for a in truth)
