@@ -103,3 +103,13 @@ def test_table_gives_the_error_of_each_axis_and_leaves_others_empty(tmp_path):
     assert all(0 < e < 0.05 for e in errors)
     truth = {"x": 11.1, "y": 9.6, "z": 7.2}
     assert all(abs(float(rows[1][a]) - truth[a]) < 5 * float(rows[1][f"{a}_err"]) for a in truth)
+
+
+def test_a_damaged_fit_has_no_uncertainty_and_spares_the_others():
+    from peakloc.ops.subpixel.gaussian import _pinv
+
+    good = np.diag([4.0, 2.0])
+    out = _pinv(np.stack([good, np.full((2, 2), np.inf), np.array([[np.nan, 0], [0, 1.0]]), good]))
+    np.testing.assert_allclose(out[0], np.diag([0.25, 0.5]))
+    np.testing.assert_allclose(out[3], np.diag([0.25, 0.5]))
+    assert np.isnan(out[1]).all() and np.isnan(out[2]).all()

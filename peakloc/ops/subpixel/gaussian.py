@@ -196,10 +196,30 @@ def uncertainty(
     kept &= (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
     a, b = _noise_model(r, jac, x, kept)
     jac = np.where(kept[..., None], jac, 0.0)
-    inverse = np.linalg.pinv(np.einsum("nmi,nmj->nij", jac, jac))
+    inverse = _pinv(np.einsum("nmi,nmj->nij", jac, jac))
     variance = (a[:, None] + b[:, None] * x) * kept
     cov = inverse @ np.einsum("nmi,nm,nmj->nij", jac, variance, jac) @ inverse
     return np.sqrt(np.clip(np.einsum("nii->ni", cov)[:, :ndim], 0, None))
+
+
+def _pinv(a: np.ndarray) -> np.ndarray:
+    """Pseudo-inverses of ``a`` ``(N, P, P)``; NaN for a matrix that is not finite or has no SVD.
+
+    Damaged data can give such a matrix: one of them never fails the others.
+    """
+    finite = np.all(np.isfinite(a), axis=(1, 2))
+    safe = np.where(finite[:, None, None], a, np.eye(a.shape[-1]))
+    try:
+        out = np.linalg.pinv(safe)
+    except np.linalg.LinAlgError:
+        out = np.empty_like(safe)
+        for n in range(len(safe)):
+            try:
+                out[n] = np.linalg.pinv(safe[n])
+            except np.linalg.LinAlgError:
+                out[n] = np.nan
+    out[~finite] = np.nan
+    return out
 
 
 def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +227,7 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     m = kept.sum(axis=1).astype(np.float64)
     x = np.where(kept, x, 0.0)
     jac = np.where(kept[..., None], jac, 0.0)
-    inverse = np.linalg.pinv(np.einsum("nmi,nmj->nij", jac, jac))
+    inverse = _pinv(np.einsum("nmi,nmj->nij", jac, jac))
     leverage = np.einsum("nmi,nij,nmj->nm", jac, inverse, jac)
     y = np.where(kept, r * r / np.clip(1 - leverage, 0.05, None), 0.0)
     s1, s2, t0, t1 = x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)
