@@ -172,6 +172,145 @@ def calibration(n: int, rng: np.random.Generator) -> tuple[list[dict], list[str]
     return rows, failures
 
 
+#: Crowded pairs: sigma 2, amplitude 1 (the second 1 or 0.5), white noise 0.05 clipped at 0, 64x48 maps.
+PAIR_SIGMA, PAIR_NOISE = 2.0, 0.05
+SEPARATIONS = (1.0, 1.5, 2.0, 3.0)
+#: How a user finds spots here: ``--peaks 2 --threshold 30% -m gaussian``.
+PAIR_THRESHOLD = "30%"
+
+
+def _pair_maps(n: int, separation: float, ratio: float, rng: np.random.Generator):
+    """Maps of two spots ``separation`` sigma apart at a random angle: maps, centres ``(n, 2, 2)``."""
+    yy, xx = np.mgrid[:64, :48].astype(np.float64)
+    middle = rng.uniform([26, 18], [38, 30], (n, 2))
+    angle = rng.uniform(0, np.pi, n)
+    half = 0.5 * separation * PAIR_SIGMA * np.stack([np.sin(angle), np.cos(angle)], axis=1)
+    centres = np.stack([middle + half, middle - half], axis=1)
+    maps = np.empty((n, 64, 48))
+    for i, (a, b) in enumerate(centres):
+        spot = lambda c, amp: amp * np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / (2 * PAIR_SIGMA**2))  # noqa: E731
+        maps[i] = spot(a, 1.0) + spot(b, ratio)
+    return np.clip(maps + rng.normal(0, PAIR_NOISE, maps.shape), 0, None), centres
+
+
+def pair_bound(centres: np.ndarray, ratio: float) -> float:
+    """The two-spot model's Cramer-Rao bound on each spot's position (RMS distance, px), averaged over maps.
+
+    Unknowns: both centres and amplitudes, one background and one shared sigma (the model peakloc fits).
+    """
+    yy, xx = np.mgrid[:64, :48].astype(np.float64)
+    grid = np.stack([yy.ravel(), xx.ravel()], axis=1)
+    traces = []
+    for a, b in centres[:50]:
+        cols, width = [], np.zeros(len(grid))
+        for c, amp in ((a, 1.0), (b, ratio)):
+            d = grid - c
+            e = np.exp(-(d**2).sum(axis=1) / (2 * PAIR_SIGMA**2))
+            cols += [amp * e * d[:, 0] / PAIR_SIGMA**2, amp * e * d[:, 1] / PAIR_SIGMA**2, e]
+            width += amp * e * (d**2).sum(axis=1) / PAIR_SIGMA**3
+        jac = np.stack(cols + [np.ones(len(grid)), width], axis=1)
+        inverse = np.linalg.inv(jac.T @ jac / PAIR_NOISE**2)
+        traces.append((inverse[0, 0] + inverse[1, 1] + inverse[3, 3] + inverse[4, 4]) / 2)
+    return float(np.sqrt(np.mean(traces)))
+
+
+def _matched(found: np.ndarray, truth: np.ndarray) -> np.ndarray | None:
+    """Distances of the two true spots to their found partners (the better of the two pairings), or None."""
+    if len(found) < 2:
+        return None
+    found = found[:2]
+    direct = np.linalg.norm(found - truth, axis=1)
+    swapped = np.linalg.norm(found[::-1] - truth, axis=1)
+    return direct if direct.sum() <= swapped.sum() else swapped
+
+
+def crowded(n: int, rng: np.random.Generator) -> tuple[list[dict], list[str]]:
+    """Pairs of spots: the share of maps with both found within 1 px, and their RMSE against the bound."""
+    from peakloc.io.axes import Layout
+    from peakloc.run.locate import locate
+    from peakloc.run.settings import Settings
+
+    try:
+        import trackpy
+    except ImportError:
+        trackpy = None
+    print(
+        f"\ncrowded pairs: sigma {PAIR_SIGMA:g}, noise {PAIR_NOISE}, {n} maps each; peakloc -m gaussian --peaks 2 "
+        f"--threshold {PAIR_THRESHOLD} (split threshold {Settings().split_threshold:g}); DARK at the same local "
+        "maxima; trackpy.locate(diameter 7, separation 2, topn 2). Both found: each true spot has one within 1 "
+        "px. Bar: at 2 sigma, equal, both found in 95% and RMSE within 1.2x the two-spot bound"
+    )
+    rows, failures = [], []
+    settings = Settings(methods=("dark", "gaussian"), peaks=2, threshold=PAIR_THRESHOLD, extra=True)
+    for ratio in (1.0, 0.5):
+        for separation in SEPARATIONS:
+            maps, centres = _pair_maps(n, separation, ratio, rng)
+            located = locate(maps, Layout("B", (n,), "YX", (64, 48)), settings)
+            results = {}
+            for method in ("gaussian", "dark"):
+                peaks = located.peaks[method]
+                results[method] = [_matched(peaks.coords[i][peaks.present[i]], centres[i]) for i in range(n)]
+            if trackpy is not None:
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    results["trackpy"] = [
+                        _matched(trackpy.locate(m, 7, separation=2, topn=2, preprocess=False)[["y", "x"]].to_numpy(), c)
+                        for m, c in zip(maps, centres)
+                    ]
+            bound = pair_bound(centres, ratio)
+            name = f"{'equal' if ratio == 1 else '2:1'} pair {separation:g} sigma"
+            cells = []
+            for method, matched in results.items():
+                both = [d for d in matched if d is not None and np.all(d < 1.0)]
+                share = len(both) / n
+                rmse = float(np.sqrt(np.mean(np.square(both)))) if both else float("nan")
+                cells.append(f"{method} {share:6.1%} {rmse:.4f} px ({rmse / bound:.2f}x bound)")
+                rows.append(
+                    {
+                        "condition": name,
+                        "method": method,
+                        "maps": n,
+                        "both_found": round(share, 4),
+                        "rmse_px": round(rmse, 6),
+                        "bound_px": round(bound, 6),
+                    }
+                )
+            verdict = ""
+            if ratio == 1 and separation == 2.0:
+                g = rows[-len(results)]
+                ok = g["both_found"] >= 0.95 and g["rmse_px"] <= 1.2 * bound
+                verdict = "PASS" if ok else "FAIL"
+                if not ok:
+                    failures.append(name)
+            split_share = float(np.mean(located.peaks["gaussian"].split.any(axis=1)))
+            print(f"  {name:22s} bound {bound:.4f}  split {split_share:5.1%}  " + "   ".join(cells) + f"  {verdict}")
+    return rows, failures
+
+
+def false_splits(n: int, rng: np.random.Generator) -> tuple[list[dict], list[str]]:
+    """Single noisy spots: the share of maps where the two-spot test splits the one spot (bar: at most 1%)."""
+    from peakloc.io.axes import layout_of
+    from peakloc.run.locate import locate
+    from peakloc.run.settings import Settings
+
+    print(f"\nsingle spots split in two (-m gaussian --peaks 2 --threshold {PAIR_THRESHOLD}), {n} maps each; bar 1%")
+    rows, failures = [], []
+    settings = Settings(methods=("gaussian",), peaks=2, threshold=PAIR_THRESHOLD, extra=True)
+    for cond in [c for c in conditions() if c.noise]:
+        maps, _ = draw(cond, n, rng)
+        axes = "C" + "ZYX"[3 - len(cond.shape) :]
+        located = locate(maps, layout_of(maps.shape, axes), settings)
+        share = float(np.mean(located.peaks["gaussian"].split.any(axis=1)))
+        ok = share <= 0.01
+        if not ok:
+            failures.append(f"false splits: {cond.name}")
+        rows.append({"condition": cond.name, "maps": n, "split_share": round(share, 4), "bar_met": ok})
+        print(f"  {cond.name:44s} {share:6.2%}  {'PASS' if ok else 'FAIL'}", flush=True)
+    return rows, failures
+
+
 def run_methods(maps: np.ndarray, cond: Condition) -> dict[str, np.ndarray]:
     ndim = maps.ndim - 1
     out = {}
@@ -396,6 +535,10 @@ def main() -> None:
     calibrated, uncalibrated = calibration(calibration_maps, rng)
     failures += [f"calibration: {name}" for name in uncalibrated]
     _common.write("calibration", calibrated, {"failed_conditions": uncalibrated})
+    pairs, pair_failures = crowded(n, rng)
+    singles, split_failures = false_splits(n, rng)
+    failures += pair_failures + split_failures
+    _common.write("crowded", pairs + singles, {"failed_conditions": pair_failures + split_failures})
     csv_path, _ = _common.write("accuracy", rows, {"several_peaks": peaks, "failed_conditions": failures})
     print(f"\nRMSE/p95 in pixels; {len(failures)} condition(s) below the bar: {failures or 'none'}")
     print(f"written: {csv_path} (and .json)")

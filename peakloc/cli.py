@@ -281,6 +281,16 @@ peak_options = option_group(
         help="Peaks must be strictly above this raw value, or above N% of the heatmap's maximum ('50%'). "
         "Default: above the heatmap's minimum.",
     ),
+    click.option(
+        "--split-threshold",
+        type=click.FloatRange(min=0),
+        default=20.0,
+        show_default=True,
+        metavar="CHI2",
+        help="With -m gaussian and --peaks above 1: a peak is split into two spots (the --extra column split) "
+        "where a two-spot fit beats the one-spot fit by more than this likelihood-ratio statistic; 'inf': "
+        "never split.",
+    ),
 )
 #: The soft-argmax's sharpness and scaling.
 softargmax_options = option_group(

@@ -274,6 +274,7 @@ def test_extra_columns_come_after_the_contract_columns_only_when_asked(files):
         "x_err",
         "y_err",
         "z_err",
+        "split",
     ]
     assert abs(float(rows[0]["sigma"]) - 2) < 0.3 and rows[0]["fallback"] == "False"
 

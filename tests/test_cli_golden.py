@@ -93,9 +93,9 @@ def test_extra_columns_table(inputs):
     result = StrictRunner().invoke(main, ["find", "a.png", "-m", "argmax,quadratic", "--extra", "-q"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (
-        "path,index,peak,method,x,y,z,value,sigma,amplitude,snr,fallback,x_err,y_err,z_err\n"
-        "a.png,,1,argmax,30,12,,250,0.5,250.0,1.79769313486e+308,False,,,\n"
-        "a.png,,1,quadratic,30.0,12.0,,250.0,0.5,250.0,1.79769313486e+308,True,,,\n"
+        "path,index,peak,method,x,y,z,value,sigma,amplitude,snr,fallback,x_err,y_err,z_err,split\n"
+        "a.png,,1,argmax,30,12,,250,0.5,250.0,1.79769313486e+308,False,,,,False\n"
+        "a.png,,1,quadratic,30.0,12.0,,250.0,0.5,250.0,1.79769313486e+308,True,,,,False\n"
     )
     assert result.stderr == (
         "peakloc: warning: a.png: quadratic kept the integer peak for 1 peak "

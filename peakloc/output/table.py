@@ -23,7 +23,7 @@ COLUMNS = ("path", "index", "peak", "method", "x", "y", "z", "value")
 SHAPE_COLUMNS = ("sigma", "amplitude", "snr")
 #: The 1-sigma uncertainty of each coordinate (pixels), empty where the method has no noise model.
 ERROR_COLUMNS = ("x_err", "y_err", "z_err")
-EXTRA_COLUMNS = SHAPE_COLUMNS + ("fallback",) + ERROR_COLUMNS
+EXTRA_COLUMNS = SHAPE_COLUMNS + ("fallback",) + ERROR_COLUMNS + ("split",)
 FORMATS = ("csv", "tsv", "json", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -243,4 +243,6 @@ def rows(
                         row[f"{a.lower()}_err"] = (
                             number(error[b, rank, axis_of[a]]) if error is not None and a in axis_of else None
                         )
+                    split = getattr(found, "split", None)
+                    row["split"] = bool(split[b, rank]) if split is not None else False
                 yield row

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -292,7 +293,7 @@ _JOB: Job | None = None
 _BUDGET: int | None = None
 
 
-def _init_worker(job: Job, budget: int | None) -> None:
+def _init_worker(job: Job, budget: int | None, parent: int | None = None) -> None:
     global _JOB, _BUDGET
     _JOB, _BUDGET = job, budget
     # The parent handles ^C, SIGTERM and SIGHUP and then ends the pool: a worker dies quietly (SIGTERM's
@@ -300,6 +301,25 @@ def _init_worker(job: Job, budget: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
+
+
+def _die_with(parent: int | None) -> None:
+    """On Linux, have the kernel kill this worker when ``parent`` (the pool's process) ends.
+
+    A pool replaces a worker that a signal killed; one it forks in the instant before the parent exits
+    would outlive it, and print a broken pipe's traceback when it hands its result to nobody.
+    """
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(0)
 
 
 def _run_in_worker(items: Sequence[Input]) -> list[Outcome]:
@@ -352,7 +372,7 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
     # One process per core already: threads inside a worker would only compete with the other workers.
     pooled = replace(job, settings=replace(job.settings, threads=1))
     share = None if budget is None else budget // workers
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(pooled, share))
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(pooled, share, os.getpid()))
     try:
         # imap keeps input order; results are rows, so the ones waiting for their turn stay small.
         yield (outcome for done in pool.imap(_run_in_worker, chunks) for outcome in done)

@@ -53,6 +53,8 @@ class MethodPeaks:
         empty.
     error : ndarray, shape ``(B, P, ndim)``, optional
         With ``extra``: the 1-sigma uncertainty of each coordinate, pixels, NaN where the method has none.
+    split : ndarray of bool, shape ``(B, P)``, optional
+        With ``extra``: where the peak is one of the two spots split out of a merged peak.
     """
 
     coords: np.ndarray
@@ -61,6 +63,7 @@ class MethodPeaks:
     fallback: np.ndarray
     shape: dict[str, np.ndarray]
     error: np.ndarray | None = None
+    split: np.ndarray | None = None
 
     def rows(self, start: int, stop: int) -> MethodPeaks:
         """The peaks of heatmaps ``start:stop``."""
@@ -72,6 +75,7 @@ class MethodPeaks:
             self.fallback[part],
             {k: v[part] for k, v in self.shape.items()},
             None if self.error is None else self.error[part],
+            None if self.split is None else self.split[part],
         )
 
 
@@ -210,6 +214,48 @@ def _nonfinite_per_map(heatmaps: np.ndarray, total: int) -> np.ndarray:
     return count_per_row(~np.isfinite(heatmaps.reshape(len(heatmaps), -1)))
 
 
+def _split_merged(work, layout: Layout, settings: Settings, centres, present, clip_levels):
+    """The integer peaks after the two-spot test (:func:`~peakloc.ops.subpixel.crowded.split_merged`).
+
+    A split peak becomes the two pixels of its spots; then each heatmap's peaks are ranked again by their
+    value in ``work`` (highest first) and the first ``settings.peaks`` kept. Returns centres ``(B, P, ndim)``,
+    where present ``(B, P)``, and which are split spots ``(B, P)``.
+    """
+    from ..ops.subpixel import crowded, gaussian
+
+    owner, rank = np.nonzero(present)
+    points = centres[owner, rank]
+    if not len(points):
+        return centres, present, np.zeros(present.shape, bool)
+    fits = gaussian.fit_peaks(work, owner, points, estimate_shape(work, owner, points), clip_levels)
+    spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold)
+    spatial = np.array(layout.spatial_shape)
+    lists: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(len(present))]
+    for b, point, two in zip(owner, points, spots):
+        if two is None:
+            lists[b].append((point, False))
+        else:
+            lists[b] += [(np.clip(np.rint(s).astype(np.int64), 0, spatial - 1), True) for s in two]
+    width = max(1, min(settings.peaks, max(len(found) for found in lists)))
+    out = np.zeros((len(present), width, centres.shape[2]), np.int64)
+    where = np.zeros((len(present), width), bool)
+    split = np.zeros((len(present), width), bool)
+    for b, found in enumerate(lists):
+        seen, kept = set(), []
+        for point, flag in found:
+            if tuple(point) not in seen:
+                seen.add(tuple(point))
+                kept.append((point, flag))
+        if not kept:
+            continue
+        heights = _values_at(work, np.full(len(kept), b), np.array([p for p, _ in kept]), layout.spatial_shape)
+        order = np.argsort(-heights.astype(np.float64), kind="stable")[:width]
+        for slot, k in enumerate(order):
+            out[b, slot], split[b, slot] = kept[k]
+            where[b, slot] = True
+    return out, where, split
+
+
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
     """Raw values at integer points: one gather in memory, one read per point from a stack read in pieces."""
     if isinstance(raw, np.ndarray):
@@ -247,6 +293,9 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
     ``work`` is what the methods see (the smoothed heatmaps with ``--smooth``), ``raw`` gives the values;
     both may be read in pieces.
     """
+    split = None
+    if "gaussian" in settings.methods and settings.peaks > 1 and np.isfinite(settings.split_threshold):
+        centres, present, split = _split_merged(work, layout, settings, centres, present, clip_levels)
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
     estimate = estimate_shape(work, owner, points) if settings.extra else None
@@ -294,6 +343,11 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 shape_columns(result.sigma, result.amplitude, result.snr),
                 scatter(result.uncertainty, np.nan) if settings.extra else None,
             )
+    if settings.extra:
+        for method, found_peaks in peaks.items():
+            width = found_peaks.present.shape[1]
+            flags = np.zeros((len(present), width), bool) if split is None else split[:, :width]
+            peaks[method] = replace(found_peaks, split=flags)
     return Located(raw, layout, peaks, nonfinite, settings.threshold)
 
 
@@ -349,6 +403,7 @@ def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Set
             np.concatenate([padded(m.fallback, False) for m in items]),
             {k: np.concatenate([padded(m.shape[k], np.nan) for m in items]) for k in items[0].shape},
             None if items[0].error is None else np.concatenate([padded(m.error, np.nan) for m in items]),
+            None if items[0].split is None else np.concatenate([padded(m.split, False) for m in items]),
         )
     nonfinite = np.concatenate([p.nonfinite for p in parts])
     return Located(maps, layout, peaks, nonfinite, settings.threshold)

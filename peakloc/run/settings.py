@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import PeaklocValueError
 from ..ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
 from ..ops.subpixel import METHODS as REFINE_METHODS
+from ..ops.subpixel.crowded import SPLIT_THRESHOLD
 
 if TYPE_CHECKING:
     from ..output.overlay_files import OverlaySettings
@@ -55,6 +56,9 @@ class Settings:
         Where the global argmax, soft-argmax and peak candidates are computed.
     peaks, min_distance, threshold
         Up to ``peaks`` local maxima per heatmap, ``min_distance`` px apart, above ``threshold``.
+    split_threshold : float
+        With ``gaussian`` and ``peaks`` above 1: a peak splits into two spots where the two-spot model's
+        likelihood-ratio statistic exceeds this (``inf``: never).
     window, sigma
         ``local``'s half-width and ``dark``'s blur sigma; default per peak.
     smooth : float
@@ -81,6 +85,7 @@ class Settings:
     peaks: int = 1
     min_distance: int = 1
     threshold: str | None = None
+    split_threshold: float = SPLIT_THRESHOLD
     window: int | None = None
     sigma: float | None = None
     smooth: float = 0.0

@@ -8,6 +8,8 @@ only counts where the model disagrees with the clip.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..windows import PeakShape, groups, offsets, windows
@@ -167,6 +169,7 @@ def uncertainty(
     lower: np.ndarray,
     upper: np.ndarray,
     ndim: int,
+    background_column: int | None = None,
 ) -> np.ndarray:
     """1-sigma standard errors of the fitted centres ``(N, ndim)``, pixels: the fit's covariance.
 
@@ -179,6 +182,9 @@ def uncertainty(
         The samples and the fitted model; ``background`` ``(N,)`` the model's background.
     lower, upper : ndarray, shape ``(N,)``
         Each peak's clip levels (``-inf``, ``inf`` where none).
+    background_column : int, optional
+        The background's parameter (default ``ndim + 1``, :func:`model`'s). With it given, the standard
+        errors of every parameter ``(N, P)`` come back, not the centre's alone.
 
     The noise's variance is modelled per peak as ``a + b * (value - background)``, ``a, b >= 0``: white noise
     (``b = 0``) and shot noise (a variance that grows with the signal) alike. It is fitted to the squared
@@ -188,7 +194,8 @@ def uncertainty(
     without the information of exact samples. The least-squares fit's covariance is then the sandwich
     ``H^-1 J^T V J H^-1``, ``H = J^T J``, ``V`` the modelled variances. Calibrated in ``make bench-accuracy``.
     """
-    used = jac[..., ndim + 1] != 0  # the background's derivative is 1 on every sample the fit used
+    column = ndim + 1 if background_column is None else background_column
+    used = jac[..., column] != 0  # the background's derivative is 1 on every sample the fit used
     x = value - background[:, None]
     kept = used & (y > lower[:, None]) & (y < upper[:, None])
     a, b = _noise_model(r, jac, x, kept)
@@ -199,7 +206,8 @@ def uncertainty(
     inverse = _pinv(np.einsum("nmi,nmj->nij", jac, jac))
     variance = (a[:, None] + b[:, None] * x) * kept
     cov = inverse @ np.einsum("nmi,nm,nmj->nij", jac, variance, jac) @ inverse
-    return np.sqrt(np.clip(np.einsum("nii->ni", cov)[:, :ndim], 0, None))
+    errors = np.sqrt(np.clip(np.einsum("nii->ni", cov), 0, None))
+    return errors[:, :ndim] if background_column is None else errors
 
 
 def _pinv(a: np.ndarray) -> np.ndarray:
@@ -278,14 +286,85 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
     with np.errstate(all="ignore"):
         det = np.linalg.det(np.where(ok[:, None, None], precision, np.eye(ndim)))
         dof = np.maximum(valid.sum(axis=1) - theta.shape[1], 1)
-        return (
+        covariance = np.linalg.inv(np.where(ok[:, None, None], precision, np.eye(ndim)))
+        return Fits(
             np.where(ok[:, None], mu, centres),
             ~ok,
             np.where(ok, det ** (-0.5 / ndim), sigma),
             np.where(ok, theta[:, ndim], amplitude),
+            np.where(ok, theta[:, ndim + 1], shape.background),
             np.sqrt(cost / dof),
             np.where(ok[:, None], error, np.nan),
+            covariance,
+            cost,
+            np.full(n, half),
+            lower,
+            upper,
         )
+
+
+@dataclass
+class Fits:
+    """Each peak's own fit, ``N`` peaks: what :func:`locate` reports, and what the two-spot test needs.
+
+    ``coords`` ``(N, ndim)``; ``fallback``, ``sigma``, ``amplitude``, ``background``, ``noise`` (residual
+    standard deviation), ``rss`` (sum of squared residuals), ``half`` (window half-width), ``lower`` and
+    ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``covariance`` ``(N, ndim, ndim)`` the fitted
+    Gaussian's, pixels^2.
+    """
+
+    coords: np.ndarray
+    fallback: np.ndarray
+    sigma: np.ndarray
+    amplitude: np.ndarray
+    background: np.ndarray
+    noise: np.ndarray
+    error: np.ndarray
+    covariance: np.ndarray
+    rss: np.ndarray
+    half: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def take(self, part, other: Fits) -> None:
+        """Set peaks ``part`` from ``other`` (the fits of those peaks alone), in place."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name)[part] = getattr(other, name)
+
+
+def fit_peaks(
+    heatmaps: np.ndarray,
+    owner: np.ndarray,
+    centres: np.ndarray,
+    shape: PeakShape,
+    clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Fits:
+    """Each peak's own fit (see the module), in windows of its own size."""
+    n, ndim = centres.shape
+    fits = Fits(
+        centres.astype(np.float64),
+        np.ones(n, bool),
+        shape.sigma.copy(),
+        shape.amplitude.copy(),
+        shape.background.copy(),
+        shape.noise.copy(),
+        np.full((n, ndim), np.nan),
+        np.tile(np.eye(ndim), (n, 1, 1)),
+        np.full(n, np.nan),
+        np.zeros(n, np.int64),
+        np.full(n, -np.inf),
+        np.full(n, np.inf),
+    )
+    start, _ = vertex(heatmaps, owner, centres)
+    bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
+    for half, members in groups(fit_window(shape.sigma, ndim)):
+        for lo in range(0, len(members), FIT_CHUNK):
+            part = members[lo : lo + FIT_CHUNK]
+            peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
+            fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
+            fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
+            fits.take(part, fitted)
+    return fits
 
 
 def locate(
@@ -296,24 +375,15 @@ def locate(
     *,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     **_,
-) -> tuple[np.ndarray, np.ndarray, PeakShape]:
-    """Coordinates ``(N, ndim)``, fallback flags, and the fitted shape.
+) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
+    """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
 
     The shape's sigma is the fit's geometric mean, its amplitude the fit's, and its noise the residual
-    standard deviation (the estimate's where the fit failed).
+    standard deviation (the estimate's where the fit failed). Peaks of one heatmap whose windows overlap are
+    then fitted together (:func:`~peakloc.ops.subpixel.crowded.fit_groups`).
     """
-    n, ndim = centres.shape
-    coords = centres.astype(np.float64)
-    fallback = np.ones(n, bool)
-    sigma, amplitude, noise = shape.sigma.copy(), shape.amplitude.copy(), shape.noise.copy()
-    error = np.full((n, ndim), np.nan)
-    start, _ = vertex(heatmaps, owner, centres)
-    bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
-    for half, members in groups(fit_window(shape.sigma, ndim)):
-        for lo in range(0, len(members), FIT_CHUNK):
-            part = members[lo : lo + FIT_CHUNK]
-            peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
-            c, f, s, a, fit_noise, e = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
-            coords[part], fallback[part], sigma[part], amplitude[part], error[part] = c, f, s, a, e
-            noise[part] = np.where(f, shape.noise[part], fit_noise)
-    return coords, fallback, PeakShape(sigma, shape.background, amplitude, noise), error
+    from .crowded import fit_groups
+
+    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels)
+    fit_groups(heatmaps, owner, centres, fits)
+    return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error

@@ -1,0 +1,109 @@
+"""Crowded spots: joint fits of spots that share pixels, and merged pairs split in two."""
+
+import csv
+import io
+
+import numpy as np
+
+import peakloc
+from peakloc.cli import main
+from peakloc.io.axes import layout_of
+from peakloc.ops.subpixel import crowded
+from peakloc.run.locate import locate
+from peakloc.run.settings import Settings
+
+from ..conftest import StrictRunner
+
+
+def _pair(rng, separation, sigma=2.0, noise=0.05, ratio=1.0, shape=(48, 48)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    middle = rng.uniform(20, 28, 2)
+    angle = rng.uniform(0, np.pi)
+    half = 0.5 * separation * sigma * np.array([np.sin(angle), np.cos(angle)])
+    truth = np.stack([middle + half, middle - half])
+    heat = sum(a * np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / (2 * sigma**2)) for c, a in zip(truth, (1, ratio)))
+    return np.clip(heat + rng.normal(0, noise, shape), 0, None), truth
+
+
+def _distances(found, truth):
+    direct = np.linalg.norm(found - truth, axis=1)
+    swapped = np.linalg.norm(found[::-1] - truth, axis=1)
+    return direct if direct.sum() <= swapped.sum() else swapped
+
+
+def test_two_spots_three_sigma_apart_are_fitted_together_near_the_truth():
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(30):
+        heat, truth = _pair(rng, 3.0)
+        peaks = peakloc.find_peaks(heat, num_peaks=2, threshold="30%")
+        assert len(peaks) == 2
+        errors.extend(_distances(peakloc.refine(heat, peaks, method="gaussian"), truth))
+    # The two-spot model's Cramer-Rao bound here is 0.060 px (benchmarks/bench_accuracy.py, pair_bound).
+    assert np.sqrt(np.mean(np.square(errors))) < 1.2 * 0.060
+
+
+def test_a_merged_pair_is_split_and_flagged():
+    rng = np.random.default_rng(1)
+    heat, truth = _pair(rng, 1.8)  # closer than 2 sigma: one maximum between the two spots
+    located = locate(
+        heat[None],
+        layout_of((1, 48, 48), "CYX"),
+        Settings(methods=("gaussian",), peaks=3, min_distance=3, threshold="30%", extra=True),
+    )
+    g = located.peaks["gaussian"]
+    found = g.coords[0][g.present[0]]
+    assert len(found) == 2 and g.split[0][g.present[0]].all()
+    assert np.all(_distances(found, truth) < 0.3)
+
+
+def test_noisy_single_spots_are_not_split():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:48, :48].astype(float)
+    centres = rng.uniform(18, 30, (60, 2))
+    maps = np.stack([np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / 8) for c in centres])
+    maps = np.clip(maps + rng.normal(0, 0.05, maps.shape), 0, None)
+    settings = Settings(methods=("gaussian",), peaks=2, threshold="30%", extra=True)
+    located = locate(maps, layout_of(maps.shape, "CYX"), settings)
+    assert not located.peaks["gaussian"].split.any()
+
+
+def test_split_threshold_inf_never_splits_and_the_table_says_so(tmp_path):
+    heat, _ = _pair(np.random.default_rng(1), 1.8)
+    np.save(tmp_path / "pair.npy", heat)
+    args = [
+        "find",
+        str(tmp_path / "pair.npy"),
+        "--peaks",
+        "3",
+        "--min-distance",
+        "3",
+        "--threshold",
+        "30%",
+        "-m",
+        "gaussian",
+        "--extra",
+        "-q",
+    ]
+    split = list(csv.DictReader(io.StringIO(StrictRunner().invoke(main, args).stdout)))
+    whole = list(csv.DictReader(io.StringIO(StrictRunner().invoke(main, [*args, "--split-threshold", "inf"]).stdout)))
+    assert [r["split"] for r in split] == ["True", "True"]
+    assert [r["split"] for r in whole] == ["False"]
+
+
+def test_the_command_lines_default_split_threshold_is_the_librarys():
+    option = next(p for p in main.commands["find"].params if p.name == "split_threshold")
+    assert option.default == crowded.SPLIT_THRESHOLD == Settings().split_threshold
+
+
+def test_a_spot_may_not_wander_off_onto_its_neighbour():
+    # Two spots far apart but in one box: each fit stays within reach of its own start.
+    yy, xx = np.mgrid[:30, :30].astype(float)
+    heat = np.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 8) + np.exp(-((yy - 20) ** 2 + (xx - 21) ** 2) / 8)
+    slices, points = crowded.box(heat.shape, np.array([[8, 8], [20, 21]]), 5)
+    fit = crowded.fit_group(
+        heat[slices].ravel(), points, np.array([[8.0, 8.0], [20.0, 21.0]]), np.ones(2), 0.0, 2.0, reach=3
+    )
+    assert fit.ok
+    np.testing.assert_allclose(fit.centres, [[8, 8], [20, 21]], atol=1e-6)
+    np.testing.assert_allclose(fit.sigma, 2.0, rtol=1e-6)
