@@ -245,20 +245,37 @@ def overlapping(centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
     [[0, 1, 2]]
     """
     n = len(centres)
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    reach = half[:, None] + half[None, :]
-    near = np.abs(centres[:, None, :] - centres[None, :, :]).max(axis=2) <= reach
-    for i, j in zip(*np.nonzero(np.triu(near, 1))):
-        parent[root(i)] = root(j)
-    roots = np.array([root(i) for i in range(n)])
-    return [np.flatnonzero(roots == r) for r in np.unique(roots) if np.count_nonzero(roots == r) > 1]
+    if n < 2:
+        return []
+    # Pairs within reach, found along the first axis after sorting (each peak against the next few).
+    order = np.argsort(centres[:, 0], kind="stable")
+    first, second = [], []
+    for shift in range(1, n):
+        a, b = order[:-shift], order[shift:]
+        close = centres[b, 0] - centres[a, 0] <= half[a] + half[b]
+        if not close.any():
+            break
+        near = close & (np.abs(centres[a] - centres[b]).max(axis=1) <= half[a] + half[b])
+        first.append(a[near])
+        second.append(b[near])
+    if not first or not sum(len(f) for f in first):
+        return []
+    first, second = np.concatenate(first), np.concatenate(second)
+    # Connected components: every peak takes the smallest label among its neighbours until none changes.
+    label = np.arange(n)
+    while True:
+        smallest = np.minimum(label[first], label[second])
+        new = label.copy()
+        np.minimum.at(new, first, smallest)
+        np.minimum.at(new, second, smallest)
+        new = new[new]  # follow labels to their own labels: halves the rounds
+        if np.array_equal(new, label):
+            break
+        label = new
+    values, counts = np.unique(label, return_counts=True)
+    members = np.argsort(label, kind="stable")
+    groups = np.split(members, np.cumsum(counts)[:-1])
+    return [g for g, c in zip(groups, counts) if c > 1]
 
 
 def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
@@ -286,26 +303,25 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
             amplitudes = np.where(np.isfinite(amplitudes), amplitudes, 1.0)
             sigma = float(np.median(fits.sigma[members]))
             values = _read_box(heatmaps, b, slices)
-            # Two starts, the better fit kept: a local minimum from one start is rarely one from the other.
-            candidates = [
-                fit_group(
-                    values,
-                    points,
-                    first,
-                    amplitudes,
-                    float(np.median(fits.background[members])),
-                    sigma,
-                    float(fits.lower[members[0]]),
-                    float(fits.upper[members[0]]),
-                    reach=max(1.5, half - 0.5),
-                    anchor=start,
-                )
-                for first in (start, np.where(good[:, None], fits.coords[members], start))
-            ]
-            candidates = [c for c in candidates if c.ok]
-            if not candidates:
-                continue
-            fit = min(candidates, key=lambda c: c.rss)
+            reach = max(1.5, half - 0.5)
+
+            rest = (
+                amplitudes,
+                float(np.median(fits.background[members])),
+                sigma,
+                float(fits.lower[members[0]]),
+                float(fits.upper[members[0]]),
+            )
+            fit = fit_group(values, points, start, *rest, reach=reach, anchor=start)
+            if not fit.ok or np.any(np.abs(fit.centres - start) > reach - 0.5):
+                # Failed, or a spot pressed against the edge of its reach (a local minimum): start again
+                # from the peaks' own fits and keep the better.
+                own = np.where(good[:, None], fits.coords[members], start)
+                again = fit_group(values, points, own, *rest, reach=reach, anchor=start)
+                candidates = [c for c in (fit, again) if c.ok]
+                if not candidates:
+                    continue
+                fit = min(candidates, key=lambda c: c.rss)
             fits.coords[members] = fit.centres
             fits.fallback[members] = False
             fits.sigma[members] = fit.sigma
