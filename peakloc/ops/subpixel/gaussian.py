@@ -203,9 +203,9 @@ def uncertainty(
     kept &= (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
     a, b = _noise_model(r, jac, x, kept)
     jac = np.where(kept[..., None], jac, 0.0)
-    inverse = _pinv(np.einsum("nmi,nmj->nij", jac, jac))
+    inverse = _pinv(jac.transpose(0, 2, 1) @ jac)
     variance = (a[:, None] + b[:, None] * x) * kept
-    cov = inverse @ np.einsum("nmi,nm,nmj->nij", jac, variance, jac) @ inverse
+    cov = inverse @ (jac.transpose(0, 2, 1) @ (variance[..., None] * jac)) @ inverse
     errors = np.sqrt(np.clip(np.einsum("nii->ni", cov), 0, None))
     return errors[:, :ndim] if background_column is None else errors
 
@@ -235,8 +235,8 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     m = kept.sum(axis=1).astype(np.float64)
     x = np.where(kept, x, 0.0)
     jac = np.where(kept[..., None], jac, 0.0)
-    inverse = _pinv(np.einsum("nmi,nmj->nij", jac, jac))
-    leverage = np.einsum("nmi,nij,nmj->nm", jac, inverse, jac)
+    inverse = _pinv(jac.transpose(0, 2, 1) @ jac)
+    leverage = np.sum((jac @ inverse) * jac, axis=-1)
     y = np.where(kept, r * r / np.clip(1 - leverage, 0.05, None), 0.0)
     s1, s2, t0, t1 = x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)
     # Least squares of y on (1, x), then the constraints: b < 0 becomes b = 0, a < 0 a line through zero.
