@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 from ..errors import PeaklocValueError
 from ..ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
 from ..ops.subpixel import METHODS as REFINE_METHODS
-from ..ops.subpixel.crowded import SPLIT_THRESHOLD
+
+#: :data:`peakloc.ops.subpixel.crowded.SPLIT_THRESHOLD` (a test keeps them equal), not imported: start-up
+#: needs no crowded-spot code.
+SPLIT_THRESHOLD = 20.0
 
 if TYPE_CHECKING:
     from ..output.overlay_files import OverlaySettings
