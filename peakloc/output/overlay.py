@@ -60,6 +60,11 @@ MARKERS = {
 }
 
 
+def _marker(method: str) -> Marker:
+    """A method's marker; a method without one of its own is drawn as the soft-argmax is."""
+    return MARKERS.get(method, MARKERS["softargmax"])
+
+
 def _colormap_id(name: str) -> int:
     import cv2
 
@@ -240,7 +245,7 @@ def legend(
     """
     items: list[tuple[int, callable]] = []
     for method in methods:
-        marker = MARKERS.get(method, MARKERS["softargmax"])
+        marker = _marker(method)
 
         def draw(band, x, baseline, marker=marker, method=method):
             draw_marker(band, x + 8, baseline - 4, marker, 7)
@@ -658,6 +663,8 @@ def _mark(
             x, y = geometry.display(view, p)
             _faint_ring(picture, x, y, max(4.0, clear + 2.0))
     first = next(iter(peaks), None)
+    # Crowded peaks and thin panels (a projection across 9 slices) get smaller markers.
+    most = max(4.0, min(48.0, min(picture.shape[:2]) / 6))
     radii = {}
     for method, (_, shown, coords) in points.items():
         if not len(shown):
@@ -670,22 +677,20 @@ def _mark(
         cols = np.minimum(cols, view.image.shape[1] - 1)
         width = _half_widths(view.image, rows, cols) * min(geometry.row_scale, geometry.col_scale) / view.pool
         radius = np.maximum(width + 2, clear + 4)
-        crowd = _neighbour_distances(points[first][1]) if method == first else _neighbour_distances(shown)
-        # Crowded peaks and thin panels (a projection across 9 slices) get smaller markers.
-        most = max(4.0, min(48.0, min(picture.shape[:2]) / 6))
+        crowd = _neighbour_distances(shown)
         radii[method] = np.clip(np.minimum(radius, np.maximum(crowd / 2, clear + 4)), 4, most)
     # argmax last: its white circle then sits on top of the others.
     for method in sorted(points, key=lambda m: m == "argmax"):
-        marker = MARKERS.get(method, MARKERS["softargmax"])
+        marker = _marker(method)
         for (x, y), r in zip(points[method][1], radii[method]):
             draw_marker(picture, x, y, marker, r, clear)
     if labelled and first is not None and len(points[first][1]) > 1:
         labels = _Labels(picture.shape[:2])
         for method, (_, shown, _) in points.items():
             for (x, y), r in zip(shown, radii[method]):
-                inside = 0.7 * r * _SIZE[MARKERS.get(method, MARKERS["softargmax"]).shape]
+                inside = 0.7 * r * _SIZE[_marker(method).shape]
                 labels.take(x - inside, y - inside, x + inside, y + inside)
-        widest = max(_SIZE[MARKERS.get(m, MARKERS["softargmax"]).shape] for m in points)
+        widest = max(_SIZE[_marker(m).shape] for m in points)
         for rank, (x, y), r in zip(points[first][0], points[first][1], radii[first]):
             labels.place(picture, str(rank), x, y, r * widest)
     keep_radius = clear + 0.5

@@ -185,18 +185,14 @@ def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | Non
 
     ndim = len(located.layout.spatial)
     more = min(MOST_LOWER_MAXIMA, max(100, 4 * settings.peaks))
-    heatmaps = located.heatmaps
+    # A stack (B, *spatial): one array of candidates per heatmap.
     found = find_peaks(
-        heatmaps,
+        located.heatmaps,
         ndim=ndim,
         num_peaks=settings.peaks + more,
         min_distance=settings.min_distance,
         threshold=settings.threshold,
     )
-    if heatmaps.ndim == ndim:
-        found = [found]
-    elif isinstance(found, np.ndarray):
-        found = list(found)
     marked = next(iter(located.peaks.values()), None)
     out = []
     for b, candidates in enumerate(found):

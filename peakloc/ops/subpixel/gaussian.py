@@ -198,12 +198,10 @@ def uncertainty(
     used = jac[..., column] != 0  # the background's derivative is 1 on every sample the fit used
     x = value - background[:, None]
     kept = used & (y > lower[:, None]) & (y < upper[:, None])
-    a, b = _noise_model(r, jac, x, kept)
+    a, b, _, _ = _noise_model(r, jac, x, kept)
     near = NEAR_CLIP * np.sqrt(np.maximum(a[:, None] + b[:, None] * x, 0))
     kept &= (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
-    a, b = _noise_model(r, jac, x, kept)
-    jac = np.where(kept[..., None], jac, 0.0)
-    inverse = _pinv(jac.transpose(0, 2, 1) @ jac)
+    a, b, jac, inverse = _noise_model(r, jac, x, kept)
     variance = (a[:, None] + b[:, None] * x) * kept
     cov = inverse @ (jac.transpose(0, 2, 1) @ (variance[..., None] * jac)) @ inverse
     errors = np.sqrt(np.clip(np.einsum("nii->ni", cov), 0, None))
@@ -230,8 +228,12 @@ def _pinv(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``a, b >= 0`` per peak of the variance ``a + b * x`` of the ``kept`` samples, from their residuals."""
+def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray):
+    """``a, b >= 0`` per peak of the variance ``a + b * x`` of the ``kept`` samples, from their residuals.
+
+    Also returns the Jacobian restricted to the kept samples and the pseudo-inverse of its ``J^T J``, which
+    the covariance reuses.
+    """
     m = kept.sum(axis=1).astype(np.float64)
     x = np.where(kept, x, 0.0)
     jac = np.where(kept[..., None], jac, 0.0)
@@ -246,7 +248,8 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     flat = b <= 0
     a, b = np.where(flat, t0 / np.maximum(m, 1), a), np.where(flat, 0.0, b)
     through_zero = a < 0
-    return np.where(through_zero, 0.0, a), np.where(through_zero, t1 / np.where(s2 > 0, s2, 1), b)
+    a, b = np.where(through_zero, 0.0, a), np.where(through_zero, t1 / np.where(s2 > 0, s2, 1), b)
+    return a, b, jac, inverse
 
 
 def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
