@@ -9,8 +9,8 @@ fitted by Levenberg-Marquardt over the union of the spots' windows (parameters, 
 amplitudes, the background, then ``1 / s^2``). Its uncertainty is :func:`.gaussian.uncertainty`'s.
 
 Two equal spots closer than 2 sigma have one maximum between them; the local-maximum rule then sees one
-peak. :func:`two_spots` fits the two-spot model to such a peak, started from the one-spot fit's long axis,
-and compares it with the one-spot fit (anisotropic Gaussian): the drop in the sum of squared residuals over
+peak. :func:`split_merged` fits the two-spot model to such a peak, started from the one-spot fit's long
+axis, and compares it with the one-spot fit (anisotropic Gaussian): the drop in the sum of squared residuals over
 the noise variance is a likelihood-ratio statistic, about chi-square with one degree of freedom for a
 single spot; the peak splits when it exceeds ``threshold``.
 """
@@ -90,7 +90,7 @@ def fit_groups_of(
 ) -> list[GroupFit]:
     """:func:`fit_group` for ``G`` groups of ``K`` spots at once, each group's fit its own.
 
-    ``values`` ``(G, M)`` (NaN: no sample; a group with fewer samples is padded so), ``points``
+    ``values`` ``(G, M)`` (NaN: no sample), ``points``
     ``(G, M, ndim)``, ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``, the rest ``(G,)``.
     """
     g, k, ndim = centres.shape
@@ -213,14 +213,6 @@ def box(shape: tuple[int, ...], centres: np.ndarray, half: int) -> tuple[tuple[s
     return slices, np.stack(grids, axis=-1).reshape(-1, len(shape))
 
 
-@dataclass(frozen=True)
-class Split:
-    """The outcome of :func:`two_spots` for one peak."""
-
-    statistic: float
-    fit: GroupFit | None
-
-
 def _split_job(heatmaps, b: int, centre, mu, covariance, amplitude, background, half, lower, upper) -> _Job:
     """The two-spot fit of one peak: its window, and two starts along its own fit's long axis."""
     slices, points = box(heatmaps.shape[1:], centre[None], half)
@@ -250,32 +242,6 @@ def _statistic(fit: GroupFit, one_spot_rss: float, ndim: int) -> float:
         return 0.0
     variance = fit.rss / max(fit.used - (2 * ndim + 4), 1)
     return float((one_spot_rss - fit.rss) / variance) if variance > 0 else 0.0
-
-
-def two_spots(
-    heatmaps,
-    b: int,
-    centre: np.ndarray,
-    mu: np.ndarray,
-    covariance: np.ndarray,
-    amplitude: float,
-    background: float,
-    one_spot_rss: float,
-    half: int,
-    lower: float = -np.inf,
-    upper: float = np.inf,
-) -> Split:
-    """The two-spot model fitted to one peak, and its likelihood-ratio statistic against the one-spot fit.
-
-    The peak is in heatmap ``b`` of ``heatmaps`` (``(B, *spatial)``, or a stack read in pieces). ``mu``,
-    ``covariance`` ``(ndim, ndim)``, ``amplitude`` and ``background`` are the one-spot fit's (its
-    Gaussian's covariance in pixels^2); ``one_spot_rss`` its sum of squared residuals over the same window,
-    ``half`` pixels around the integer ``centre``. The two spots start at ``mu`` plus and minus the long
-    axis's excess over the short one; the statistic is ``(one_spot_rss - rss_2) / (rss_2 / dof_2)``.
-    """
-    job = _split_job(heatmaps, b, centre, mu, covariance, amplitude, background, half, lower, upper)
-    fit = _run([job], [job.start])[0]
-    return Split(_statistic(fit, one_spot_rss, len(centre)), fit if fit.ok else None)
 
 
 #: Largest group fitted jointly; a larger crowd keeps each peak's own fit.
@@ -353,38 +319,42 @@ class _Job:
 
 
 def _run(jobs: list[_Job], starts: list[np.ndarray]) -> list[GroupFit]:
-    """Fit jobs of one group size together, from ``starts``; samples padded to the longest with NaN."""
-    m = max(len(j.values) for j in jobs)
-    values = np.full((len(jobs), m), np.nan)
-    points = np.empty((len(jobs), m, jobs[0].points.shape[1]))
-    for i, j in enumerate(jobs):
-        values[i, : len(j.values)] = j.values
-        points[i, : len(j.points)] = j.points
-        points[i, len(j.points) :] = j.points[0]
-    field = lambda name: np.array([getattr(j, name) for j in jobs], dtype=np.float64)  # noqa: E731
-    return fit_groups_of(
-        values,
-        points,
-        np.stack(starts),
-        np.stack([j.amplitudes for j in jobs]),
-        field("background"),
-        field("sigma"),
-        field("lower"),
-        field("upper"),
-        field("reach"),
-        np.stack([j.start for j in jobs]),
-    )
+    """Fit jobs of one group size from ``starts``, those with as many samples together, in job order.
+
+    Never padded: a padded sample, even a left-out one, changes the blocking of the fit's sums, and a
+    group's fit would then depend on the groups fitted beside it.
+    """
+    results: list[GroupFit | None] = [None] * len(jobs)
+    sizes: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        sizes.setdefault(len(job.values), []).append(i)
+    for same in sizes.values():
+        part = [jobs[i] for i in same]
+        fitted = fit_groups_of(
+            np.stack([j.values for j in part]),
+            np.stack([j.points for j in part]),
+            np.stack([starts[i] for i in same]),
+            np.stack([j.amplitudes for j in part]),
+            *(
+                np.array([getattr(j, name) for j in part], np.float64)
+                for name in ("background", "sigma", "lower", "upper", "reach")
+            ),
+            np.stack([j.start for j in part]),
+        )
+        for i, fit in zip(same, fitted):
+            results[i] = fit
+    return results
 
 
 def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
     """Fit jointly the peaks of one heatmap whose windows overlap, in place of their own fits.
 
     ``fits`` is :func:`.gaussian.fit_peaks`'s; a group whose joint fit fails (or of more than
-    :data:`MAX_GROUP` peaks) keeps its peaks' own fits. Groups of one size (and about one box size) are
-    fitted together, each fit its own (as :func:`fit_groups_of` runs them).
+    :data:`MAX_GROUP` peaks) keeps its peaks' own fits. Groups of one size and box size are fitted together,
+    each fit its own (as :func:`fit_groups_of` runs them).
     """
     ndim = centres.shape[1]
-    jobs: dict[tuple[int, int], list[_Job]] = {}
+    jobs: dict[int, list[_Job]] = {}
     for b in np.unique(owner):
         mine = np.flatnonzero(owner == b)
         if len(mine) < 2:
@@ -401,9 +371,7 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
             start = centres[members].astype(np.float64)
             amplitudes = np.where(good & (fits.amplitude[members] > 0), fits.amplitude[members], 1.0)
             values = _read_box(heatmaps, b, slices)
-            # Batched by group size, and by sample count within a factor of about 1.4 (little padding).
-            key = (len(members), int(np.ceil(2 * np.log2(len(values)))))
-            jobs.setdefault(key, []).append(
+            jobs.setdefault(len(members), []).append(
                 _Job(
                     members,
                     values,
@@ -456,7 +424,7 @@ def split_merged(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, thresho
 
     Only peaks whose own fit worked, stands :data:`SPLIT_MIN_SNR` noise levels high, and whose window overlaps
     no other peak's are tested (a bump of noise has no two spots to find; a neighbour's tail is not a second
-    spot); a peak splits when :func:`two_spots`'s statistic exceeds ``threshold`` and the two
+    spot); a peak splits when :func:`_statistic` of its two-spot fit exceeds ``threshold`` and the two
     spots land on different pixels.
     """
     out: list[np.ndarray | None] = [None] * len(centres)
@@ -472,7 +440,7 @@ def split_merged(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, thresho
     for i in tested:
         jobs.setdefault(int(fits.half[i]), []).append(int(i))
     ndim = centres.shape[1]
-    for half, peaks in jobs.items():  # one window size per batch: no padding
+    for half, peaks in jobs.items():
         batch = [
             _split_job(
                 heatmaps,
