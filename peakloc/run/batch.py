@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -115,6 +114,8 @@ def _attempt(job: Job, outcome: Outcome, work: Callable[[], T]) -> T | None:
             raise
         outcome.errors.append(failure(exc))
         if job.debug:
+            import traceback
+
             outcome.traceback = traceback.format_exc()
     return None
 

@@ -8,10 +8,8 @@ is processed, so that standard error carries only ``peakloc:`` lines: the run la
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import tempfile
 import threading
 import warnings
 import weakref
@@ -19,19 +17,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-class _Collect(logging.Handler):
-    def __init__(self, notes: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.notes = notes
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.notes.append(record.getMessage().strip())
-
-
 @contextmanager
 def _log_records(notes: list[str], name: str = "tifffile") -> Iterator[None]:
+    # Without logging imported, no library has a logger yet: one that a library imported inside the block
+    # creates has no handler, so its records go to logging's last resort, sys.stderr, which fd 2's capture
+    # collects. Importing logging only for this would cost every start a few milliseconds.
+    logging = sys.modules.get("logging")
+    if logging is None:
+        yield
+        return
     logger = logging.getLogger(name)
-    handler = _Collect(notes)
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: notes.append(record.getMessage().strip())
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
@@ -41,8 +38,23 @@ def _log_records(notes: list[str], name: str = "tifffile") -> Iterator[None]:
         logger.propagate = propagate
 
 
+def _temporary_file():
+    """An anonymous file: in memory where Linux offers it (``memfd_create``), else a temporary file.
+
+    The memory file needs no disk and no import of :mod:`tempfile` (a few milliseconds of every start).
+    """
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.fdopen(os.memfd_create("peakloc-stderr", getattr(os, "MFD_CLOEXEC", 0)), "w+b")
+        except OSError:  # a kernel or sandbox without it
+            pass
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
 class _Sink:
-    """One temporary file per process, which captures reuse.
+    """One anonymous file per process, which captures reuse.
 
     Creating one per input cost a sixth of the time of locating a small PNG. A capture that finds it in
     use (another thread's) gets a file of its own.
@@ -56,12 +68,12 @@ class _Sink:
     @contextmanager
     def borrowed(self) -> Iterator:
         if not self.lock.acquire(blocking=False):
-            with tempfile.TemporaryFile() as own:
+            with _temporary_file() as own:
                 yield own
             return
         try:
             if self.pid != os.getpid():  # a forked child shares its parent's file offset: open its own
-                self.file, self.pid = tempfile.TemporaryFile(), os.getpid()
+                self.file, self.pid = _temporary_file(), os.getpid()
                 weakref.finalize(self, self.file.close)  # closed at exit, not left to the interpreter
             self.file.seek(0)
             self.file.truncate()

@@ -23,8 +23,6 @@ from ..io.remote import is_url
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
-from ..ops.subpixel import refine_flat, snr
-from ..ops.windows import estimate_shape
 from ..output.table import SHAPE_COLUMNS
 from .budget import check, needed, working_bytes
 from .settings import Settings
@@ -222,6 +220,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     where present ``(B, P)``, and which are split spots ``(B, P)``.
     """
     from ..ops.subpixel import crowded, gaussian
+    from ..ops.windows import estimate_shape
 
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
@@ -298,7 +297,12 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
         centres, present, split = _split_merged(work, layout, settings, centres, present, clip_levels)
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
-    estimate = estimate_shape(work, owner, points) if settings.extra else None
+    estimate = None
+    if settings.extra:
+        from ..ops.subpixel import snr
+        from ..ops.windows import estimate_shape
+
+        estimate = estimate_shape(work, owner, points)
 
     def scatter(values: np.ndarray, fill=0) -> np.ndarray:
         out = np.full(present.shape + values.shape[1:], fill, dtype=values.dtype)
@@ -310,7 +314,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
             return {}
         return dict(zip(SHAPE_COLUMNS, (scatter(sigma, np.nan), scatter(amplitude, np.nan), scatter(ratio, np.nan))))
 
-    plain = shape_columns(estimate.sigma, estimate.amplitude, snr(estimate)) if estimate is not None else {}
+    plain = {} if estimate is None else shape_columns(estimate.sigma, estimate.amplitude, snr(estimate))
     peaks: dict[str, MethodPeaks] = {}
     never = np.zeros(present.shape, bool)
     for method in settings.methods:
@@ -322,6 +326,8 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
             shape = {k: v[:, :1] for k, v in plain.items()}
             peaks[method] = MethodPeaks(coords, interpolate(raw, coords), present[:, :1], never[:, :1], shape)
         else:
+            from ..ops.subpixel import refine_flat  # not imported by runs without it: start-up
+
             result = refine_flat(
                 work,
                 owner,

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import PeaklocValueError
 from ..ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
-from ..ops.subpixel import METHODS as REFINE_METHODS
 
-#: :data:`peakloc.ops.subpixel.crowded.SPLIT_THRESHOLD` (a test keeps them equal), not imported: start-up
-#: needs no crowded-spot code.
+#: :data:`peakloc.ops.subpixel.crowded.SPLIT_THRESHOLD` and the names of :data:`peakloc.ops.subpixel.METHODS`
+#: (a test keeps them equal), not imported: a run without sub-pixel methods imports none of their code.
 SPLIT_THRESHOLD = 20.0
+REFINE_METHODS = ("local", "quadratic", "dark", "gaussian")
 
 if TYPE_CHECKING:
     from ..output.overlay_files import OverlaySettings

@@ -1,5 +1,7 @@
 import logging
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -35,3 +37,18 @@ def test_repeated_notes_appear_once():
         for _ in range(3):
             os.write(2, b"same line\n")
     assert notes == ["same line"]
+
+
+def test_log_records_of_a_library_imported_inside_the_capture_become_notes():
+    # A start imports no logging; a library that brings it inside a capture still has its records caught.
+    code = (
+        "import sys\n"
+        "from peakloc.run.capture import captured\n"
+        "assert 'logging' not in sys.modules\n"
+        "with captured() as notes:\n"
+        "    import logging\n"
+        "    logging.getLogger('tifffile').warning('<TiffPage 0> invalid tag')\n"
+        "print(notes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "['<TiffPage 0> invalid tag']\n", "")
