@@ -55,12 +55,26 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: 
     ndim = len(spatial)
     if not isinstance(heatmaps, np.ndarray):  # a Maps stack read in pieces: one box per peak
         return _windows_read(heatmaps, owner, centres, half)
-    index = centres[:, None, :] + offsets(half, ndim)[None]
-    inside = np.all((index >= 0) & (index < spatial), axis=-1)
-    flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
-    values = heatmaps.reshape(len(heatmaps), -1)[owner[:, None], flat].astype(np.float64)
-    values[~inside | ~np.isfinite(values)] = np.nan
-    return values.reshape((len(centres),) + (2 * half + 1,) * ndim)
+    side = 2 * half + 1
+    out = np.empty((len(centres),) + (side,) * ndim)
+    inside = np.all((centres >= half) & (centres < spatial - half), axis=1)
+    if inside.any():
+        # Windows wholly inside their map: one gather of boxes from a strided view of every box, no index
+        # arrays per sample (most peaks of a large map).
+        boxes = np.lib.stride_tricks.sliding_window_view(heatmaps, (side,) * ndim, axis=tuple(range(1, ndim + 1)))
+        corner = centres[inside] - half
+        out[inside] = boxes[(owner[inside], *corner.T)]
+    edge = np.flatnonzero(~inside)
+    if edge.size:
+        index = centres[edge, None, :] + offsets(half, ndim)[None]
+        within = np.all((index >= 0) & (index < spatial), axis=-1)
+        flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
+        values = heatmaps.reshape(len(heatmaps), -1)[owner[edge, None], flat].astype(np.float64)
+        values[~within] = np.nan
+        out[edge] = values.reshape((len(edge),) + (side,) * ndim)
+    if heatmaps.dtype.kind in "fc":
+        out[~np.isfinite(out)] = np.nan
+    return out
 
 
 def _windows_read(maps, owner: np.ndarray, centres: np.ndarray, half: int) -> np.ndarray:

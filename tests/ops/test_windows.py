@@ -14,6 +14,25 @@ def test_windows_hold_the_neighbourhood_with_nan_outside_and_at_non_finite_value
     np.testing.assert_array_equal(got[0], expected)
 
 
+@pytest.mark.parametrize("shape", [(3, 30, 40), (2, 9, 10, 12), (2, 50)])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_windows_inside_and_at_the_edges_equal_a_padded_maps_boxes(rng, shape, dtype):
+    maps = (rng.random(shape) * 1000).astype(dtype)
+    if dtype == np.float32:
+        maps.flat[rng.integers(0, maps.size, 30)] = np.nan
+        maps.flat[rng.integers(0, maps.size, 5)] = -np.inf
+    owner = rng.integers(0, shape[0], 200)
+    centres = np.stack([rng.integers(0, s, 200) for s in shape[1:]], axis=1)
+    half = 3
+    # Reference: each box cut from the map padded with NaN, one peak at a time.
+    padded = np.pad(maps.astype(np.float64), [(0, 0)] + [(half, half)] * (len(shape) - 1), constant_values=np.nan)
+    padded[~np.isfinite(padded)] = np.nan
+    expected = [padded[(b, *(slice(c, c + 2 * half + 1) for c in centre))] for b, centre in zip(owner, centres)]
+    got = windows(maps, owner, centres, half)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.array(expected))
+
+
 def test_offsets_and_strides_are_in_c_order():
     assert offsets(1, 2)[:4].tolist() == [[-1, -1], [-1, 0], [-1, 1], [0, -1]]
     assert c_strides((3, 4, 5)).tolist() == [20, 5, 1]

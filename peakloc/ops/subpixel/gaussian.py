@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...backends.numpy_backend import DEFAULT_THREADS, map_in_threads
 from ..windows import PeakShape, groups, offsets, windows
 from .quadratic import vertex
 
@@ -341,8 +342,10 @@ def fit_peaks(
     centres: np.ndarray,
     shape: PeakShape,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
 ) -> Fits:
-    """Each peak's own fit (see the module), in windows of its own size."""
+    """Each peak's own fit (see the module), in windows of its own size; chunks of peaks on ``threads``
+    threads (default: one per core, at most 8)."""
     n, ndim = centres.shape
     fits = Fits(
         centres.astype(np.float64),
@@ -360,13 +363,22 @@ def fit_peaks(
     )
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
-    for half, members in groups(fit_window(shape.sigma, ndim)):
-        for lo in range(0, len(members), FIT_CHUNK):
-            part = members[lo : lo + FIT_CHUNK]
-            peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
-            fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
-            fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
-            fits.take(part, fitted)
+    chunks = [
+        (half, members[lo : lo + FIT_CHUNK])
+        for half, members in groups(fit_window(shape.sigma, ndim))
+        for lo in range(0, len(members), FIT_CHUNK)
+    ]
+
+    def fit(chunk: tuple[int, np.ndarray]) -> Fits:
+        half, part = chunk
+        peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
+        fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
+        fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
+        return fitted
+
+    # The chunks are independent and NumPy releases the GIL in their loops: threads share them out.
+    for (_, part), fitted in zip(chunks, map_in_threads(fit, chunks, DEFAULT_THREADS if threads is None else threads)):
+        fits.take(part, fitted)
     return fits
 
 
