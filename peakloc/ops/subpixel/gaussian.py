@@ -344,8 +344,10 @@ def fit_peaks(
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
 ) -> Fits:
-    """Each peak's own fit (see the module), in windows of its own size; chunks of peaks on ``threads``
-    threads (default: one per core, at most 8)."""
+    """Each peak's own fit (see the module), in windows of its own size.
+
+    Chunks of peaks run on ``threads`` threads (default: one per core, at most 8).
+    """
     n, ndim = centres.shape
     fits = Fits(
         centres.astype(np.float64),
