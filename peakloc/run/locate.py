@@ -226,7 +226,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     points = centres[owner, rank]
     if not len(points):
         return centres, present, np.zeros(present.shape, bool)
-    fits = gaussian.fit_peaks(work, owner, points, estimate_shape(work, owner, points), clip_levels)
+    fits = gaussian.fit_peaks(work, owner, points, estimate_shape(work, owner, points), clip_levels, settings.threads)
     spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold)
     spatial = np.array(layout.spatial_shape)
     lists: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(len(present))]
@@ -339,6 +339,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 normalize=settings.normalize,
                 shape=estimate,
                 clip_levels=clip_levels,
+                threads=settings.threads,
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(

@@ -83,6 +83,7 @@ def refine_flat(
     normalize: str = "minmax",
     shape: PeakShape | None = None,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
 ) -> Refined:
     """Refine peaks given as (heatmap, integer centre) pairs.
 
@@ -105,6 +106,8 @@ def refine_flat(
     clip_levels : (ndarray, ndarray), optional
         ``gaussian``: each heatmap's saturation and floor levels, if already known (a stack read in pieces
         has them from :func:`peakloc.ops.streaming.map_stats`).
+    threads : int, optional
+        ``gaussian``: threads its chunks of peaks run on (default: one per core, at most 8; 1 for none).
 
     Returns
     -------
@@ -124,7 +127,15 @@ def refine_flat(
     if sigma is not None:
         shape = PeakShape(np.full(n, float(sigma)), shape.background, shape.amplitude, shape.noise)
     coords, fallback, shape, error = METHODS[method](
-        heatmaps, owner, centres, shape, window=window, beta=beta, normalize=normalize, clip_levels=clip_levels
+        heatmaps,
+        owner,
+        centres,
+        shape,
+        window=window,
+        beta=beta,
+        normalize=normalize,
+        clip_levels=clip_levels,
+        threads=threads,
     )
     spatial = np.array(heatmaps.shape[1:]) - 1
     coords = np.clip(np.where(np.isfinite(coords), coords, centres), 0, spatial)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...backends.numpy_backend import DEFAULT_THREADS, map_in_threads
+from ...backends import numpy_backend
 from ..windows import PeakShape, groups, offsets, windows
 from .quadratic import vertex
 
@@ -379,7 +379,8 @@ def fit_peaks(
         return fitted
 
     # The chunks are independent and NumPy releases the GIL in their loops: threads share them out.
-    for (_, part), fitted in zip(chunks, map_in_threads(fit, chunks, DEFAULT_THREADS if threads is None else threads)):
+    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+    for (_, part), fitted in zip(chunks, numpy_backend.map_in_threads(fit, chunks, threads)):
         fits.take(part, fitted)
     return fits
 
@@ -391,6 +392,7 @@ def locate(
     shape: PeakShape,
     *,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
     **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
     """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
@@ -401,6 +403,6 @@ def locate(
     """
     from .crowded import fit_groups
 
-    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels)
+    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads)
     fit_groups(heatmaps, owner, centres, fits)
     return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error
