@@ -6,6 +6,7 @@ Letters follow tifffile: ``Z``, ``Y``, ``X`` are spatial; every other known lett
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,7 @@ class Layout:
     @property
     def count(self) -> int:
         """Number of heatmaps."""
-        return int(np.prod(self.batch_shape, dtype=np.int64))
+        return math.prod(self.batch_shape)  # Python ints: no overflow, and no NumPy call per file
 
     def index_labels(self) -> list[str]:
         """One label per heatmap, in C order: ``""`` for a single map, else ``"C=2"`` or ``"T=0;C=2"``.

@@ -27,36 +27,47 @@ class Expanded:
     notes: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _directory(root: str, recursive: bool, found: Expanded) -> None:
-    """Supported files of a directory, sorted by name; with ``recursive``, subfolders too (by path)."""
-    base = Path(root)
-    files: list[Path] = []
+def _wanted(entry: os.DirEntry | Path) -> bool:
+    """A supported file, or a ``.zarr`` folder (one input, like a file)."""
+    name = entry.name
+    return is_supported(name) and (entry.is_file() or (entry.is_dir() and name.lower().endswith(".zarr")))
+
+
+def _flat(root: str) -> list[tuple[str, ...]]:
+    """The wanted entries of one folder, as one-part paths."""
+    # scandir's entries know their type without a stat per file (thousands of files per folder).
+    with os.scandir(root) as entries:
+        return [(e.name,) for e in entries if _wanted(e)]
+
+
+def _walk(root: str, found: Expanded) -> list[tuple[str, ...]]:
+    """The wanted entries of a folder and its subfolders, as paths relative to it, split into parts."""
 
     def unreadable(error: OSError) -> None:
         if error.filename is not None and os.path.normpath(error.filename) == os.path.normpath(root):
             raise error
         found.notes.append((str(error.filename), f"cannot list folder: {error.strerror or error}; skipped"))
 
-    def wanted(path: Path) -> bool:
-        # A .zarr folder is one input, like a file.
-        return is_supported(path) and (path.is_file() or (path.is_dir() and path.suffix.lower() == ".zarr"))
+    base = Path(root)
+    parts: list[tuple[str, ...]] = []
+    for folder, subfolders, names in os.walk(root, onerror=unreadable):
+        stores = [s for s in subfolders if s.lower().endswith(".zarr")]
+        subfolders[:] = sorted(s for s in subfolders if s not in stores)
+        parts += [p.relative_to(base).parts for p in (Path(folder, n) for n in names + stores) if _wanted(p)]
+    return parts
 
+
+def _directory(root: str, recursive: bool, found: Expanded) -> None:
+    """Supported files of a directory, sorted by name; with ``recursive``, subfolders too (by path)."""
     try:
-        if recursive:
-            for folder, subfolders, names in os.walk(root, onerror=unreadable):
-                stores = [s for s in subfolders if s.lower().endswith(".zarr")]
-                subfolders[:] = sorted(s for s in subfolders if s not in stores)
-                files += [p for p in (Path(folder, n) for n in names + stores) if wanted(p)]
-        else:
-            files = [p for p in base.iterdir() if wanted(p)]
+        parts = _walk(root, found) if recursive else _flat(root)
     except OSError as exc:
         found.inputs.append(Input(root, f"cannot list directory: {exc.strerror or exc}"))
         return
-    if not files:
+    if not parts:
         what = "folder and its subfolders have" if recursive else "folder has"
         found.notes.append((root, f"{what} no supported file (.npy, .png, .tif, .jpg, ...)"))
-    for p in sorted(files, key=lambda p: p.relative_to(base).parts):
-        found.inputs.append(Input(os.path.join(root, *p.relative_to(base).parts)))
+    found.inputs += [Input(os.path.join(root, *p)) for p in sorted(parts)]
 
 
 def expand(arguments: Iterable[str], recursive: bool, stdin: TextIO) -> Expanded:

@@ -6,6 +6,7 @@ The run layer checks the memory budget with it before anything is decoded: a 3 M
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,12 @@ class Probe:
     @property
     def nbytes(self) -> int:
         """Bytes of the decoded array."""
-        return int(np.prod(self.shape, dtype=np.float64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def values(self) -> int:
         """Number of heatmap values: the decoded array less its colour samples."""
-        return int(np.prod(self.shape, dtype=np.float64)) // self.samples
+        return math.prod(self.shape) // self.samples
 
 
 def _open(path):

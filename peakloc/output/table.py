@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import math
 import os
 import stat
 import sys
@@ -67,10 +68,11 @@ def number(value: Any) -> int | float | None:
         return int(value)
     if isinstance(value, np.floating) and value.dtype.itemsize < 8:
         value = float(str(value))  # str() of a NumPy float32 is its shortest round-trip repr
-    elif np.isfinite(value):
-        value = float(f"{float(value):.{DIGITS}g}")
-    value = float(value)
-    return value if np.isfinite(value) else None
+    else:
+        value = float(value)
+        if math.isfinite(value):  # math, not NumPy: a few rows per input, one call per number
+            value = float(f"{value:.{DIGITS}g}")
+    return value if math.isfinite(value) else None
 
 
 def _cell(value: Any) -> str:
