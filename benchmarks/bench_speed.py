@@ -153,9 +153,35 @@ def cpu(quick: bool) -> None:
                     number=5,
                 )
             record("cpu", f"{label}: peakloc vs kornia", ours, "kornia spatial_soft_argmax2d", korn, at_least=1.5)
+            if label.startswith("uniform"):
+                floor = exp_and_marginals(x, quick)
+                record("cpu", f"{label}: exp and marginal sums alone", floor, "kornia spatial_soft_argmax2d", korn)
+                print(
+                    "    (NumPy's float32 exp of every value and its sums onto both axes, the steps whose rounding\n"
+                    "    the results keep, on every core with no other work: the least time any such path can take)"
+                )
         except ImportError:
             print("  kornia not installed: no kornia row")
         record("cpu", f"{label}: peakloc vs numpy argmax", ours, "numpy argmax", argmax)
+
+
+def exp_and_marginals(x: np.ndarray, quick: bool) -> float:
+    """Seconds for ``np.exp`` of every value and the two marginal sums of each map, the batch split over cores.
+
+    On a uniform batch most values carry weight: these are the float32 operations whose rounding the
+    soft-argmax's results keep (its min-max scaling, clamp and decision between paths come on top).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = os.cpu_count() or 1
+    parts = np.array_split(x.reshape(-1, *x.shape[-2:]), cores)
+
+    def work(part: np.ndarray) -> None:
+        w = np.exp(part)
+        w.sum(axis=1), w.sum(axis=-1)
+
+    with ThreadPoolExecutor(cores) as pool:
+        return best_of(lambda: list(pool.map(work, parts)), repeat=5 if quick else 15, number=5)
 
 
 def spots_image(shape: tuple[int, ...], count: int, rng: np.random.Generator, sigma: float = 1.5) -> np.ndarray:
@@ -249,6 +275,31 @@ def spots_accuracy(quick: bool) -> None:
         record("spots", f"find_peaks + {method}, 2000 spots", ours_s, "trackpy.locate (numba)", theirs_s, at_least=bar)
         ROWS[-1].update({"rmse_px": round(rmse(ours()), 4), "baseline_rmse_px": round(their_rmse, 4)})
         print(f"    RMSE {ROWS[-1]['rmse_px']} px, trackpy {ROWS[-1]['baseline_rmse_px']} px (first 500 spots)")
+    gaussian_parts(image, theirs_s, repeat)
+
+
+def gaussian_parts(image: np.ndarray, trackpy_s: float, repeat: int) -> None:
+    """Where ``find_peaks`` + ``gaussian``'s time goes, each part timed alone, against trackpy's whole time."""
+    import copy
+
+    from peakloc.ops.subpixel import crowded, gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    peaks = peakloc.find_peaks(image, num_peaks=2000, min_distance=3, threshold=300)
+    maps, owner = image[None], np.zeros(len(peaks), np.int64)
+    shape = estimate_shape(maps, owner, peaks)
+    fits = gaussian.fit_peaks(maps, owner, peaks, shape)
+    parts = {
+        "find_peaks": lambda: peakloc.find_peaks(image, num_peaks=2000, min_distance=3, threshold=300),
+        "peak shapes (estimate_shape)": lambda: estimate_shape(maps, owner, peaks),
+        "each spot's own fit (fit_peaks)": lambda: gaussian.fit_peaks(maps, owner, peaks, shape),
+        "joint fits of spots that overlap (fit_groups)": lambda: crowded.fit_groups(
+            maps, owner, peaks, copy.deepcopy(fits)
+        ),
+    }
+    print("  gaussian's parts, each alone:")
+    for name, fn in parts.items():
+        record("spots", f"gaussian part: {name}", best_of(fn, repeat), "trackpy.locate (numba)", trackpy_s)
 
 
 def gpu(quick: bool) -> None:
@@ -388,6 +439,32 @@ def command_line(quick: bool, files: int, tiny_files: int) -> None:
             naive_s,
             at_least=4,
         )
+        # The least any tool can take: start Python with NumPy and OpenCV, decode every file, on every core.
+        floor = tmp / "floor.py"
+        floor.write_text(
+            "import glob, os, sys, cv2, numpy\n"
+            "files = sorted(glob.glob(sys.argv[1] + '/*.png'))\n"
+            "n = os.cpu_count() or 1\n"
+            "children = []\n"
+            "for k in range(n):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        for f in files[k::n]:\n"
+            "            cv2.imread(f, cv2.IMREAD_UNCHANGED)\n"
+            "        os._exit(0)\n"
+            "    children.append(pid)\n"
+            "for pid in children:\n"
+            "    os.waitpid(pid, 0)\n"
+        )
+        if hasattr(os, "fork"):
+            floor_s = best_of(run([sys.executable, str(floor), str(folder)]), repeat=3)
+            record(
+                "cli",
+                f"start-up and decoding alone ({files} PNG, every core)",
+                floor_s,
+                "naive one-process loop",
+                naive_s,
+            )
 
         # Tiny maps: the Gaussian fit's fixed costs, spread over files, against the plain argmax.
         tiny = tmp / "tiny"
