@@ -25,7 +25,7 @@ from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
 from ..output.table import SHAPE_COLUMNS
 from .budget import check, needed, working_bytes
-from .settings import Settings
+from .settings import REFINE_METHODS, Settings
 
 if TYPE_CHECKING:
     from ..ops.streaming import Slabs
@@ -217,7 +217,8 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
 
     A split peak becomes the two pixels of its spots; then each heatmap's peaks are ranked again by their
     value in ``work`` (highest first) and the first ``settings.peaks`` kept. Returns centres ``(B, P, ndim)``,
-    where present ``(B, P)``, and which are split spots ``(B, P)``.
+    where present ``(B, P)``, which are split spots ``(B, P)``, and the test's own fits of the peaks it was
+    given ``(owner, points, Fits)`` (or None), which the ``gaussian`` method reuses for the peaks that stay.
     """
     from ..ops.subpixel import crowded, gaussian
     from ..ops.windows import estimate_shape
@@ -225,7 +226,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
     if not len(points):
-        return centres, present, np.zeros(present.shape, bool)
+        return centres, present, np.zeros(present.shape, bool), None
     fits = gaussian.fit_peaks(work, owner, points, estimate_shape(work, owner, points), clip_levels, settings.threads)
     spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold)
     spatial = np.array(layout.spatial_shape)
@@ -252,7 +253,22 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
         for slot, k in enumerate(order):
             out[b, slot], split[b, slot] = kept[k]
             where[b, slot] = True
-    return out, where, split
+    return out, where, split, (owner, points, fits)
+
+
+def _known_fits(tested, owner: np.ndarray, points: np.ndarray):
+    """The two-spot test's fits for :func:`~peakloc.ops.subpixel.refine_flat`'s ``known``, or None.
+
+    ``(rows, Fits)``: per peak, its row in the test's fits, -1 for a peak the test made (a split spot). A
+    peak's own fit depends on its heatmap, position and shape estimate alone, so the test's fit of a peak is
+    the one the ``gaussian`` method would make again.
+    """
+    if tested is None:
+        return None
+    tested_owner, tested_points, fits = tested
+    index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested_owner, tested_points))}
+    rows = np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
+    return rows, fits
 
 
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
@@ -292,16 +308,16 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
     ``work`` is what the methods see (the smoothed heatmaps with ``--smooth``), ``raw`` gives the values;
     both may be read in pieces.
     """
-    split = None
+    split = tested = None
     if "gaussian" in settings.methods and settings.peaks > 1 and np.isfinite(settings.split_threshold):
-        centres, present, split = _split_merged(work, layout, settings, centres, present, clip_levels)
+        centres, present, split, tested = _split_merged(work, layout, settings, centres, present, clip_levels)
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
     estimate = None
-    if settings.extra:
-        from ..ops.subpixel import snr
+    if settings.extra or any(m in REFINE_METHODS for m in settings.methods):
         from ..ops.windows import estimate_shape
 
+        # Once for every method (and the --extra columns): each would otherwise estimate it again.
         estimate = estimate_shape(work, owner, points)
 
     def scatter(values: np.ndarray, fill=0) -> np.ndarray:
@@ -314,7 +330,11 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
             return {}
         return dict(zip(SHAPE_COLUMNS, (scatter(sigma, np.nan), scatter(amplitude, np.nan), scatter(ratio, np.nan))))
 
-    plain = {} if estimate is None else shape_columns(estimate.sigma, estimate.amplitude, snr(estimate))
+    plain = {}
+    if settings.extra:
+        from ..ops.subpixel import snr
+
+        plain = shape_columns(estimate.sigma, estimate.amplitude, snr(estimate))
     peaks: dict[str, MethodPeaks] = {}
     never = np.zeros(present.shape, bool)
     for method in settings.methods:
@@ -340,6 +360,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 shape=estimate,
                 clip_levels=clip_levels,
                 threads=settings.threads,
+                known=_known_fits(tested, owner, points) if method == "gaussian" and settings.sigma is None else None,
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(

@@ -84,6 +84,7 @@ def refine_flat(
     shape: PeakShape | None = None,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
+    known: tuple[np.ndarray, gaussian.Fits] | None = None,
 ) -> Refined:
     """Refine peaks given as (heatmap, integer centre) pairs.
 
@@ -108,6 +109,9 @@ def refine_flat(
         has them from :func:`peakloc.ops.streaming.map_stats`).
     threads : int, optional
         ``gaussian``: threads its chunks of peaks run on (default: one per core, at most 8; 1 for none).
+    known : (ndarray, Fits), optional
+        ``gaussian``: fits already made of some of these peaks, with this ``shape`` (see
+        :func:`.gaussian.fit_peaks`).
 
     Returns
     -------
@@ -136,6 +140,7 @@ def refine_flat(
         normalize=normalize,
         clip_levels=clip_levels,
         threads=threads,
+        known=known,
     )
     spatial = np.array(heatmaps.shape[1:]) - 1
     coords = np.clip(np.where(np.isfinite(coords), coords, centres), 0, spatial)

@@ -335,6 +335,10 @@ class Fits:
         for name in self.__dataclass_fields__:
             getattr(self, name)[part] = getattr(other, name)
 
+    def rows(self, index) -> Fits:
+        """The fits of peaks ``index``, a new :class:`Fits`."""
+        return Fits(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
 
 def fit_peaks(
     heatmaps: np.ndarray,
@@ -343,10 +347,14 @@ def fit_peaks(
     shape: PeakShape,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
+    known: tuple[np.ndarray, Fits] | None = None,
 ) -> Fits:
     """Each peak's own fit (see the module), in windows of its own size.
 
-    Chunks of peaks run on ``threads`` threads (default: one per core, at most 8).
+    Chunks of peaks run on ``threads`` threads (default: one per core, at most 8). ``known`` is
+    ``(rows, fits)``: peak ``i`` with ``rows[i] >= 0`` takes row ``rows[i]`` of ``fits``, an earlier call's
+    fits of the same peaks with the same shape estimates and clip levels (a fit depends on nothing else),
+    instead of being fitted again.
     """
     n, ndim = centres.shape
     fits = Fits(
@@ -363,11 +371,19 @@ def fit_peaks(
         np.full(n, -np.inf),
         np.full(n, np.inf),
     )
+    todo = np.arange(n)
+    if known is not None:
+        rows, earlier = known
+        have = rows >= 0
+        fits.take(np.flatnonzero(have), earlier.rows(rows[have]))
+        todo = np.flatnonzero(~have)
+        if not len(todo):
+            return fits
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
     chunks = [
-        (half, members[lo : lo + FIT_CHUNK])
-        for half, members in groups(fit_window(shape.sigma, ndim))
+        (half, todo[members[lo : lo + FIT_CHUNK]])
+        for half, members in groups(fit_window(shape.sigma[todo], ndim))
         for lo in range(0, len(members), FIT_CHUNK)
     ]
 
@@ -393,6 +409,7 @@ def locate(
     *,
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
+    known: tuple[np.ndarray, Fits] | None = None,
     **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
     """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
@@ -403,6 +420,6 @@ def locate(
     """
     from .crowded import fit_groups
 
-    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads)
+    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
     fit_groups(heatmaps, owner, centres, fits)
     return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error
