@@ -85,7 +85,8 @@ def _residuals(y, value, jac, upper, lower, valid):
     flo = valid & (y <= lower[:, None])
     active &= ~(flo & (r > 0))
     r = np.where(active, r, 0.0)
-    return r, np.where(active[..., None], jac, 0.0)
+    jac[~active] = 0.0  # in place: the Jacobian is the caller's fresh array, and it is the largest
+    return r, jac
 
 
 def _positive_definite(precision: np.ndarray) -> np.ndarray:
@@ -146,9 +147,12 @@ def _fit_steps(y, d_base, theta, upper, lower, valid, half):
         new_cost, new_r, new_jac, precision = cost_of(trial, rows)
         better = (new_cost < cost[rows]) & _positive_definite(precision) & (trial[:, ndim] > 0)
         better &= np.all(np.abs(trial[:, :ndim]) <= half, axis=1)
-        theta[rows] = np.where(better[:, None], trial, theta_a)
-        r[rows] = np.where(better[:, None], new_r, r_a)
-        jac[rows] = np.where(better[:, None, None], new_jac, jac_a)
+        # Only the accepted steps are written back: a whole Jacobian's copy per iteration was the loop's
+        # largest memory traffic.
+        moved = rows[better]
+        theta[moved] = trial[better]
+        r[moved] = new_r[better]
+        jac[moved] = new_jac[better]
         small = np.all(np.abs(step[:, :ndim]) < 1e-7, axis=1)
         cost[rows] = np.where(better, new_cost, cost[rows])
         lam[rows] = np.where(better, lam_a * 0.3, lam_a * 10)
