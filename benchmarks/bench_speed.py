@@ -3,6 +3,9 @@
 Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--tiny-files N] [--cluster-files N]
 
 Every row with a bar (issue #13's, and #12's for the cluster) says PASS or FAIL; the run ends with the count.
+Rows without a bar show where the time goes: the floors that bound what any implementation keeping peakloc's
+results can reach (exp and marginal sums of the uniform batch; each part of find_peaks + gaussian; start-up,
+decoding, argmax and soft-argmax of the PNG folder), measured in the same run as the rows they bound.
 
 - CPU: soft-argmax of the pose batch 64x17x64x48 (float32; Gaussian keypoint maps, and uniform random
   values as the worst case): peakloc (NumPy) vs kornia's spatial_soft_argmax2d (torch, CPU), the seed's
