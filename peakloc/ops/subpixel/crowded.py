@@ -138,11 +138,12 @@ def fit_groups_of(
             trial = theta[rows] + step
             new_cost, new_r, new_jac, new_value = evaluate(trial, rows)
             better = (new_cost < cost[rows]) & acceptable(trial, rows)
-            theta[rows] = np.where(better[:, None], trial, theta[rows])
-            cost[rows] = np.where(better, new_cost, cost[rows])
-            r[rows] = np.where(better[:, None], new_r, r[rows])
-            jac[rows] = np.where(better[:, None, None], new_jac, jac[rows])
-            value[rows] = np.where(better[:, None], new_value, value[rows])
+            moved = rows[better]  # only accepted steps are written back
+            theta[moved] = trial[better]
+            cost[moved] = new_cost[better]
+            r[moved] = new_r[better]
+            jac[moved] = new_jac[better]
+            value[moved] = new_value[better]
             lam[rows] = np.where(better, lam[rows] * 0.3, lam[rows] * 10)
             small = np.all(np.abs(step[:, : k * ndim]) < 1e-7, axis=1)
             done[rows] |= (better & small) | (lam[rows] > 1e10)
