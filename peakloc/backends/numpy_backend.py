@@ -225,6 +225,25 @@ def _sparse_sums(flat, spatial, hi, coef, index, dtype) -> np.ndarray:
     return out
 
 
+def _few_kept(flat: np.ndarray, threshold: np.ndarray, finite: np.ndarray | None) -> np.ndarray | None:
+    """Flat positions (ascending) of the kept values of ``flat`` ``(b, n)``, or None if there may be many.
+
+    Kept: finite, and at or above their row's ``threshold``; None when more than :data:`DENSE_SHARE` of all
+    values might be. The same list as ``np.flatnonzero(flat >= threshold[:, None])`` less the non-finite
+    values, found faster: one comparison with the lowest threshold, a scalar (about 4x faster than each row
+    against its own), gives candidates, which are then checked against their own row's threshold.
+    """
+    lowest = threshold.min()
+    if np.isnan(lowest):
+        return None
+    candidate = flat >= lowest
+    if np.count_nonzero(candidate) > DENSE_SHARE * flat.size:  # counted before listing: a dense list is slow
+        return None
+    candidates = np.flatnonzero(candidate)
+    kept = candidates[flat.reshape(-1)[candidates] >= threshold[candidates // flat.shape[1]]]
+    return kept if finite is None else kept[finite.reshape(-1)[kept]]
+
+
 def _sums(
     x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, offset: int = 0
 ) -> np.ndarray:
@@ -241,16 +260,17 @@ def _sums(
     cut = -(np.log(per_map * (1 + offset)) + NEGLIGIBLE_LOGIT)
     with np.errstate(divide="ignore"):
         threshold = np.where(coef > 0, hi + cut / np.where(coef > 0, coef, 1), -np.inf)
-    keep = flat >= threshold.astype(np.result_type(flat.dtype, np.float32))[:, None]
-    if finite is not None:
-        keep &= finite.reshape(b, per_map)
-    index = None
-    if np.count_nonzero(keep) <= DENSE_SHARE * keep.size:
-        # Few kept values (a peaked batch): list them once and count them per map from that list, which is
-        # cheaper than counting every row's mask.
-        index = np.flatnonzero(keep)
+    threshold = threshold.astype(np.result_type(flat.dtype, np.float32))
+    index = _few_kept(flat, threshold, finite)
+    if index is not None:
+        # Few kept values (a peaked batch): listed once and counted per map from that list, which is cheaper
+        # than counting every row's mask.
+        keep = None
         counts = np.bincount(index // per_map, minlength=b)
     else:
+        keep = flat >= threshold[:, None]
+        if finite is not None:
+            keep &= finite.reshape(b, per_map)
         counts = count_per_row(keep)
     dense = counts > DENSE_SHARE * per_map
     out = np.empty((b, 1 + len(spatial)))
@@ -263,7 +283,13 @@ def _sums(
         mask = None if finite is None else finite[rows]
         out[rows] = _dense_sums(x[rows], hi[rows], coef[rows], mask, dtype, cut)
         rows = np.flatnonzero(~dense)
-        out[rows] = _sparse_sums(flat[rows], spatial, hi[rows], coef[rows], np.flatnonzero(keep[rows]), dtype)
+        if keep is not None:
+            sparse = np.flatnonzero(keep[rows])
+        else:  # the listed positions of those rows, renumbered as positions in flat[rows]
+            owner = index // per_map
+            mine = ~dense[owner]
+            sparse = (np.cumsum(~dense) - 1)[owner[mine]] * per_map + index[mine] % per_map
+        out[rows] = _sparse_sums(flat[rows], spatial, hi[rows], coef[rows], sparse, dtype)
     out[:, 1] += offset * out[:, 0]
     return out
 

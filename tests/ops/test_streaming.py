@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from peakloc.backends.numpy_backend import count_per_row
+from peakloc.backends.numpy_backend import DENSE_SHARE, _few_kept, count_per_row
 from peakloc.ops import streaming
 from peakloc.ops.lazy import Maps
 
@@ -45,6 +45,25 @@ def test_a_map_with_no_finite_value_in_some_slabs_uses_the_others(rng):
 def test_count_per_row_counts_like_numpy(rng, shape):
     mask = rng.random(shape) > 0.7
     np.testing.assert_array_equal(count_per_row(mask), np.count_nonzero(mask, axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int64])
+def test_few_kept_lists_what_each_rows_own_threshold_keeps(rng, dtype):
+    flat = (rng.random((40, 300)) ** 6 * 200).astype(dtype)
+    threshold = rng.uniform(120, 190, 40).astype(np.result_type(dtype, np.float32))
+    finite = None
+    if np.dtype(dtype).kind == "f":
+        flat[3, :5] = [np.inf, np.nan, 199, -np.inf, np.nan]
+        finite = np.isfinite(flat)
+    expected = np.flatnonzero((flat >= threshold[:, None]) & (True if finite is None else finite))
+    assert 0 < len(expected) <= DENSE_SHARE * flat.size
+    np.testing.assert_array_equal(_few_kept(flat, threshold, finite), expected)
+
+
+def test_few_kept_gives_up_where_many_values_might_be_kept(rng):
+    flat = rng.random((10, 100)).astype(np.float32)
+    assert _few_kept(flat, np.full(10, 0.5, np.float32), None) is None
+    assert _few_kept(flat, np.array([np.nan] + [0.99] * 9, np.float32), None) is None
 
 
 def test_count_per_row_counts_a_strided_mask_like_numpy(rng):
