@@ -236,19 +236,10 @@ def _few_kept(flat: np.ndarray, threshold: np.ndarray, finite: np.ndarray | None
     lowest = threshold.min()
     if np.isnan(lowest):
         return None
-    candidate = (flat >= lowest).reshape(-1)
-    if len(candidate) % 8 == 0:
-        # Listed 8 flags at a time: the words holding a candidate, then those words' flags (a sparse mask's
-        # listing costs an eighth of np.flatnonzero's scan of every flag).
-        words = np.flatnonzero(candidate.view(np.uint64))
-        if len(words) > DENSE_SHARE * len(candidate) / 8:
-            return None
-        flags = (words[:, None] * 8 + np.arange(8)).reshape(-1)
-        candidates = flags[candidate[flags]]
-    else:
-        if np.count_nonzero(candidate) > DENSE_SHARE * len(candidate):  # counted first: a dense list is slow
-            return None
-        candidates = np.flatnonzero(candidate)
+    candidate = flat >= lowest
+    if np.count_nonzero(candidate) > DENSE_SHARE * flat.size:  # counted before listing: a dense list is slow
+        return None
+    candidates = np.flatnonzero(candidate)
     kept = candidates[flat.reshape(-1)[candidates] >= threshold[candidates // flat.shape[1]]]
     return kept if finite is None else kept[finite.reshape(-1)[kept]]
 

@@ -47,7 +47,7 @@ def test_count_per_row_counts_like_numpy(rng, shape):
     np.testing.assert_array_equal(count_per_row(mask), np.count_nonzero(mask, axis=1))
 
 
-@pytest.mark.parametrize("width", [304, 301])  # listed by words of 8 flags, or flag by flag
+@pytest.mark.parametrize("width", [304, 301])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int64])
 def test_few_kept_lists_what_each_rows_own_threshold_keeps(rng, dtype, width):
     # Each row: low values, and one run of high ones where its peak is (a peaked map's kept values).
