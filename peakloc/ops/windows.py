@@ -66,15 +66,38 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: 
         out[inside] = boxes[(owner[inside], *corner.T)]
     edge = np.flatnonzero(~inside)
     if edge.size:
-        index = centres[edge, None, :] + offsets(half, ndim)[None]
-        within = np.all((index >= 0) & (index < spatial), axis=-1)
-        flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
-        values = heatmaps.reshape(len(heatmaps), -1)[owner[edge, None], flat].astype(np.float64)
-        values[~within] = np.nan
-        out[edge] = values.reshape((len(edge),) + (side,) * ndim)
+        out[edge] = _edge_windows(heatmaps, owner[edge], centres[edge], half)
     if heatmaps.dtype.kind in "fc":
         out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _edge_windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: int) -> np.ndarray:
+    """:func:`windows` of peaks whose windows cross their map's edge: float64, NaN outside the map.
+
+    Where their maps are small next to the windows (tiny maps, whose every window crosses an edge), the maps
+    are padded and the windows gathered from a strided view, as inside; else one index per sample.
+    """
+    spatial = np.array(heatmaps.shape[1:])
+    ndim, side = len(spatial), 2 * half + 1
+    maps, local = np.unique(owner, return_inverse=True)
+    if len(maps) * np.prod(spatial + 2 * half, dtype=np.float64) <= 4 * len(owner) * side**ndim:
+        padded = np.pad(heatmaps[maps], [(0, 0)] + [(half, half)] * ndim)
+        boxes = np.lib.stride_tricks.sliding_window_view(padded, (side,) * ndim, axis=tuple(range(1, ndim + 1)))
+        values = boxes[(local, *centres.T)].astype(np.float64)
+        for k in range(ndim):  # outside the map, axis by axis
+            position = centres[:, k, None] + np.arange(-half, half + 1)
+            outside = ((position < 0) | (position >= spatial[k])).reshape(
+                (len(owner),) + (1,) * k + (side,) + (1,) * (ndim - k - 1)
+            )
+            values[np.broadcast_to(outside, values.shape)] = np.nan
+        return values
+    index = centres[:, None, :] + offsets(half, ndim)[None]
+    within = np.all((index >= 0) & (index < spatial), axis=-1)
+    flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
+    values = heatmaps.reshape(len(heatmaps), -1)[owner[:, None], flat].astype(np.float64)
+    values[~within] = np.nan
+    return values.reshape((len(owner),) + (side,) * ndim)
 
 
 def _windows_read(maps, owner: np.ndarray, centres: np.ndarray, half: int) -> np.ndarray:

@@ -14,15 +14,18 @@ def test_windows_hold_the_neighbourhood_with_nan_outside_and_at_non_finite_value
     np.testing.assert_array_equal(got[0], expected)
 
 
-@pytest.mark.parametrize("shape", [(3, 30, 40), (2, 9, 10, 12), (2, 50)])
+# Small maps: every window near an edge, gathered from padded maps; one large map with a few peaks: its edge
+# windows by index.
+@pytest.mark.parametrize("shape,count", [((3, 30, 40), 200), ((2, 9, 10, 12), 200), ((2, 50), 200), ((1, 300, 200), 8)])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
-def test_windows_inside_and_at_the_edges_equal_a_padded_maps_boxes(rng, shape, dtype):
+def test_windows_inside_and_at_the_edges_equal_a_padded_maps_boxes(rng, shape, count, dtype):
     maps = (rng.random(shape) * 1000).astype(dtype)
     if dtype == np.float32:
         maps.flat[rng.integers(0, maps.size, 30)] = np.nan
         maps.flat[rng.integers(0, maps.size, 5)] = -np.inf
-    owner = rng.integers(0, shape[0], 200)
-    centres = np.stack([rng.integers(0, s, 200) for s in shape[1:]], axis=1)
+    owner = rng.integers(0, shape[0], count)
+    centres = np.stack([rng.integers(0, s, count) for s in shape[1:]], axis=1)
+    centres[: count // 2, 0] = rng.integers(0, 3, count // 2)  # half of them at the first edge
     half = 3
     # Reference: each box cut from the map padded with NaN, one peak at a time.
     padded = np.pad(maps.astype(np.float64), [(0, 0)] + [(half, half)] * (len(shape) - 1), constant_values=np.nan)
