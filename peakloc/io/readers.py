@@ -5,7 +5,9 @@ Heavy libraries load only for their own format: OpenCV for images, tifffile for 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -51,14 +53,30 @@ TIFF_IN_PIECES = 64 * 1024**2
 LUMA = (0.299, 0.587, 0.114)
 
 
+def suffix_of(path: str | os.PathLike) -> str:
+    """``Path(path).suffix.lower()``, without building a Path for a plain POSIX path (several per input).
+
+    Examples
+    --------
+    >>> suffix_of("a/b.PNG"), suffix_of("stack.ome.tif"), suffix_of("run.zarr/"), suffix_of(".npy"), suffix_of("a.")
+    ('.png', '.tif', '.zarr', '', '')
+    """
+    text = os.fspath(path)
+    name = text.rstrip("/").rpartition("/")[2] if isinstance(text, str) and os.sep == "/" else ""
+    if name in ("", ".", ".."):  # pathlib's rules for the rare rest: "a/.", "", bytes, Windows
+        return Path(path).suffix.lower()
+    i = name.rfind(".")
+    return name[i:].lower() if 0 < i < len(name) - 1 else ""
+
+
 def is_supported(path: str | os.PathLike) -> bool:
     """True when the file's extension (any case) is one peakloc reads."""
-    return Path(path).suffix.lower() in SUFFIXES
+    return suffix_of(path) in SUFFIXES
 
 
 def kind_of(path: str | os.PathLike) -> str:
     """``npy``, ``tiff``, ``zarr`` or ``image`` by extension (any case)."""
-    suffix = Path(path).suffix.lower()
+    suffix = suffix_of(path)
     if suffix in ZARR_SUFFIXES:
         return "zarr"
     return "npy" if suffix in NPY_SUFFIXES else "tiff" if suffix in TIFF_SUFFIXES else "image"
@@ -197,10 +215,17 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
 
 def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bool | None):
     """``(array, stored axes or None)`` of a file or Zarr folder on disk."""
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise InputError("no such file or directory")
-    if path.is_dir() and suffix not in ZARR_SUFFIXES:
+    suffix = suffix_of(path)
+    try:
+        # One stat answers what Path.exists, is_dir, is_file and stat would each ask again.
+        status = os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):  # as Path.exists
+            raise
+        raise InputError("no such file or directory") from None
+    except ValueError:
+        raise InputError("no such file or directory") from None
+    if stat.S_ISDIR(status.st_mode) and suffix not in ZARR_SUFFIXES:
         raise InputError("is a directory")
     if suffix not in SUFFIXES:
         raise _unsupported(suffix)
@@ -208,9 +233,9 @@ def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bo
     with _decoding(kind):
         if kind == "zarr":
             return read_zarr(path)
-        if not path.is_file():
+        if not stat.S_ISREG(status.st_mode):
             raise InputError("is not a regular file")
-        if path.stat().st_size == 0:
+        if status.st_size == 0:
             raise InputError("file is empty")
         if kind == "npy":
             return read_npy(path), None

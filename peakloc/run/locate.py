@@ -7,6 +7,7 @@ which :meth:`Located.part` splits again); this module holds the wiring, not the 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -573,6 +574,15 @@ def _stack(array, letters: str) -> tuple[Maps, Layout]:
 BOMB_RATIO = 1100
 
 
+def _regular_size(path: str) -> int | None:
+    """Size in bytes of a regular file (symbolic links followed), None for anything else or nothing."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
 def read_heatmaps(path: str, settings: Settings | None = None, budget: int | None = None):
     """A file's heatmaps ``(B, *spatial)`` and their layout; :class:`PeaklocError` for a bad input.
 
@@ -587,9 +597,10 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     url = is_url(path)
     # Decoded whole: images, small TIFFs, and NPY files from a URL (no memory map there).
     whole = ("image", "tiff", "npy") if url else ("image", "tiff")
-    if kind in whole and is_supported(path) and (url or os.path.isfile(path)):
+    stored = None if url or kind not in whole or not is_supported(path) else _regular_size(path)
+    if kind in whole and is_supported(path) and (url or stored is not None):
         try:
-            found, size = probe(path, kind), (remote.size(path) if url else os.path.getsize(path))
+            found, size = probe(path, kind), (remote.size(path) if url else stored)
         except OSError:  # a URL that names nothing: the reader says so in its words
             found, size = None, 0
         # Read in pieces, a large TIFF needs no budget check, unless it claims more than any honest file holds:

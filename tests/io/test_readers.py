@@ -1,12 +1,16 @@
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peakloc import io
 from peakloc.errors import AxesError, InputError
+from peakloc.io import readers
 
 
 def test_png_8_bit_is_read_as_stored(tmp_path, rng):
@@ -126,3 +130,13 @@ def test_axes_override_must_match_the_number_of_axes(tmp_path):
     np.save(tmp_path / "a.npy", np.ones((3, 4)))
     with pytest.raises(AxesError, match="names 3 axes but the data has 2"):
         io.read(tmp_path / "a.npy", axes="CYX")
+
+
+@given(st.text(alphabet="ab./P", max_size=12))
+def test_suffix_of_a_path_is_pathlibs_in_lower_case(text):
+    assert readers.suffix_of(text) == Path(text).suffix.lower()
+
+
+@pytest.mark.parametrize("name", ["x.png/.", "run.zarr//", "a/..", ".npy", "a.", "a/.hidden.PNG", "a..png", ""])
+def test_suffix_of_the_odd_paths_is_pathlibs(name):
+    assert readers.suffix_of(name) == Path(name).suffix.lower()
