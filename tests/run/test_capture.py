@@ -52,3 +52,14 @@ def test_log_records_of_a_library_imported_inside_the_capture_become_notes():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (out.returncode, out.stdout, out.stderr) == (0, "['<TiffPage 0> invalid tag']\n", "")
+
+
+def test_each_capture_gets_only_what_its_own_block_wrote_as_the_sink_fills_and_empties():
+    lines = [(b"%d " % k) * 9000 for k in range(4)]  # 18 to 36 KB each: the sink is emptied between them
+    for line in lines:
+        with captured() as notes:
+            os.write(2, line + b"\n")
+        assert notes == [line.decode().strip()]
+        with captured() as notes:
+            pass
+        assert notes == []
