@@ -6,6 +6,7 @@ import tifffile
 
 from peakloc.errors import AxesError, NoFiniteValueError
 from peakloc.io.axes import Layout
+from peakloc.run import locate as locate_module
 from peakloc.run.locate import locate, read_heatmaps
 from peakloc.run.settings import Settings
 
@@ -94,3 +95,22 @@ def test_normalized_table_coordinates_map_the_corners_to_plus_minus_one():
     located = locate(maps, Layout("", (), "YX", (5, 9)), Settings(methods=("argmax",)))
     assert located.table_coords("normalized")["argmax"].tolist() == [[[1.0, 1.0]]]
     assert located.table_coords("pixel")["argmax"].tolist() == [[[4, 8]]]
+
+
+def test_gaussian_after_the_two_spot_test_equals_its_fits_made_afresh(rng, monkeypatch):
+    # The method reuses the test's own fits of the peaks that stay: they must be the fits it makes again.
+    yy, xx = np.mgrid[:40, :48]
+    spot = lambda y, x: 100 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))  # noqa: E731
+    heat = 5 + spot(10, 10) + spot(20.3, 30.6) + spot(30, 14 - 1.2) + spot(30, 14 + 1.2)  # the last two merge
+    maps = (heat + rng.normal(0, 1, heat.shape))[None]
+    layout = Layout("", (), "YX", heat.shape)
+    settings = Settings(methods=("gaussian",), peaks=6, threshold=30, extra=True)
+    reused = locate(maps, layout, settings).peaks["gaussian"]
+    assert reused.split.any() and not reused.split.all()  # some peaks new, some reused
+    monkeypatch.setattr(locate_module, "_known_fits", lambda *args: None)
+    afresh = locate(maps, layout, settings).peaks["gaussian"]
+    np.testing.assert_array_equal(reused.present, afresh.present)
+    np.testing.assert_array_equal(reused.coords, afresh.coords)
+    np.testing.assert_array_equal(reused.error, afresh.error)
+    for column, values in reused.shape.items():
+        np.testing.assert_array_equal(values, afresh.shape[column])
