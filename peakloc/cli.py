@@ -24,7 +24,7 @@ from .ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
 from .ops.smoothing import MIN_SMOOTH
 from .output.table import COLUMNS, EXTRA_COLUMNS, FORMATS, TableWriter, infer_format
 from .run.budget import DEFAULT_MAX_MEMORY, describe, parse_size
-from .run.settings import COORDS, METHOD_ALIASES, METHODS, Settings, parse_methods
+from .run.settings import COORDS, METHOD_ALIASES, METHODS, SPLIT_THRESHOLD, Settings, parse_methods
 
 #: Show a progress bar from this many inputs on (when stderr is a terminal).
 PROGRESS_MIN_INPUTS = 5
@@ -284,7 +284,7 @@ peak_options = option_group(
     click.option(
         "--split-threshold",
         type=click.FloatRange(min=0),
-        default=20.0,
+        default=SPLIT_THRESHOLD,
         show_default=True,
         metavar="CHI2",
         help="With -m gaussian and --peaks above 1: a peak is split into two spots (the --extra column split) "

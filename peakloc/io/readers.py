@@ -189,10 +189,10 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
     store, never memory-mapped); NPY files and images are read whole.
     """
     fs, where = filesystem(url)
-    suffix = Path(where.rstrip("/")).suffix.lower()
+    suffix = suffix_of(where)
     if suffix not in SUFFIXES:
         raise _unsupported(suffix)
-    kind = kind_of(where.rstrip("/"))
+    kind = kind_of(where)
     with _decoding(kind):
         if not fs.exists(where):
             raise InputError("no such file or directory")

@@ -58,18 +58,24 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: 
     side = 2 * half + 1
     out = np.empty((len(centres),) + (side,) * ndim)
     inside = np.all((centres >= half) & (centres < spatial - half), axis=1)
-    if inside.any():
-        # Windows wholly inside their map: one gather of boxes from a strided view of every box, no index
-        # arrays per sample (most peaks of a large map).
-        boxes = np.lib.stride_tricks.sliding_window_view(heatmaps, (side,) * ndim, axis=tuple(range(1, ndim + 1)))
-        corner = centres[inside] - half
-        out[inside] = boxes[(owner[inside], *corner.T)]
+    if inside.any():  # wholly inside their map: most peaks of a large map
+        out[inside] = _boxes(heatmaps, owner[inside], centres[inside] - half, side)
     edge = np.flatnonzero(~inside)
     if edge.size:
         out[edge] = _edge_windows(heatmaps, owner[edge], centres[edge], half)
     if heatmaps.dtype.kind in "fc":
         out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _boxes(maps: np.ndarray, owner: np.ndarray, corners: np.ndarray, side: int) -> np.ndarray:
+    """Boxes of ``side`` samples per axis with these lowest ``corners`` ``(N, ndim)``, in the maps' dtype.
+
+    One gather from a strided view of every box of ``maps`` ``(B, *spatial)``: no index arrays per sample.
+    """
+    ndim = maps.ndim - 1
+    boxes = np.lib.stride_tricks.sliding_window_view(maps, (side,) * ndim, axis=tuple(range(1, ndim + 1)))
+    return boxes[(owner, *corners.T)]
 
 
 def _edge_windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: int) -> np.ndarray:
@@ -83,8 +89,7 @@ def _edge_windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, 
     maps, local = np.unique(owner, return_inverse=True)
     if len(maps) * np.prod(spatial + 2 * half, dtype=np.float64) <= 4 * len(owner) * side**ndim:
         padded = np.pad(heatmaps[maps], [(0, 0)] + [(half, half)] * ndim)
-        boxes = np.lib.stride_tricks.sliding_window_view(padded, (side,) * ndim, axis=tuple(range(1, ndim + 1)))
-        values = boxes[(local, *centres.T)].astype(np.float64)
+        values = _boxes(padded, local, centres, side).astype(np.float64)  # corners shift by the padding
         for k in range(ndim):  # outside the map, axis by axis
             position = centres[:, k, None] + np.arange(-half, half + 1)
             outside = ((position < 0) | (position >= spatial[k])).reshape(

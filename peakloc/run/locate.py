@@ -361,7 +361,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 shape=estimate,
                 clip_levels=clip_levels,
                 threads=settings.threads,
-                known=_known_fits(tested, owner, points) if method == "gaussian" and settings.sigma is None else None,
+                known=_known_fits(tested, owner, points) if method == "gaussian" else None,
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(
@@ -597,8 +597,9 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     url = is_url(path)
     # Decoded whole: images, small TIFFs, and NPY files from a URL (no memory map there).
     whole = ("image", "tiff", "npy") if url else ("image", "tiff")
-    stored = None if url or kind not in whole or not is_supported(path) else _regular_size(path)
-    if kind in whole and is_supported(path) and (url or stored is not None):
+    probed = kind in whole and is_supported(path)
+    stored = _regular_size(path) if probed and not url else None
+    if probed and (url or stored is not None):
         try:
             found, size = probe(path, kind), (remote.size(path) if url else stored)
         except OSError:  # a URL that names nothing: the reader says so in its words

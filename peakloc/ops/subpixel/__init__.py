@@ -111,7 +111,7 @@ def refine_flat(
         ``gaussian``: threads its chunks of peaks run on (default: one per core, at most 8; 1 for none).
     known : (ndarray, Fits), optional
         ``gaussian``: fits already made of some of these peaks, with this ``shape`` (see
-        :func:`.gaussian.fit_peaks`).
+        :func:`.gaussian.fit_peaks`); ignored with ``sigma``, which replaces the shape's widths.
 
     Returns
     -------
@@ -130,6 +130,7 @@ def refine_flat(
         shape = estimate_shape(heatmaps, owner, centres)
     if sigma is not None:
         shape = PeakShape(np.full(n, float(sigma)), shape.background, shape.amplitude, shape.noise)
+        known = None  # made with the estimated widths, not this one
     coords, fallback, shape, error = METHODS[method](
         heatmaps,
         owner,
