@@ -249,12 +249,20 @@ def _as_float(piece: np.ndarray) -> np.ndarray:
     return piece
 
 
-def _candidates_of(
-    x: np.ndarray, box: tuple[int, int, int], rows: int, min_distance: int, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Local-maximum candidates ``(coords (k, ndim), values (k,))`` of one slab of ``rows`` rows.
+#: Candidates a slab hands on at first, best first: the rest of a noisy volume's local maxima (one voxel in
+#: 27) would outgrow the memory budget. Fewer than the greedy spacing needs: more, read again (see
+#: :func:`local_maxima`).
+SLAB_CANDIDATES = 1 << 14
 
-    ``x`` is the slab read with its halo (``box``: see :class:`Slabs`).
+
+def _candidates_of(
+    x: np.ndarray, box: tuple[int, int, int], rows: int, min_distance: int, threshold: float, most: int | None
+) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """Local-maximum candidates of one slab of ``rows`` rows: the ``most`` best, and the best one left out.
+
+    ``x`` is the slab read with its halo (``box``: see :class:`Slabs`). Returns coords ``(k, ndim)`` and
+    values ``(k,)``, best first (ties in C order), and ``(value, coords)`` of the first candidate left out,
+    or None when none was.
     """
     x = _as_float(x)
     low, high, start = box
@@ -264,7 +272,13 @@ def _candidates_of(
     mask = candidate & (x > threshold) & np.isfinite(x)
     found = np.argwhere(mask)
     found[:, 0] += start
-    return found, x[mask]
+    values = x[mask]
+    order = np.argsort(-values, kind="stable")
+    if most is None or len(order) <= most:
+        return found[order], values[order], None
+    first_out = order[most]
+    order = order[:most]
+    return found[order], values[order], (float(values[first_out]), tuple(found[first_out].tolist()))
 
 
 class _FloatReader:
@@ -309,17 +323,36 @@ def local_maxima(
     threshold = max(asked, lo) if threshold_abs is None else asked
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
-    found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold)
-    coords = [c for c, _ in found]
-    values = [v for _, v in found]
     reader = _FloatReader(maps, b)
-    coords = np.concatenate(coords) if coords else np.empty((0, ndim), np.int64)
-    values = np.concatenate(values) if values else np.empty(0)
-    order = np.argsort(-values, kind="stable")
     tolerance = RIDGE_TOLERANCE if maps.dtype.kind in "iu" else 0.0
-    return greedy_spacing(
-        coords[order], min_distance, num_peaks, reader if merge_plateaus else None, tolerance, values[order]
-    )
+    most = SLAB_CANDIDATES
+    while True:
+        found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold, most)
+        coords = np.concatenate([c for c, _, _ in found]) if found else np.empty((0, ndim), np.int64)
+        values = np.concatenate([v for _, v, _ in found]) if found else np.empty(0)
+        order = np.argsort(-values, kind="stable")  # slabs in C order: ties stay in C order
+        coords, values = coords[order], values[order]
+        left_out = [d for _, _, d in found if d is not None]
+        if left_out:
+            # Only candidates before the best one left out (by value, then C order) are all here: the greedy
+            # spacing over them is the one over every candidate if it finds its peaks before reaching it.
+            value, point = max(left_out, key=lambda d: (d[0], tuple(-i for i in d[1])))
+            before = (values > value) | ((values == value) & _c_order_before(coords, point))
+            coords, values = coords[before], values[before]
+        peaks = greedy_spacing(coords, min_distance, num_peaks, reader if merge_plateaus else None, tolerance, values)
+        if not left_out or len(peaks) >= num_peaks:
+            return peaks
+        most *= 16
+
+
+def _c_order_before(coords: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
+    """Which of ``coords`` ``(k, ndim)`` come before ``point`` in C order."""
+    before = np.zeros(len(coords), bool)
+    same = np.ones(len(coords), bool)
+    for axis, p in enumerate(point):
+        before |= same & (coords[:, axis] < p)
+        same &= coords[:, axis] == p
+    return before
 
 
 def clip_levels(maps: Maps, stats: list[MapStats]) -> tuple[np.ndarray, np.ndarray]:

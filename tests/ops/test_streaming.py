@@ -106,3 +106,21 @@ def test_slabs_read_through_a_band_of_whole_chunks_are_the_slabs_read_directly(r
     starts = [lo for lo, _ in store.reads]
     assert sorted(starts) == starts and sum(hi - lo for lo, hi in store.reads) == 50
     assert all(hi % 16 == 0 or hi == 50 for _, hi in store.reads)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+@pytest.mark.parametrize("min_distance,num_peaks", [(1, 5), (2, 40), (3, 400)])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_peaks_read_in_slabs_from_few_candidates_each_are_the_in_memory_ones(
+    rng, monkeypatch, merge, min_distance, num_peaks, dtype
+):
+    # Each slab hands on 3 candidates at first: the search must read more where its peaks need them, and
+    # find the very peaks, in the very order, that the map in memory gives (ties and plateaus in uint8).
+    from peakloc.ops.peaks import local_maxima as in_memory
+
+    monkeypatch.setattr(streaming, "SLAB_CANDIDATES", 3)
+    heat = (rng.random((12, 30, 20)) * (9 if dtype == np.uint8 else 1)).astype(dtype)
+    maps = Maps(heat[np.newaxis], 3)
+    options = {"num_peaks": num_peaks, "min_distance": min_distance, "merge_plateaus": merge}
+    got = streaming.local_maxima(maps, 0, streaming.map_stats(maps, 0, 2), 2, **options)
+    np.testing.assert_array_equal(got, in_memory(heat, **options))
