@@ -9,6 +9,7 @@ measured in the same run is `python -c "import numpy, cv2, tifffile"`, the inter
 
 Bombs: 30000^2 and 60000^2 8-bit PNG and tiled zlib TIFF (a few MB on disk, 0.8 and 3.4 GiB decoded),
 with and without --overlay. Each must fail alone, with its size in the message, within the budget.
+Noise: a 512 MiB uniform-noise volume (millions of local maxima) with --peaks 50 in a quarter of the budget.
 
 Writes benchmarks/results/memory.{csv,json} with the machine's description.
 """
@@ -222,6 +223,31 @@ def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: l
     volume.unlink()
 
 
+def noise_volume(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
+    """Uniform noise, ``side/8 x side x side`` float32 (512 MiB at 1024), with ``--peaks 50`` in a quarter budget.
+
+    The worst case for peak finding: one voxel in 27 is a local maximum, millions of candidates, which a
+    map read in pieces must not hold all at once.
+    """
+    limit = parse_size(budget) // 4
+    depth = max(side // 8, 8)
+    path = folder / "noise.npy"
+    rng = np.random.default_rng(0)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(depth, side, side))
+    for z in range(0, depth, 16):
+        out[z : z + 16] = rng.random((min(16, depth - z), side, side), dtype=np.float32)
+    out.flush()
+    del out
+    got = measure([*PEAKLOC, "find", str(path), "--peaks", "50", "-m", "all", "--max-memory", str(limit), "-q"])
+    case = f"{depth}x{side}x{side} float32 uniform noise, --peaks 50 -m all"
+    rows.append(row(case, got, limit, baseline))
+    print(
+        f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
+        f"{describe(limit)}), {got['seconds']} s, {'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
+    )
+    path.unlink()
+
+
 def timing(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
     """A ``side/2 x side x side`` volume (1024: 2 GiB), default methods, against NumPy's max over its memory map."""
     limit = parse_size(budget)
@@ -271,7 +297,7 @@ def pose_batch(folder: Path, budget: str, baseline: dict, poses: int, rows: list
 
 
 #: The benchmark's parts, in the order they run.
-PARTS = ("bombs", "volume", "timing", "pose")
+PARTS = ("bombs", "volume", "noise", "timing", "pose")
 
 
 def main() -> None:
@@ -337,6 +363,8 @@ def main() -> None:
         side = 256 if args.quick else args.side
         if "volume" in parts:
             volume_formats(folder, args.budget, baseline, side, rows)
+        if "noise" in parts:
+            noise_volume(folder, args.budget, baseline, side, rows)
         if "timing" in parts:
             timing(folder, args.budget, baseline, side, rows)
         if "pose" in parts:

@@ -270,15 +270,18 @@ def _candidates_of(
     candidate = (x == maximum_filter(x, min_distance))[inner]
     x = x[inner]
     mask = candidate & (x > threshold) & np.isfinite(x)
-    found = np.argwhere(mask)
-    found[:, 0] += start
-    values = x[mask]
+    # Flat positions first, coordinates only of the candidates handed on: a noisy slab has many.
+    flat = np.flatnonzero(mask)
+    values = x.reshape(-1)[flat]
     order = np.argsort(-values, kind="stable")
-    if most is None or len(order) <= most:
-        return found[order], values[order], None
-    first_out = order[most]
-    order = order[:most]
-    return found[order], values[order], (float(values[first_out]), tuple(found[first_out].tolist()))
+    left_out = None
+    if most is not None and len(order) > most:
+        first = np.unravel_index(flat[order[most]], mask.shape)
+        left_out = (float(values[order[most]]), (int(first[0]) + start, *map(int, first[1:])))
+        order = order[:most]
+    coords = np.stack(np.unravel_index(flat[order], mask.shape), axis=1)
+    coords[:, 0] += start
+    return coords, values[order], left_out
 
 
 class _FloatReader:
