@@ -1,6 +1,6 @@
 """Speed of peakloc against baselines measured in the same run; every figure is printed as a ratio.
 
-Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--tiny-files N] [--cluster-files N]
+Usage: python benchmarks/bench_speed.py [--quick] [--files N] [--tiny-files N] [--broad-files N] [--cluster-files N]
 
 Every row with a bar (issue #13's, and #12's for the cluster) says PASS or FAIL; the run ends with the count.
 Rows without a bar show where the time goes: the floors that bound what any implementation keeping peakloc's
@@ -12,6 +12,9 @@ decoding, argmax and soft-argmax of the PNG folder), measured in the same run as
   per-map NumPy loop, and numpy's argmax.
 - Peak finding: `peakloc.find_peaks` vs `skimage.feature.peak_local_max` on 2000 Gaussian spots in a 2048x2048
   and a 64x256x256 uint16 image (Poisson noise), plateaus merged and by scikit-image's rule (same peaks).
+- Broad peaks (#21): `find_peaks(num_peaks=20)` vs `peak_local_max(num_peaks=20, exclude_border=False)` on
+  quantised maps whose peaks have flat, terraced tops: 8- and 16-bit 256x256 and 1024x1024 maps of three blobs
+  of sigma 14 and 60, `sample_data/fixations.png`, and an 8-bit 48x192x192 volume (bar: at most 5x the time).
 - Spots: `find_peaks` + `refine` (`gaussian`, `dark`) vs `trackpy.locate` (numba engine) on 2000 spots in a
   2048x2048 uint16 image: time, and RMSE to the true centres.
 - GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
@@ -20,7 +23,9 @@ decoding, argmax and soft-argmax of the PNG folder), measured in the same run as
 - Command line: `peakloc find one.png` vs `python -c "import cv2"`, `peakloc find one.npy` vs
   `python -c "import numpy"`, and `peakloc find DIR -o out.csv` over N 256x256 PNG heatmaps vs a naive
   one-process loop (cv2.imread, numpy argmax, the seed's soft-argmax, CSV); and `peakloc find DIR -m gaussian`
-  over N 16x16 PNG maps vs the same with `-m argmax`. Each pair runs in turn, best of several.
+  over N 16x16 PNG maps vs the same with `-m argmax`; `peakloc find DIR -m all --peaks 3` over 300 8-bit 256x256
+  maps of broad blobs vs the default run on the same folder (bar: 3x), and `peakloc find sample_data/fixations.png
+  --peaks 20` vs the same without `--peaks`. Each pair runs in turn, best of several.
 
 Writes benchmarks/results/speed.{csv,json} with the machine's description.
 """
@@ -45,6 +50,7 @@ import _common  # noqa: E402
 import peakloc  # noqa: E402
 
 ROWS: list[dict] = []
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_of(fn, repeat: int = 7, number: int = 1) -> float:
@@ -241,6 +247,46 @@ def peak_finding(quick: bool) -> None:
             record("peaks", f"find_peaks {label}, {rule}", ours_s, "skimage peak_local_max", theirs_s, at_least=2)
 
 
+def broad_blobs(shape: tuple[int, ...], sigma: float, dtype, rng: np.random.Generator, count: int = 3) -> np.ndarray:
+    """A saliency- or fixation-like map: ``count`` broad Gaussian blobs (heights 0.4 to 1), quantised to ``dtype``.
+
+    Rounding to 8 or 16 bits leaves flat, terraced tops and flanks: the plateaus that ``--peaks`` merges.
+    """
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    m = np.zeros(shape)
+    for _ in range(count):
+        centre = rng.uniform(0, shape)
+        m += rng.uniform(0.4, 1.0) * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / (2 * sigma**2))
+    top = np.iinfo(dtype).max
+    return np.round(m / m.max() * top).astype(dtype)
+
+
+def broad_peaks(quick: bool) -> None:
+    """``find_peaks(num_peaks=20)`` on quantised maps with broad peaks against ``peak_local_max`` (issue #21)."""
+    import cv2
+    from skimage.feature import peak_local_max
+
+    rng = np.random.default_rng(21)
+    repeat = 3 if quick else 7
+    cases = [
+        ("sample_data/fixations.png", cv2.imread(str(ROOT / "sample_data" / "fixations.png"), cv2.IMREAD_UNCHANGED))
+    ]
+    for side in (256, 1024):
+        for sigma in (14, 60):
+            for dtype in (np.uint8, np.uint16):
+                name = f"{side}x{side} {np.dtype(dtype).name}, 3 blobs of sigma {sigma}"
+                cases.append((name, broad_blobs((side, side), sigma, dtype, rng)))
+    cases.append(("48x192x192 uint8, 3 blobs of sigma 14", broad_blobs((48, 192, 192), 14, np.uint8, rng)))
+    print("Peaks of quantised maps with broad peaks (num_peaks 20; plateaus merged vs scikit-image's rule)")
+    for name, image in cases:
+        ours_s, theirs_s = best_pair(
+            lambda image=image: peakloc.find_peaks(image, ndim=image.ndim, num_peaks=20),
+            lambda image=image: peak_local_max(image, num_peaks=20, exclude_border=False),
+            repeat,
+        )
+        record("broad", f"find_peaks {name}", ours_s, "skimage peak_local_max", theirs_s, within=5)
+
+
 def spots_accuracy(quick: bool) -> None:
     """``find_peaks`` + ``refine`` against ``trackpy.locate`` (numba) on 2000 spots: time and RMSE to the truth."""
     try:
@@ -393,7 +439,7 @@ def tiny_frames(folder: Path, count: int) -> None:
         cv2.imwrite(str(folder / f"tiny_{i:05d}.png"), np.clip(np.round(spot), 0, 255).astype(np.uint8))
 
 
-def command_line(quick: bool, files: int, tiny_files: int) -> None:
+def command_line(quick: bool, files: int, tiny_files: int, broad_files: int) -> None:
     print("Command line (wall time of whole processes, best of several)")
     exe = [sys.executable, "-m", "peakloc"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -483,6 +529,34 @@ def command_line(quick: bool, files: int, tiny_files: int) -> None:
                 "naive one-process loop",
                 naive_s,
             )
+
+        # Broad peaks: every method and several peaks against the default run, on the same folder (issue #21).
+        broad = tmp / "broad"
+        broad.mkdir()
+        import cv2
+
+        broad_rng = np.random.default_rng(210)
+        for k in range(broad_files):
+            sigma = broad_rng.uniform(14, 60)
+            cv2.imwrite(str(broad / f"map_{k:05d}.png"), broad_blobs((256, 256), sigma, np.uint8, broad_rng))
+        all_s, default_s = best_pair(
+            run([*exe, "find", str(broad), "-m", "all", "--peaks", "3", "-o", str(tmp / "all.csv"), "-q"]),
+            run([*exe, "find", str(broad), "-o", str(tmp / "default.csv"), "-q"]),
+            repeat=3,
+        )
+        record(
+            "cli",
+            f"peakloc find DIR ({broad_files} PNG 256x256, broad peaks) -m all --peaks 3",
+            all_s,
+            "peakloc find DIR (default options)",
+            default_s,
+            within=3,
+        )
+        fixations = str(ROOT / "sample_data" / "fixations.png")
+        peaks_s, plain_s = best_pair(
+            run([*exe, "find", fixations, "--peaks", "20", "-q"]), run([*exe, "find", fixations, "-q"]), repeat
+        )
+        record("cli", "peakloc find sample_data/fixations.png --peaks 20", peaks_s, "the same without --peaks", plain_s)
 
         # Tiny maps: the Gaussian fit's fixed costs, spread over files, against the plain argmax.
         tiny = tmp / "tiny"
@@ -575,6 +649,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batches")
     parser.add_argument("--files", type=int, default=1000, help="PNG files for the batch case (default 1000)")
     parser.add_argument("--tiny-files", type=int, default=10000, help="16x16 PNG files for the tiny-map case")
+    parser.add_argument("--broad-files", type=int, default=300, help="256x256 PNG files with broad peaks (default 300)")
     parser.add_argument(
         "--cluster-files", type=int, default=20000, help="PNG files for the --dask case (default 20000; 0: skip)"
     )
@@ -582,9 +657,10 @@ def main() -> None:
     print(f"machine: {_common.machine()}")
     cpu(args.quick)
     peak_finding(args.quick)
+    broad_peaks(args.quick)
     spots_accuracy(args.quick)
     gpu(args.quick)
-    command_line(args.quick, args.files, args.tiny_files)
+    command_line(args.quick, args.files, args.tiny_files, args.broad_files)
     if args.cluster_files:
         cluster(args.quick, args.cluster_files)
     judged = [r for r in ROWS if "verdict" in r]

@@ -5,7 +5,8 @@ This module never imports torch: the torch back end loads only when a tensor or 
 """
 
 from .errors import NoFiniteValueError, NonFiniteWarning, PeaklocError, PeaklocWarning
-from .ops.coords import argmax, normalized_to_pixel, pixel_to_normalized, soft_argmax
+from .ops.api import argmax, soft_argmax
+from .ops.coords import normalized_to_pixel, pixel_to_normalized
 
 __version__ = "0.1.0"
 
@@ -28,7 +29,7 @@ __all__ = [
 
 # Loaded on first use: `peakloc find` with the contract's methods never needs them, and SoftArgmax needs torch.
 _LAZY = {
-    "find_peaks": "ops.peaks",
+    "find_peaks": "ops.api",
     "refine": "ops.subpixel",
     "Refined": "ops.subpixel",
     "smooth": "ops.smoothing",

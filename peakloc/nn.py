@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .errors import PeaklocValueError
-from .ops.coords import pixel_to_normalized, soft_argmax, validate_beta, validate_normalize
+from .ops.api import soft_argmax
+from .ops.coords import pixel_to_normalized, validate_beta, validate_normalize
 from .ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
 from .run.settings import COORDS
 

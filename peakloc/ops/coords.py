@@ -8,23 +8,14 @@ number of leading batch axes, and returns coordinates of shape ``(..., ndim)`` i
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .. import backends
-from ..errors import NonFiniteWarning, PeaklocValueError
+from ..errors import PeaklocValueError
 from .lazy import is_lazy
-from .normalize import DEFAULT_BETA, DEFAULT_NORMALIZE, NORMALIZE_MODES
-
-
-def _compiling() -> bool:
-    """True while ``torch.compile`` traces (then data-dependent checks and warnings are skipped)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.compiler.is_compiling()
+from .normalize import NORMALIZE_MODES
 
 
 def validate_heatmap(heatmap: Any, ndim: Any) -> tuple[Any, int]:
@@ -67,115 +58,6 @@ def validate_normalize(normalize: Any) -> str:
     if normalize not in NORMALIZE_MODES:
         raise PeaklocValueError(f"`normalize` must be one of {', '.join(NORMALIZE_MODES)}. Got: {normalize!r}")
     return normalize
-
-
-def _warn_nonfinite(count: int) -> None:
-    if count and not _compiling():
-        # Why not fail: a few NaN holes (masked pixels, dead detector rows) should not cost the peak.
-        warnings.warn(f"{count} non-finite value{'s' if count != 1 else ''} ignored", NonFiniteWarning, stacklevel=3)
-
-
-def argmax(heatmap: Any, ndim: int = 2) -> Any:
-    """Integer coordinates of the first maximum of each heatmap, as :func:`numpy.argmax` picks it.
-
-    Parameters
-    ----------
-    heatmap : array_like or torch.Tensor, shape ``(..., *spatial)``
-        Leading axes are batch axes; the last `ndim` axes are spatial. NaN and inf are ignored
-        (with a :class:`~peakloc.errors.NonFiniteWarning`).
-    ndim : {1, 2, 3}
-        Number of spatial axes.
-
-    Returns
-    -------
-    ndarray or torch.Tensor of int64, shape ``heatmap.shape[:-ndim] + (ndim,)``
-        In array-axis order ``(..., z, y, x)``, like :func:`numpy.unravel_index`. A tensor in gives a
-        tensor out on the same device.
-
-    Raises
-    ------
-    NoFiniteValueError
-        A heatmap holds no finite value.
-
-    Examples
-    --------
-    >>> argmax(np.array([[0, 1, 0], [0, 3, 3]]))
-    array([1, 1])
-    >>> argmax(np.zeros((2, 4, 5)), ndim=2).shape
-    (2, 2)
-    """
-    heatmap, ndim = validate_heatmap(heatmap, ndim)
-    if is_lazy(heatmap):
-        from .streaming import each_argmax
-
-        coords, nonfinite = each_argmax(heatmap, ndim)
-    else:
-        coords, nonfinite = backends.for_array(heatmap).argmax(heatmap, ndim)
-    _warn_nonfinite(nonfinite)
-    return coords
-
-
-def soft_argmax(
-    heatmap: Any,
-    beta: float = DEFAULT_BETA,
-    ndim: int = 2,
-    normalize: str = DEFAULT_NORMALIZE,
-    *,
-    threads: int | None = None,
-) -> Any:
-    """Differentiable peak position: ``sum_i i * softmax(beta * v)_i`` over the spatial positions.
-
-    Parameters
-    ----------
-    heatmap : array_like or torch.Tensor, shape ``(..., *spatial)``
-        Leading axes are batch axes; the last `ndim` axes are spatial. NaN and inf get zero weight
-        (with a :class:`~peakloc.errors.NonFiniteWarning`).
-    beta : float
-        Sharpness, > 0. Weights are ``exp(beta * (v - max v))`` where ``v`` is the normalised map;
-        kornia's ``temperature`` is ``1 / beta``.
-    ndim : {1, 2, 3}
-        Number of spatial axes.
-    normalize : {"minmax", "max", "none"}
-        Scaling of each map before `beta`: ``minmax`` to [0, 1], ``max`` divides by the maximum (when it
-        is positive; otherwise values stay raw), ``none`` uses raw values.
-    threads : int, optional
-        NumPy input only: threads for large arrays (default: one per core, at most 8; 1 for none).
-
-    Returns
-    -------
-    ndarray or torch.Tensor, shape ``heatmap.shape[:-ndim] + (ndim,)``
-        Pixel coordinates in array-axis order ``(..., z, y, x)``, float64 for NumPy input; for a
-        tensor, float32 (float64 if the input is float64) on the same device, differentiable with
-        respect to the heatmap. A constant map gives its centre.
-
-    Notes
-    -----
-    Computed in float32 or wider whatever the input dtype, with the maximum subtracted before
-    ``exp`` so that no ``beta`` or integer type can overflow.
-
-    Tensors work under ``torch.compile(fullgraph=True)``. While compiling, the data-dependent checks are
-    skipped: non-finite values are still ignored, but there is no :class:`~peakloc.errors.NonFiniteWarning`,
-    and a map with no finite value gives NaN instead of :class:`~peakloc.errors.NoFiniteValueError`.
-    On CUDA the fused Triton kernel serves float tensors (see :func:`peakloc.backends.use_triton`).
-
-    Examples
-    --------
-    >>> soft_argmax(np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
-    array([1. , 1.5])
-    >>> soft_argmax(np.ones((3, 5)))
-    array([1., 2.])
-    """
-    heatmap, ndim = validate_heatmap(heatmap, ndim)
-    beta = validate_beta(beta)
-    normalize = validate_normalize(normalize)
-    if is_lazy(heatmap):
-        from .streaming import each_soft_argmax
-
-        coords, nonfinite = each_soft_argmax(heatmap, beta, ndim, normalize, threads)
-    else:
-        coords, nonfinite = backends.for_array(heatmap).soft_argmax(heatmap, beta, ndim, normalize, threads)
-    _warn_nonfinite(nonfinite)
-    return coords
 
 
 def _with_factors(coords: Any, factors: np.ndarray) -> tuple[Any, Any]:

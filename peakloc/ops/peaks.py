@@ -12,11 +12,13 @@ however wide it is (``merge_plateaus=False`` gives scikit-image's one peak per `
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ..errors import NoFiniteValueError, PeaklocValueError
+from . import regions
 from .filters import maximum_filter
-from .lazy import is_lazy
 
 RIDGE_TOLERANCE = 1.0
 
@@ -40,90 +42,6 @@ def parse_threshold(text: str | float | None) -> tuple[float | None, float | Non
     if not np.isfinite(value):
         raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
     return value, None
-
-
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    """``mask`` grown by one pixel towards all 3**ndim - 1 neighbours."""
-    out = mask.copy()
-    for axis in range(mask.ndim):
-        grown = out.copy()
-        index_a = [slice(None)] * mask.ndim
-        index_b = [slice(None)] * mask.ndim
-        index_a[axis], index_b[axis] = slice(1, None), slice(None, -1)
-        grown[tuple(index_a)] |= out[tuple(index_b)]
-        grown[tuple(index_b)] |= out[tuple(index_a)]
-        out = grown
-    return out
-
-
-#: Dilation steps tried before a 2-D region is labelled by OpenCV instead (which costs its import once).
-GROWTH_STEPS = 8
-
-
-def _component(allowed: np.ndarray, seed: tuple) -> np.ndarray:
-    """The 8- (26-) connected component of ``allowed`` that holds ``seed``.
-
-    Grown by dilation, one pixel per step: a float map's plateaus are a pixel or two. A wide 2-D region (the
-    flat top of a broad 8-bit peak) is labelled in one pass instead of one dilation per pixel of its width.
-    """
-    region = np.zeros(allowed.shape, bool)
-    region[seed] = True
-    count = 1
-    for step in range(allowed.size):
-        if step == GROWTH_STEPS and allowed.ndim == 2:
-            import cv2
-
-            _, labels = cv2.connectedComponents(allowed.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-            return labels == labels[seed]
-        region = _dilate(region) & allowed
-        grown = int(region.sum())
-        if grown == count:
-            break
-        count = grown
-    return region
-
-
-def _region(x, point: np.ndarray, floor: float, reach: int) -> tuple[np.ndarray, tuple, np.ndarray]:
-    """Connected (8- or 26-neighbour) pixels ``>= floor`` around ``point``, their box, and its values.
-
-    The box starts ``reach`` pixels each side and doubles while the region touches its edge. ``x`` is an
-    ndarray or anything that reads boxes (:class:`~peakloc.ops.lazy.Map`-like), in float64 with -inf.
-    """
-    while True:
-        box = tuple(slice(max(0, p - reach), p + reach + 1) for p in point)
-        crop = np.asarray(x[box], dtype=np.float64)
-        region = _component(np.ascontiguousarray(crop >= floor), tuple(p - b.start for p, b in zip(point, box)))
-        at_edge = any(
-            (region.take(0, axis=a).any() and box[a].start > 0)
-            or (region.take(-1, axis=a).any() and box[a].start + crop.shape[a] < x.shape[a])
-            for a in range(len(x.shape))
-        )
-        if not at_edge:
-            return region, box, crop
-        reach *= 2
-
-
-class _Regions:
-    """Pixels already merged into a kept peak: one bool array for an in-memory map, else the regions' boxes."""
-
-    def __init__(self, shape: tuple[int, ...], dense: bool) -> None:
-        self.mask = np.zeros(shape, bool) if dense else None
-        self.boxes: list[tuple[tuple, np.ndarray]] = []
-
-    def add(self, box: tuple, region: np.ndarray) -> None:
-        if self.mask is not None:
-            self.mask[box] |= region
-        else:
-            self.boxes.append((box, region))
-
-    def __contains__(self, point: tuple) -> bool:
-        if self.mask is not None:
-            return bool(self.mask[point])
-        for box, region in self.boxes:
-            if all(b.start <= p < b.start + n for p, b, n in zip(point, box, region.shape)):
-                if region[tuple(p - b.start for p, b in zip(point, box))]:
-                    return True
-        return False
 
 
 class _Kept:
@@ -173,57 +91,113 @@ def _points(candidates: np.ndarray, batch: int = 4096):
         yield from map(tuple, candidates[start : start + batch].tolist())
 
 
-def _alone(x, point: tuple[int, ...], floor: float) -> bool:
-    """Whether no neighbour of ``point`` (8 or 26) is ``>= floor``: its plateau is itself, no labelling needed."""
-    box = tuple(slice(max(0, p - 1), p + 2) for p in point)
-    return int(np.count_nonzero(np.asarray(x[box], dtype=np.float64) >= floor)) == 1
+def band_keys(x: np.ndarray, coords: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shoulders and region keys of the candidates of an integer map (tolerance one level).
+
+    A candidate at level ``l`` belongs to the region of pixels joined to it by pixels ``>= l - 1``. Its
+    region reaches a higher pixel (it is a shoulder) exactly when the band ``{l - 1, l}`` around it borders
+    one, that is when its plateau of :func:`~peakloc.ops.regions.half_levels` ``(x, l % 2)`` is no regional
+    maximum; otherwise that plateau is its whole region. So two labellings (one per parity of ``l``) decide
+    every candidate.
+
+    Parameters
+    ----------
+    x : ndarray of int, shape ``spatial``
+    coords : ndarray of int64, ``(k, ndim)``
+        Candidates: no neighbour of theirs is higher than they are.
+    values : ndarray, ``(k,)``
+        ``x`` at ``coords`` (any dtype holding them exactly).
+
+    Returns
+    -------
+    shoulder : ndarray of bool ``(k,)``
+        Candidates joined to a higher pixel: no peak.
+    keys : ndarray of int64 ``(k,)``
+        Candidates with the same key (which share their value) share their region.
+    """
+    shoulder = np.zeros(len(coords), bool)
+    keys = np.zeros(len(coords), np.int64)
+    parity = np.asarray(x[tuple(coords.T)]).astype(np.int64) & 1 if len(coords) else np.zeros(0, np.int64)
+    for p in (0, 1):
+        chosen = parity == p
+        if chosen.any():
+            top, edge = regions.band_tops(regions.half_levels(x, p))
+            labels, count = regions.label(top)
+            found = labels[tuple(coords[chosen].T)]
+            shoulder[chosen] = regions.flag_labels(labels, count, edge)[found]
+            keys[chosen] = found.astype(np.int64) * 2 + p
+    return shoulder, keys
 
 
-def greedy_spacing(
-    candidates: np.ndarray,
+def level_keys(x: np.ndarray, level: float, coords: np.ndarray) -> np.ndarray:
+    """Region keys at ``level``: equal where ``coords`` are joined by pixels ``>= level`` (a float map's rule)."""
+    labels, _ = regions.label(x >= level)
+    return labels[tuple(coords.T)].astype(np.int64)
+
+
+def choose(
+    coords: np.ndarray,
+    values: np.ndarray,
     min_distance: int,
     num_peaks: int,
-    x=None,
-    tolerance: float = 0.0,
-    values: np.ndarray | None = None,
-    shape: tuple[int, ...] | None = None,
+    shape: tuple[int, ...],
+    shoulder: np.ndarray | None = None,
+    keys: np.ndarray | None = None,
+    joined=None,
 ) -> np.ndarray:
-    """Greedy: keep candidates (sorted, best first) not closer than ``min_distance`` to a kept one.
+    """Greedy: keep candidates (best first) not closer than ``min_distance`` to a kept one, ``num_peaks`` at most.
 
-    With ``x`` (plateau merging), a kept candidate also removes every candidate joined to it by pixels no
-    more than ``tolerance`` below it (its plateau, and in integer maps the one-level ridges of rounding),
-    and a candidate so joined to a higher pixel is no peak. ``x`` is the map (non-finite values -inf): an
-    ndarray, or a reader of float64 boxes for a map read in pieces. ``values`` are the candidates' values
-    (default: read from ``x``); ``shape`` the map's (default ``x``'s, else the candidates' extent).
+    Plateau merging, when asked: a candidate in ``shoulder`` is no peak, and one that shares its region with
+    a kept candidate of the same value is part of that peak. Regions are told by ``keys`` (computed for all
+    candidates beforehand), or by ``joined(value, points)``, which gives keys of the candidates ``points``
+    ``(j, ndim)`` (all of that value), asked only where two candidates of one value both pass the spacing test.
+
+    Parameters
+    ----------
+    coords : ndarray of int64, ``(k, ndim)``
+        Candidates, highest first, ties in C order.
+    values : ndarray ``(k,)``
+        Their values.
+    shape : tuple of int
+        The map's.
+
+    Returns
+    -------
+    ndarray of int64, ``(n, ndim)``, ``n <= num_peaks``
     """
-    if x is None and (min_distance <= 1 or len(candidates) <= 1):
-        return candidates[:num_peaks]
-    if shape is None:
-        shape = tuple(x.shape) if x is not None else tuple(int(n) + 1 for n in candidates.max(axis=0))
+    if shoulder is not None:
+        alive = np.flatnonzero(~shoulder)
+        coords, values, keys = coords[alive], values[alive], keys[alive] if keys is not None else None
+    ndim = coords.shape[1]
+    if min_distance <= 1 and joined is None:
+        # Nothing is near another: the first candidate of each region is its peak (every one without merging).
+        first = np.unique(keys, return_index=True)[1] if keys is not None else np.arange(len(coords))
+        return coords[np.sort(first)[:num_peaks]]
     kept = _Kept(shape, min_distance) if min_distance > 1 else None
     chosen: list[tuple[int, ...]] = []
-    merged = _Regions(shape, isinstance(x, np.ndarray)) if x is not None else None
-    reach = max(4 * min_distance, 16)
-    for k, point in enumerate(_points(candidates)):
+    taken: set = set()
+    by_value: dict[float, list[int]] = {}
+    for k, point in enumerate(_points(coords)):
         if kept is not None and kept.near(point):
             continue
-        if merged is not None:
-            if point in merged:
+        if keys is not None:
+            if int(keys[k]) in taken:
                 continue
-            value = float(x[point]) if values is None else float(values[k])
-            if _alone(x, point, value - tolerance):
-                merged.add(tuple(slice(p, p + 1) for p in point), np.ones((1,) * len(point), bool))
-            else:
-                region, box, crop = _region(x, np.asarray(point), value - tolerance, reach)
-                if tolerance and (crop[region] > value).any():
-                    continue  # a shoulder of a higher peak, not a peak of its own
-                merged.add(box, region)
+            taken.add(int(keys[k]))
+        elif joined is not None:
+            value = float(values[k])
+            same = by_value.setdefault(value, [])
+            if same:
+                found = joined(value, coords[np.array(same + [k])])
+                if found[-1] in found[:-1]:
+                    continue
+            same.append(k)
         if kept is not None:
             kept.add(point)
         chosen.append(point)
         if len(chosen) >= num_peaks:
             break
-    return np.asarray(chosen, dtype=np.int64).reshape(-1, candidates.shape[1])
+    return np.asarray(chosen, dtype=np.int64).reshape(-1, ndim)
 
 
 def local_maxima(
@@ -285,85 +259,35 @@ def local_maxima(
     if candidates is None:
         candidates = x == maximum_filter(x, min_distance)
     mask = candidates & (x > np.float64(threshold))
-    coords = np.argwhere(mask)
-    values = x[mask].astype(np.float64)
-    order = np.argsort(-values, kind="stable")
-    # In an integer map, rounding leaves bumps one level high on the ridges between peaks.
-    tolerance = RIDGE_TOLERANCE if np.asarray(heatmap).dtype.kind in "iu" else 0.0
-    return greedy_spacing(
-        coords[order], min_distance, num_peaks, x if merge_plateaus else None, tolerance, values[order], x.shape
-    )
+    flat = np.flatnonzero(mask)
+    values = x.reshape(-1)[flat]
+    order = np.argsort(-values.astype(np.float64), kind="stable")
+    flat, values = flat[order], values[order]
+    coords = np.stack(np.unravel_index(flat, x.shape), axis=1)
+    return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
 
 
-def find_peaks(
-    heatmap,
-    ndim: int = 2,
-    num_peaks: int = 1,
-    min_distance: int = 1,
-    threshold: str | float | None = None,
-    merge_plateaus: bool = True,
-):
-    """Up to ``num_peaks`` local maxima of each heatmap, highest first (scikit-image's rule, see module).
+def pick(
+    x: np.ndarray,
+    coords: np.ndarray,
+    values: np.ndarray,
+    min_distance: int,
+    num_peaks: int,
+    merge_plateaus: bool,
+    integer: bool,
+) -> np.ndarray:
+    """:func:`choose` among the candidates ``coords`` (best first) of the map ``x``, its regions found in ``x``.
 
-    Parameters
-    ----------
-    heatmap : array_like, shape ``(..., *spatial)``
-    ndim : {1, 2, 3}
-        Number of spatial axes.
-    num_peaks : int
-        At most this many peaks per heatmap (>= 1).
-    min_distance : int
-        Minimum distance between peaks in pixels (Chebyshev), >= 1.
-    threshold : float or str, optional
-        Peaks must be strictly above it: a number (raw value) or ``"N%"`` of the heatmap's maximum.
-        Default: strictly above the heatmap's minimum.
-    merge_plateaus : bool
-        A plateau of equal values (the flat top of a peak in a quantised map) is one peak, at its first
-        pixel in C order. False: scikit-image's rule, one peak per ``min_distance`` along a plateau.
-
-    Returns
-    -------
-    ndarray of int64 ``(n, ndim)`` for a single heatmap; for a batch, a list of those, one per heatmap in
-    C order. Array-axis order; empty results keep their shape ``(0, ndim)``.
-
-    Examples
-    --------
-    >>> x = np.zeros((5, 7)); x[1, 1] = 3; x[3, 5] = 2
-    >>> find_peaks(x, num_peaks=3)
-    array([[1, 1],
-           [3, 5]])
-    >>> find_peaks(x, num_peaks=3, threshold="90%").shape
-    (1, 2)
+    In an integer map (``integer``), rounding leaves bumps one level high on the ridges between peaks: a
+    region there takes in pixels one level below (:func:`band_keys`). In a float map it is the pixels at or
+    above the candidate's value, labelled only for values that two candidates share (:func:`level_keys`).
     """
-    from .coords import validate_heatmap
-
-    heatmap, ndim = validate_heatmap(heatmap, ndim)
-    num_peaks, min_distance = validate_counts(num_peaks, min_distance)
-    threshold_abs, threshold_rel = parse_threshold(threshold)
-    if is_lazy(heatmap):
-        from .streaming import each_local_maxima
-
-        found = each_local_maxima(
-            heatmap,
-            ndim,
-            num_peaks=num_peaks,
-            min_distance=min_distance,
-            threshold_abs=threshold_abs,
-            threshold_rel=threshold_rel,
-            merge_plateaus=merge_plateaus,
-        )
-        return found[0] if heatmap.ndim == ndim else found
-    x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
-    flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
-    out = []
-    for b, one in enumerate(flat):
-        try:
-            out.append(
-                local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus=merge_plateaus)
-            )
-        except NoFiniteValueError:
-            raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None
-    return out[0] if x.ndim == ndim else out
+    if not merge_plateaus:
+        return choose(coords, values, min_distance, num_peaks, x.shape)
+    if integer:
+        shoulder, keys = band_keys(x, coords, values)
+        return choose(coords, values, min_distance, num_peaks, x.shape, shoulder, keys)
+    return choose(coords, values, min_distance, num_peaks, x.shape, joined=partial(level_keys, x))
 
 
 def validate_counts(num_peaks, min_distance) -> tuple[int, int]:

@@ -23,10 +23,13 @@ import numpy as np
 
 from ..backends import numpy_backend
 from ..errors import NoFiniteValueError
+from . import peaks as in_memory
+from . import regions as labelling
 from .filters import maximum_filter
 from .lazy import Maps
 from .normalize import coefficient
-from .peaks import RIDGE_TOLERANCE, greedy_spacing
+from .peaks import choose
+from .smoothing import smooth_one, smoothing_kernels
 
 #: Values read at once when the caller does not say: 16 Mi values (64 MiB of float32).
 DEFAULT_BLOCK = 1 << 24
@@ -284,17 +287,91 @@ def _candidates_of(
     return coords, values[order], left_out
 
 
-class _FloatReader:
-    """Boxes of one map as float64 with -inf for non-finite values: what plateau growing reads."""
+#: Rows read beyond a slab for its labelling: the band tops of the row after it need two rows more.
+LABEL_HALO = 3
 
-    def __init__(self, maps: Maps, b: int) -> None:
-        self.maps, self.b, self.shape = maps, b, maps.spatial
 
-    def __getitem__(self, box):
-        if all(isinstance(i, (int, np.integer)) for i in box):
-            box = tuple(slice(int(i), int(i) + 1) for i in box)
-            return float(self[box].reshape(()))
-        return _as_float(self.maps.read(self.b, box))
+def _labels_of(
+    x: np.ndarray, box: tuple[int, int, int], rows: int, n: int, points: np.ndarray, parity: int, level: float
+) -> tuple:
+    """One slab's part of a labelling of the whole map: its candidates' labels, its seams' and its flags.
+
+    The slab's rows are labelled together with the next slab's first row, which that slab labels too: the
+    two labellings of that row (its marked pixels in C order) join the slabs' labels. What is labelled is
+    the band tops of :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` (flags: the regions holding
+    an edge pixel), or with ``parity`` None the pixels ``>= level`` (no flags). Labels are renumbered to
+    those that matter here: the candidates' and the seams'.
+    """
+    low, high, start = box
+    stop = min(start + rows, n)
+    inner = slice(start - low, min(stop + 1, n) - low)
+    if parity is None:
+        mask, marks = (_as_float(x[inner]) >= level), None
+    else:
+        top, edge = labelling.band_tops(labelling.half_levels(x, parity))
+        mask, marks = top[inner], edge[inner]
+    labels, count = labelling.label(mask)
+    mine = points[(points[:, 0] >= start) & (points[:, 0] < stop)]
+    at = labels[(mine[:, 0] - start, *mine[:, 1:].T)]
+    first = labels[0][mask[0]]
+    after = labels[-1][mask[-1]] if stop < n else np.empty(0, labels.dtype)
+    kept = np.unique(np.concatenate([at, first, after]))
+    flags = labelling.flag_labels(labels, count, marks)[kept] if marks is not None else None
+    return tuple(np.searchsorted(kept, a) for a in (at, first, after)) + (len(kept), flags)
+
+
+class _Joins:
+    """Regions of one map read in pieces, for its candidates: the in-memory labellings, slab by slab.
+
+    Each slab is labelled alone (:func:`_labels_of`); labels that meet across a seam are joined by SciPy's
+    connected components over the seams' pairs, so a region is one whatever slabs it crosses. Memory: a slab
+    at a time, plus a few numbers per candidate and per marked pixel of each seam row.
+    """
+
+    def __init__(self, maps: Maps, b: int, rows: int, slabs: Slabs) -> None:
+        self.maps, self.b, self.rows, self.slabs = maps, b, rows, slabs
+        self.boxes = _boxes(maps.spatial[0], rows, LABEL_HALO)
+
+    def _keys(self, points: np.ndarray, parity: int | None, level: float = 0.0):
+        """Region keys of ``points`` ``(k, ndim)`` (in their order), and which regions are flagged."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.maps.spatial[0]
+        parts = self.slabs.map(_labels_of, self.maps, self.b, self.boxes, self.rows, n, points, parity, level)
+        offsets = np.cumsum([0] + [p[3] for p in parts])
+        pairs = [(a[2] + o, c[1] + q) for a, c, o, q in zip(parts, parts[1:], offsets, offsets[1:])]
+        ends = [np.concatenate(side) if pairs else np.empty(0, np.int64) for side in zip(*pairs)] or [[], []]
+        total = int(offsets[-1])
+        graph = coo_matrix((np.ones(len(ends[0]), np.int8), (ends[0], ends[1])), shape=(total, total))
+        _, component = connected_components(graph, directed=False)
+        keys = np.empty(len(points), np.int64)
+        rows = points[:, 0]
+        for p, o, (_, _, start) in zip(parts, offsets, self.boxes):
+            mine = (rows >= start) & (rows < min(start + self.rows, n))
+            keys[mine] = component[p[0] + o]
+        flagged = None
+        if parity is not None:
+            flagged = np.zeros(total, bool)
+            flagged[component[np.flatnonzero(np.concatenate([p[4] for p in parts]))]] = True
+        return keys, flagged
+
+    def bands(self, coords: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`peakloc.ops.peaks.band_keys` of an integer map read in pieces (``values``: the candidates')."""
+        shoulder = np.zeros(len(coords), bool)
+        keys = np.zeros(len(coords), np.int64)
+        parity = values.astype(np.int64) & 1
+        for p in (0, 1):
+            chosen = parity == p
+            if chosen.any():
+                found, flagged = self._keys(coords[chosen], p)
+                shoulder[chosen] = flagged[found]
+                keys[chosen] = found * 2 + p
+        return shoulder, keys
+
+    def level(self, value: float, coords: np.ndarray) -> np.ndarray:
+        """:func:`peakloc.ops.peaks.level_keys` of a map read in pieces."""
+        return self._keys(coords, None, value)[0]
 
 
 def local_maxima(
@@ -326,8 +403,7 @@ def local_maxima(
     threshold = max(asked, lo) if threshold_abs is None else asked
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
-    reader = _FloatReader(maps, b)
-    tolerance = RIDGE_TOLERANCE if maps.dtype.kind in "iu" else 0.0
+    integer = maps.dtype.kind in "iu"
     most = SLAB_CANDIDATES
     while True:
         found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold, most)
@@ -342,7 +418,14 @@ def local_maxima(
             value, point = max(left_out, key=lambda d: (d[0], tuple(-i for i in d[1])))
             before = (values > value) | ((values == value) & _c_order_before(coords, point))
             coords, values = coords[before], values[before]
-        peaks = greedy_spacing(coords, min_distance, num_peaks, reader if merge_plateaus else None, tolerance, values)
+        joins = _Joins(maps, b, rows, _runner(slabs, threads))
+        if not merge_plateaus:
+            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial)
+        elif integer:
+            shoulder, keys = joins.bands(coords, values)
+            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial, shoulder, keys)
+        else:
+            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial, joined=joins.level)
         if not left_out or len(peaks) >= num_peaks:
             return peaks
         most *= 16
@@ -358,22 +441,12 @@ def _c_order_before(coords: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
     return before
 
 
-def clip_levels(maps: Maps, stats: list[MapStats]) -> tuple[np.ndarray, np.ndarray]:
-    """The Gaussian fit's clip levels of each map, from its stats (no pass over the data)."""
-    from .subpixel.gaussian import clip_levels as levels
-
-    columns = [[getattr(s, name) for s in stats] for name in ("hi", "lo", "count_hi", "count_lo")]
-    return levels(*columns, maps.dtype)
-
-
 def smooth(maps: Maps, b: int, stats: MapStats, sigma: float, rows: int, folder: str | None = None) -> Maps:
     """Map ``b`` smoothed as :func:`peakloc.smooth` does it, into a float64 memory-mapped temporary file.
 
     Slabs are read with the filter's radius of halo, so that every row sees the neighbours it would see in
     memory; non-finite values are filled with the map's finite minimum first and NaN again after, as there.
     """
-    from .smoothing import smooth_one, smoothing_kernels
-
     radius = len(smoothing_kernels(sigma)[0]) // 2
     handle = tempfile.NamedTemporaryFile(prefix="peakloc-smooth-", suffix=".npy", dir=folder)  # noqa: SIM115
     out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float64, shape=maps.spatial)
@@ -451,14 +524,12 @@ def each_soft_argmax(
 
 def each_local_maxima(heatmap, ndim: int, block: int | None = None, **options) -> list[np.ndarray]:
     """:func:`peakloc.ops.peaks.local_maxima` of every map of an array read in pieces."""
-    from .peaks import local_maxima as in_memory
-
     maps, rows = _each(heatmap, ndim, block)
     out = []
     for b in range(maps.count):
         try:
             if _fits(maps, block):
-                out.append(in_memory(maps.read(b), **options))
+                out.append(in_memory.local_maxima(maps.read(b), **options))
             else:
                 out.append(local_maxima(maps, b, map_stats(maps, b, rows), rows, **options))
         except NoFiniteValueError:

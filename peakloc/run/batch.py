@@ -185,7 +185,7 @@ def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | Non
     """
     if (settings.peaks <= 1 and settings.threshold is None) or not isinstance(located.heatmaps, np.ndarray):
         return None
-    from ..ops.peaks import find_peaks
+    from ..ops.api import find_peaks
 
     ndim = len(located.layout.spatial)
     more = min(MOST_LOWER_MAXIMA, max(100, 4 * settings.peaks))

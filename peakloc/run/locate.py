@@ -523,7 +523,11 @@ def _locate_slabs(
             centres[b, : len(f)] = f
             present[b, : len(f)] = True
     nonfinite = np.array([s.nonfinite for s in raw_stats], np.int64)
-    clip = streaming.clip_levels(work, stats)
+    clip = None
+    if counts:
+        from ..ops.subpixel import gaussian
+
+        clip = gaussian.clip_levels_of(stats, work.dtype)
     return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
 
 

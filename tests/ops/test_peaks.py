@@ -132,3 +132,64 @@ def test_spacing_on_a_map_too_large_for_an_array_grid_matches_skimage(rng, shape
         ours = peakloc.find_peaks(x, ndim=len(shape), num_peaks=10_000, min_distance=min_distance, merge_plateaus=False)
         theirs = skimage_feature.peak_local_max(x, min_distance=min_distance, num_peaks=10_000, exclude_border=False)
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _terraced(rng, shape, kind, levels):
+    """A map with what plateau merging must get right: terraces, plateaus, ties, and NaN in float maps."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    x = np.zeros(shape)
+    for _ in range(int(rng.integers(1, 4))):  # broad blobs: terraced flanks once rounded
+        centre = [rng.uniform(0, n) for n in shape]
+        sigma = rng.uniform(1, max(shape))
+        x += rng.uniform(0.3, 1) * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / (2 * sigma**2))
+    x = x / x.max() + rng.uniform(0, 0.3) * rng.random(shape)  # and bumps on them
+    x = np.round(x / x.max() * levels)
+    if kind == "float":
+        x = x.astype(np.float32)
+        x[rng.random(shape) < 0.05] = np.nan
+        return x
+    return (x - (3 if kind == "int16" else 0)).astype(kind)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(1,), (7,), (50,), (1, 9), (12, 17), (23, 31), (2, 3, 4), (6, 9, 11)]),
+    kind=st.sampled_from(["uint8", "int16", "uint16", "float"]),
+    levels=st.sampled_from([1, 2, 5, 12, 40, 250]),
+    min_distance=st.integers(1, 5),
+    num_peaks=st.integers(1, 30),
+    threshold=st.sampled_from([None, "median", "40%"]),
+)
+def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
+    seed, shape, kind, levels, min_distance, num_peaks, threshold
+):
+    from peakloc.ops import streaming
+    from peakloc.ops.lazy import Maps
+
+    from .peaks_reference import local_maxima as reference
+
+    x = _terraced(np.random.default_rng(seed), shape, kind, levels)
+    if not np.isfinite(x).any():
+        return
+    if threshold == "median":
+        threshold = float(np.nanmedian(x))
+    options = {"num_peaks": num_peaks, "min_distance": min_distance}
+    absolute, relative = parse_threshold(threshold)
+    want = reference(x, threshold_abs=absolute, threshold_rel=relative, **options)
+    got = peakloc.find_peaks(x, ndim=len(shape), threshold=threshold, **options)
+    np.testing.assert_array_equal(got, want)
+    maps = Maps(x[np.newaxis], len(shape))
+    stats = streaming.map_stats(maps, 0, 1)
+    in_slabs = streaming.local_maxima(
+        maps, 0, stats, 1, threshold_abs=absolute, threshold_rel=relative, threads=1, **options
+    )
+    np.testing.assert_array_equal(in_slabs, want)
+
+
+def test_a_broad_8_bit_peak_with_terraced_flanks_is_one_peak():
+    # A Gaussian of sigma 60 rounded to 8 bits: hundreds of terrace rings, every one of them a shoulder.
+    yy, xx = np.mgrid[:256, :256]
+    x = np.round(255 * np.exp(-((yy - 120.3) ** 2 + (xx - 140.6) ** 2) / (2 * 60.0**2))).astype(np.uint8)
+    top = np.argwhere(x == x.max())[0]  # the flat top's first pixel in C order
+    assert peakloc.find_peaks(x, num_peaks=5).tolist() == [top.tolist()]

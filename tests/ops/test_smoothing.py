@@ -5,7 +5,6 @@ import pytest
 import peakloc
 from peakloc.cli import main
 from peakloc.errors import PeaklocValueError
-from peakloc.ops.peaks import _component, _dilate
 from peakloc.ops.smoothing import smoothing_kernels
 
 from ..conftest import StrictRunner
@@ -112,18 +111,3 @@ def test_cli_rejects_a_negative_smooth(tmp_path):
     np.save(path, np.zeros((4, 4)))
     result = StrictRunner().invoke(main, ["find", str(path), "--smooth", "-1"])
     assert result.exit_code == 2 and "--smooth" in result.output
-
-
-def test_connected_component_matches_growth_by_dilation_for_wide_regions():
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        allowed = rng.random((30, 40)) < 0.6
-        seed = tuple(np.argwhere(allowed)[0])
-        region = np.zeros_like(allowed)
-        region[seed] = True
-        while True:
-            grown = _dilate(region) & allowed
-            if (grown == region).all():
-                break
-            region = grown
-        np.testing.assert_array_equal(_component(allowed, seed), region)

@@ -19,15 +19,16 @@ import numpy as np
 from ...errors import PeaklocValueError
 from ..coords import validate_heatmap
 from ..lazy import Maps, is_lazy
+from ..streaming import stats_of
 from ..windows import PeakShape, estimate_shape
-from . import dark, gaussian, local, quadratic
+from . import crowded, dark, gaussian, local, quadratic
 
 #: Method name -> its ``locate`` function, in the order the table lists them.
 METHODS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]]] = {
     "local": local.locate,
     "quadratic": quadratic.locate,
     "dark": dark.locate,
-    "gaussian": gaussian.locate,
+    "gaussian": crowded.locate,
 }
 
 
@@ -216,9 +217,7 @@ def refine(
     flat = Maps(x, ndim) if lazy else x.reshape((-1,) + tuple(spatial))
     clip = None
     if lazy and method == "gaussian":
-        from ..streaming import clip_levels, stats_of
-
-        clip = clip_levels(flat, stats_of(flat))
+        clip = gaussian.clip_levels_of(stats_of(flat), flat.dtype)
     count = points.shape[-2]
     owner = np.repeat(np.arange(len(flat)), count)
     result = refine_flat(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..windows import PeakShape
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -464,3 +465,25 @@ def split_merged(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, thresho
             if not np.array_equal(pixels[0], pixels[1]):
                 out[i] = fit.centres
     return out
+
+
+def locate(
+    heatmaps: np.ndarray,
+    owner: np.ndarray,
+    centres: np.ndarray,
+    shape: PeakShape,
+    *,
+    clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
+    known: tuple[np.ndarray, gaussian.Fits] | None = None,
+    **_,
+) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
+    """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
+
+    The shape's sigma is the fit's geometric mean, its amplitude the fit's, and its noise the residual
+    standard deviation (the estimate's where the fit failed). Peaks of one heatmap whose windows overlap are
+    then fitted together (:func:`fit_groups`).
+    """
+    fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
+    fit_groups(heatmaps, owner, centres, fits)
+    return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error

@@ -39,6 +39,16 @@ def clip_levels(hi, lo, count_hi, count_lo, dtype) -> tuple[np.ndarray, np.ndarr
     return upper, lower
 
 
+def clip_levels_of(stats, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clip_levels` of maps read in pieces, from each one's extremes and counts (no pass over the data).
+
+    ``stats``: one object per map with ``hi``, ``lo``, ``count_hi`` and ``count_lo``
+    (:class:`peakloc.ops.streaming.MapStats`).
+    """
+    columns = [[getattr(s, name) for s in stats] for name in ("hi", "lo", "count_hi", "count_lo")]
+    return clip_levels(*columns, dtype)
+
+
 def censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clip_levels` of in-memory heatmaps ``(B, *spatial)``."""
     flat = heatmaps.reshape(len(heatmaps), -1)
@@ -403,27 +413,3 @@ def fit_peaks(
     for (_, part), fitted in zip(chunks, numpy_backend.map_in_threads(fit, chunks, threads)):
         fits.take(part, fitted)
     return fits
-
-
-def locate(
-    heatmaps: np.ndarray,
-    owner: np.ndarray,
-    centres: np.ndarray,
-    shape: PeakShape,
-    *,
-    clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
-    threads: int | None = None,
-    known: tuple[np.ndarray, Fits] | None = None,
-    **_,
-) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
-    """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
-
-    The shape's sigma is the fit's geometric mean, its amplitude the fit's, and its noise the residual
-    standard deviation (the estimate's where the fit failed). Peaks of one heatmap whose windows overlap are
-    then fitted together (:func:`~peakloc.ops.subpixel.crowded.fit_groups`).
-    """
-    from .crowded import fit_groups
-
-    fits = fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
-    fit_groups(heatmaps, owner, centres, fits)
-    return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error

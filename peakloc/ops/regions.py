@@ -1,0 +1,105 @@
+"""Connected regions of a map in one pass each: neighbourhood maxima, labelling, and the tops of level bands.
+
+Peak finding asks, of each candidate, which region of the map it belongs to (its plateau; in integer maps
+the pixels joined to it by a ridge at most one level lower). Each answer here comes from one labelling of
+the whole map (OpenCV in 2-D, ``scipy.ndimage`` in 3-D), never from a search grown per candidate.
+Neighbours are the ``3**ndim - 1`` around a pixel (8 in 2-D, 26 in 3-D); values outside the map count as
+absent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .filters import lowest, maximum_filter
+
+#: The dtypes that OpenCV's dilation takes.
+_CV_DILATE = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)}
+
+
+def neighbour_max(x: np.ndarray) -> np.ndarray:
+    """Maximum over the ``3**ndim`` box around each element, the element included; same shape and dtype.
+
+    Examples
+    --------
+    >>> neighbour_max(np.array([0, 3, 0, 0, 1], np.uint8))
+    array([3, 3, 3, 1, 1], dtype=uint8)
+    """
+    if x.ndim <= 2 and x.dtype in _CV_DILATE:
+        import cv2
+
+        flat = np.ascontiguousarray(x.reshape(1, -1) if x.ndim == 1 else x)
+        return cv2.dilate(flat, np.ones((3, 3), np.uint8)).reshape(x.shape)
+    return maximum_filter(x, 1)
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of ``mask`` (every neighbour connects): int32 labels 1..n (0 outside), and n.
+
+    Examples
+    --------
+    >>> label(np.array([1, 1, 0, 1], bool))
+    (array([1, 1, 0, 2], dtype=int32), 2)
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if mask.ndim <= 2:
+        import cv2
+
+        flat = mask.reshape(1, -1) if mask.ndim == 1 else mask
+        count, labels = cv2.connectedComponents(flat.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        return labels.reshape(mask.shape), count - 1
+    from scipy import ndimage
+
+    labels = np.empty(mask.shape, np.int32)
+    count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool), output=labels)
+    return labels, int(count)
+
+
+def half_levels(x: np.ndarray, parity: int) -> np.ndarray:
+    """Integer levels paired two by two: ``ceil(x / 2)`` for ``parity`` 0, ``floor(x / 2)`` for 1.
+
+    A band of two levels ``{l - 1, l}`` is one level of ``half_levels(x, l % 2)``: levels ``2k - 1`` and
+    ``2k`` become one level for parity 0, levels ``2k`` and ``2k + 1`` one level for parity 1. In ``x``'s
+    own integer dtype, one more in unsigned types: the dtype's lowest value is never used, so that
+    :func:`band_tops` can use it to mean "absent".
+
+    Examples
+    --------
+    >>> x = np.array([-3, 0, 1, 2, 3, 127], np.int8)
+    >>> half_levels(x, 0), half_levels(x, 1)
+    (array([-1,  0,  1,  1,  2, 64], dtype=int8), array([-2,  0,  0,  1,  1, 63], dtype=int8))
+    >>> half_levels(np.array([0, 1, 2, 255], np.uint8), 0)
+    array([  1,   2,   2, 129], dtype=uint8)
+    """
+    q = x >> 1
+    if parity == 0:
+        q += x & 1
+    if x.dtype.kind == "u":
+        q += 1
+    return q
+
+
+def band_tops(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels with no higher neighbour, and those of them beside an equal neighbour that has one.
+
+    ``q`` never holds its dtype's lowest value (:func:`half_levels` leaves it free).
+
+    A plateau of ``q`` (equal values, connected) is a regional maximum when none of its pixels has a higher
+    neighbour. The first mask (``top``) holds every pixel of every regional maximum, plus pieces of the other
+    plateaus; its connected components each lie within one plateau (two neighbours with no higher neighbour
+    are equal). The second (``edge``) marks the pixels of ``top`` beside a pixel of their own plateau outside
+    ``top``: a component of ``top`` is a regional maximum exactly when it holds no ``edge`` pixel. Regional
+    maxima are never neighbours of one another, so labelling ``top`` separates them.
+    """
+    top = neighbour_max(q) == q
+    rest = np.where(top, lowest(q.dtype), q)
+    edge = top & (neighbour_max(rest) == q)
+    return top, edge
+
+
+def flag_labels(labels: np.ndarray, count: int, marks: np.ndarray) -> np.ndarray:
+    """``(count + 1,)`` bool: which labels hold a pixel of ``marks`` (label 0, outside, never)."""
+    flags = np.zeros(count + 1, bool)
+    flags[labels[marks]] = True
+    flags[0] = False
+    return flags
