@@ -9,7 +9,8 @@ measured in the same run is `python -c "import numpy, cv2, tifffile"`, the inter
 
 Bombs: 30000^2 and 60000^2 8-bit PNG and tiled zlib TIFF (a few MB on disk, 0.8 and 3.4 GiB decoded),
 with and without --overlay. Each must fail alone, with its size in the message, within the budget.
-Noise: a 512 MiB uniform-noise volume (millions of local maxima) with --peaks 50 in a quarter of the budget.
+Noise: a 512 MiB uniform-noise volume (millions of local maxima) and a 256 MiB uint16 Poisson-noise volume
+(ties and one-level bumps everywhere) with --peaks 50 in a quarter of the budget.
 
 Writes benchmarks/results/memory.{csv,json} with the machine's description.
 """
@@ -224,28 +225,34 @@ def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: l
 
 
 def noise_volume(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
-    """Uniform noise, ``side/8 x side x side`` float32 (512 MiB at 1024), with ``--peaks 50`` in a quarter budget.
+    """Noise volumes ``side/8 x side x side``, with ``--peaks 50`` in a quarter budget.
 
     The worst case for peak finding: one voxel in 27 is a local maximum, millions of candidates, which a
-    map read in pieces must not hold all at once.
+    map read in pieces must not hold all at once. Float32 uniform noise (512 MiB at 1024) with ``-m all``,
+    and uint16 Poisson noise around 100 (256 MiB at 1024), whose ties and one-level bumps are labelled slab
+    by slab (issue #21).
     """
     limit = parse_size(budget) // 4
     depth = max(side // 8, 8)
-    path = folder / "noise.npy"
-    rng = np.random.default_rng(0)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(depth, side, side))
-    for z in range(0, depth, 16):
-        out[z : z + 16] = rng.random((min(16, depth - z), side, side), dtype=np.float32)
-    out.flush()
-    del out
-    got = measure([*PEAKLOC, "find", str(path), "--peaks", "50", "-m", "all", "--max-memory", str(limit), "-q"])
-    case = f"{depth}x{side}x{side} float32 uniform noise, --peaks 50 -m all"
-    rows.append(row(case, got, limit, baseline))
-    print(
-        f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
-        f"{describe(limit)}), {got['seconds']} s, {'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
-    )
-    path.unlink()
+    for dtype, methods in ((np.float32, ["-m", "all"]), (np.uint16, [])):
+        path = folder / "noise.npy"
+        rng = np.random.default_rng(0)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(depth, side, side))
+        for z in range(0, depth, 16):
+            shape = (min(16, depth - z), side, side)
+            out[z : z + 16] = rng.random(shape, dtype=np.float32) if dtype == np.float32 else rng.poisson(100, shape)
+        out.flush()
+        del out
+        got = measure([*PEAKLOC, "find", str(path), "--peaks", "50", *methods, "--max-memory", str(limit), "-q"])
+        kind = "float32 uniform" if dtype == np.float32 else "uint16 Poisson"
+        case = f"{depth}x{side}x{side} {kind} noise, --peaks 50 {' '.join(methods)}".rstrip()
+        rows.append(row(case, got, limit, baseline))
+        verdict = "PASS" if got["rc"] == 0 and got["anon_bytes"] <= limit else "FAIL"
+        print(
+            f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
+            f"{describe(limit)}), {got['seconds']} s, {verdict}"
+        )
+        path.unlink()
 
 
 def timing(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:

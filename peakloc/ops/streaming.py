@@ -287,37 +287,49 @@ def _candidates_of(
     return coords, values[order], left_out
 
 
+#: Candidates of an integer map read in pieces whose regions are labelled at first (more where the greedy
+#: spacing needs them): the fewer, the higher the lowest of them, and the fewer pixels labelled.
+HEAD_CANDIDATES = 1 << 10
+
 #: Rows read beyond a slab for its labelling: the band tops of the row after it need two rows more.
 LABEL_HALO = 3
 
 
 def _labels_of(
-    x: np.ndarray, box: tuple[int, int, int], rows: int, n: int, points: np.ndarray, parity: int, level: float
+    x: np.ndarray, box: tuple[int, int, int], rows: int, n: int, points: np.ndarray, parity: int | None, level: float
 ) -> tuple:
     """One slab's part of a labelling of the whole map: its candidates' labels, its seams' and its flags.
 
     The slab's rows are labelled together with the next slab's first row, which that slab labels too: the
     two labellings of that row (its marked pixels in C order) join the slabs' labels. What is labelled is
-    the band tops of :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` (flags: the regions holding
-    an edge pixel), or with ``parity`` None the pixels ``>= level`` (no flags). Labels are renumbered to
-    those that matter here: the candidates' and the seams'.
+    the pixels ``>= level``: all of them with ``parity`` None (no flags), else those among the band tops of
+    :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` (flags: the regions holding an edge pixel). A
+    slab with no pixel ``>= level`` is skipped. Labels are renumbered to those that matter here: the
+    candidates' and the seams'.
     """
     low, high, start = box
     stop = min(start + rows, n)
     inner = slice(start - low, min(stop + 1, n) - low)
+    mine = points[(points[:, 0] >= start) & (points[:, 0] < stop)]
+    floor = x[inner] >= level
+    if x.dtype.kind == "f":
+        floor &= np.isfinite(x[inner])  # +inf is ignored, as everywhere
+    if not floor.any():  # no candidate here either: they are all at or above ``level``
+        empty = np.empty(0, np.int32)
+        return empty, empty, empty, 0, np.empty(0, bool) if parity is not None else None
     if parity is None:
-        mask, marks = (_as_float(x[inner]) >= level), None
+        mask, marks = floor, None
     else:
         top, edge = labelling.band_tops(labelling.half_levels(x, parity))
-        mask, marks = top[inner], edge[inner]
+        mask, marks = top[inner] & floor, edge[inner]
+    del floor
     labels, count = labelling.label(mask)
-    mine = points[(points[:, 0] >= start) & (points[:, 0] < stop)]
     at = labels[(mine[:, 0] - start, *mine[:, 1:].T)]
     first = labels[0][mask[0]]
     after = labels[-1][mask[-1]] if stop < n else np.empty(0, labels.dtype)
     kept = np.unique(np.concatenate([at, first, after]))
     flags = labelling.flag_labels(labels, count, marks)[kept] if marks is not None else None
-    return tuple(np.searchsorted(kept, a) for a in (at, first, after)) + (len(kept), flags)
+    return tuple(np.searchsorted(kept, a).astype(np.int32) for a in (at, first, after)) + (len(kept), flags)
 
 
 class _Joins:
@@ -332,14 +344,17 @@ class _Joins:
         self.maps, self.b, self.rows, self.slabs = maps, b, rows, slabs
         self.boxes = _boxes(maps.spatial[0], rows, LABEL_HALO)
 
-    def _keys(self, points: np.ndarray, parity: int | None, level: float = 0.0):
-        """Region keys of ``points`` ``(k, ndim)`` (in their order), and which regions are flagged."""
+    def _keys(self, points: np.ndarray, parity: int | None, level: float):
+        """Region keys of ``points`` ``(k, ndim)`` (in their order), and which regions are flagged.
+
+        Only pixels ``>= level`` are labelled (see :func:`_labels_of`).
+        """
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
         n = self.maps.spatial[0]
         parts = self.slabs.map(_labels_of, self.maps, self.b, self.boxes, self.rows, n, points, parity, level)
-        offsets = np.cumsum([0] + [p[3] for p in parts])
+        offsets = np.cumsum([0] + [p[3] for p in parts], dtype=np.int64)
         pairs = [(a[2] + o, c[1] + q) for a, c, o, q in zip(parts, parts[1:], offsets, offsets[1:])]
         ends = [np.concatenate(side) if pairs else np.empty(0, np.int64) for side in zip(*pairs)] or [[], []]
         total = int(offsets[-1])
@@ -364,14 +379,52 @@ class _Joins:
         for p in (0, 1):
             chosen = parity == p
             if chosen.any():
-                found, flagged = self._keys(coords[chosen], p)
+                # A candidate's band lies at or above its value less one: nothing lower needs a label.
+                found, flagged = self._keys(coords[chosen], p, float(values[chosen].min()) - 1)
                 shoulder[chosen] = flagged[found]
                 keys[chosen] = found * 2 + p
         return shoulder, keys
 
     def level(self, value: float, coords: np.ndarray) -> np.ndarray:
-        """:func:`peakloc.ops.peaks.level_keys` of a map read in pieces."""
-        return self._keys(coords, None, value)[0]
+        """:func:`peakloc.ops.peaks.level_keys` of a map read in pieces.
+
+        Ties of a float map are plateaus of a pixel or a few: each region is first grown in a box around its
+        point (doubled until the region stops short of its edge), and only where a box would outgrow a slab
+        is the whole map labelled, slab by slab.
+        """
+        most = self.rows * int(np.prod(self.maps.spatial[1:], dtype=np.int64))
+        found: list[tuple[tuple[slice, ...], np.ndarray]] = []
+        for point in coords:
+            region = self._grown(value, point, most)
+            if region is None:
+                return self._keys(coords, None, value)[0]
+            found.append(region)
+        keys = np.arange(len(coords), dtype=np.int64)
+        for i, point in enumerate(coords):
+            for j, (box, region) in enumerate(found[:i]):
+                inside = all(b.start <= p < b.stop for p, b in zip(point, box))
+                if inside and region[tuple(p - b.start for p, b in zip(point, box))]:
+                    keys[i] = keys[j]
+                    break
+        return keys
+
+    def _grown(self, value: float, point: np.ndarray, most: int):
+        """``(box, region)``: the pixels ``>= value`` joined to ``point``, or None past ``most`` values."""
+        reach = 2
+        spatial = self.maps.spatial
+        while True:
+            box = tuple(slice(max(0, int(p) - reach), min(n, int(p) + reach + 1)) for p, n in zip(point, spatial))
+            if int(np.prod([b.stop - b.start for b in box])) > most:
+                return None
+            piece = _as_float(self.maps.read(self.b, box))
+            region = labelling.component(piece >= value, tuple(int(p) - b.start for p, b in zip(point, box)))
+            edges = [
+                (region.take(0, axis=a).any() and b.start > 0) or (region.take(-1, axis=a).any() and b.stop < n)
+                for a, (b, n) in enumerate(zip(box, spatial))
+            ]
+            if not any(edges):
+                return box, region
+            reach *= 2
 
 
 def local_maxima(
@@ -404,7 +457,8 @@ def local_maxima(
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
     integer = maps.dtype.kind in "iu"
-    most = SLAB_CANDIDATES
+    # Many thin slabs would hand on 16 Ki candidates each: a few times the peaks asked are enough at first.
+    most = min(SLAB_CANDIDATES, max(8 * num_peaks, 256))
     while True:
         found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold, most)
         coords = np.concatenate([c for c, _, _ in found]) if found else np.empty((0, ndim), np.int64)
@@ -422,8 +476,14 @@ def local_maxima(
         if not merge_plateaus:
             peaks = choose(coords, values, min_distance, num_peaks, maps.spatial)
         elif integer:
-            shoulder, keys = joins.bands(coords, values)
-            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial, shoulder, keys)
+            # The best candidates first: their bands lie high, where few pixels need a label.
+            head = max(4 * num_peaks, HEAD_CANDIDATES)
+            while True:
+                shoulder, keys = joins.bands(coords[:head], values[:head])
+                peaks = choose(coords[:head], values[:head], min_distance, num_peaks, maps.spatial, shoulder, keys)
+                if len(peaks) >= num_peaks or head >= len(coords):
+                    break
+                head *= 8
         else:
             peaks = choose(coords, values, min_distance, num_peaks, maps.spatial, joined=joins.level)
         if not left_out or len(peaks) >= num_peaks:

@@ -25,7 +25,7 @@ from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
 from ..output.table import SHAPE_COLUMNS
-from .budget import check, needed, working_bytes
+from .budget import LABEL_BYTES, check, needed, working_bytes
 from .settings import REFINE_METHODS, Settings
 
 if TYPE_CHECKING:
@@ -464,6 +464,8 @@ def _locate_slabs(
     # Up to one slab per thread in memory, one read again, and room for the rest of the run.
     threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
     left = None if budget is None else budget - band_bytes
+    if left is not None and (settings.peaks > 1 or settings.threshold is not None):
+        left -= LABEL_BYTES  # SciPy, where plateaus are labelled slab by slab
     block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
