@@ -120,13 +120,26 @@ def band_keys(x: np.ndarray, coords: np.ndarray, values: np.ndarray) -> tuple[np
     parity = np.asarray(x[tuple(coords.T)]).astype(np.int64) & 1 if len(coords) else np.zeros(0, np.int64)
     for p in (0, 1):
         chosen = parity == p
-        if chosen.any():
+        if not chosen.any():
+            continue
+        # A candidate's band lies at or above its value less one: nothing lower needs a label.
+        floor = int(values[chosen].min()) - 1
+        if floor > np.iinfo(x.dtype).min and int(np.count_nonzero(x >= floor)) * SPARSE_SHARE <= x.size:
+            where, component, flagged = regions.sparse_band(x, p, floor)
+            found = component[regions.find_rows(where, coords[chosen])]
+            shoulder[chosen] = flagged[found]
+        else:
             top, edge = regions.band_tops(regions.half_levels(x, p))
             labels, count = regions.label(top)
-            found = labels[tuple(coords[chosen].T)]
+            found = labels[tuple(coords[chosen].T)].astype(np.int64)
             shoulder[chosen] = regions.flag_labels(labels, count, edge)[found]
-            keys[chosen] = found.astype(np.int64) * 2 + p
+        keys[chosen] = found * 2 + p
     return shoulder, keys
+
+
+#: Band tops are gathered pixel by pixel (:func:`~peakloc.ops.regions.sparse_band`) where at most one
+#: pixel in this many lies at or above the lowest candidate's band; else the whole map is labelled.
+SPARSE_SHARE = 64
 
 
 def level_keys(x: np.ndarray, level: float, coords: np.ndarray) -> np.ndarray:

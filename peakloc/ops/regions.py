@@ -152,3 +152,87 @@ def flag_labels(labels: np.ndarray, count: int, marks: np.ndarray) -> np.ndarray
     flags[labels[marks]] = True
     flags[0] = False
     return flags
+
+
+#: Pixels whose neighbourhoods are gathered at once by :func:`sparse_band` (a few tens of MB in 3-D).
+SPARSE_BLOCK = 1 << 15
+
+
+def sparse_band(
+    x: np.ndarray, parity: int, floor: int, rows: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`band_tops` at or above ``floor``, labelled and flagged from those pixels alone (few of them).
+
+    ``floor`` is the lower level of a pair of :func:`half_levels` ``(x, parity)`` (so that a pixel's equal
+    neighbours are all at or above it), above the dtype's lowest value. Each such pixel's ``3**ndim``
+    neighbourhood is gathered (no pass over the whole map but one comparison), and the band tops among them
+    are joined by SciPy's connected components. With ``rows`` ``(lo, hi)``, only band tops in rows ``lo:hi``
+    of the first axis are labelled (a slab read with a halo: the halo's neighbours are read, its pixels are
+    not labelled).
+
+    Parameters
+    ----------
+    x : ndarray of int, shape ``spatial``
+
+    Returns
+    -------
+    coords : ndarray of int64, ``(P, ndim)``
+        The labelled pixels, in C order.
+    component : ndarray of int64, ``(P,)``
+        Their components: equal, one component.
+    flagged : ndarray of bool
+        Per component: whether it holds an edge pixel (no regional maximum). Index it with ``component``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    # A ring of the dtype's lowest value: every neighbour exists, and none outside the map is >= floor.
+    padded = np.pad(x, 1, constant_values=np.iinfo(x.dtype).min)
+    flat = padded.reshape(-1)
+    where = np.flatnonzero(flat >= floor)
+    strides = np.array([int(np.prod(padded.shape[k + 1 :])) for k in range(x.ndim)])
+    shifts = (np.array(list(np.ndindex(*(3,) * x.ndim))) - 1) @ strides
+
+    def near(block: slice):
+        """Neighbours of ``where[block]`` (flat indices in the padded map) and their levels."""
+        index = where[block, None] + shifts[None]
+        return index, half_levels(flat[index], parity)
+
+    blocks = [slice(k, k + SPARSE_BLOCK) for k in range(0, len(where), SPARSE_BLOCK)]
+    top = np.empty(len(where), bool)
+    for block in blocks:
+        _, q = near(block)
+        centre = half_levels(flat[where[block]], parity)
+        top[block] = ~np.any(q > centre[:, None], axis=1)
+    allowed = top.copy()
+    if rows is not None:
+        first = where // strides[0] - 1
+        allowed &= (first >= rows[0]) & (first < rows[1])
+    edge = np.zeros(len(where), bool)
+    links = []
+    for block in blocks:
+        index, q = near(block)
+        centre = half_levels(flat[where[block]], parity)
+        position = np.minimum(np.searchsorted(where, index), len(where) - 1)
+        member = where[position] == index
+        neighbour_top = member & top[position]
+        edge[block] = allowed[block] & np.any(member & (q == centre[:, None]) & ~neighbour_top, axis=1)
+        found, cols = np.nonzero(member & allowed[position] & allowed[block][:, None])
+        links.append((found + block.start, position[found, cols]))
+    kept = np.flatnonzero(allowed)
+    renumber = np.cumsum(allowed) - 1
+    ends = [renumber[np.concatenate([link[k] for link in links])] for k in (0, 1)] if links else [[], []]
+    graph = coo_matrix((np.ones(len(ends[0]), np.int8), tuple(ends)), shape=(len(kept), len(kept)))
+    count, component = connected_components(graph, directed=False)
+    flagged = np.zeros(count, bool)
+    flagged[component[renumber[edge]]] = True
+    coords = np.stack(np.unravel_index(where[kept], padded.shape), axis=1) - 1
+    return coords, component.astype(np.int64), flagged
+
+
+def find_rows(coords: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Index in ``coords`` ``(P, ndim)`` (C order) of each of ``points`` ``(k, ndim)``, which are among them."""
+    top = np.maximum(coords.max(axis=0), points.max(axis=0)) + 1 if len(coords) and len(points) else None
+    if top is None:
+        return np.zeros(len(points), np.int64)
+    return np.searchsorted(np.ravel_multi_index(tuple(coords.T), top), np.ravel_multi_index(tuple(points.T), top))

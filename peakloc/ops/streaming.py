@@ -317,6 +317,16 @@ def _labels_of(
     if not floor.any():  # no candidate here either: they are all at or above ``level``
         empty = np.empty(0, np.int32)
         return empty, empty, empty, 0, np.empty(0, bool) if parity is not None else None
+    sparse = parity is not None and level > np.iinfo(x.dtype).min
+    if sparse and int(np.count_nonzero(floor)) * in_memory.SPARSE_SHARE <= floor.size:
+        # Few pixels at or above the lowest band: gathered pixel by pixel, as in memory.
+        coords, component, flagged = labelling.sparse_band(x, parity, int(level), (inner.start, inner.stop))
+        row = coords[:, 0] + low
+        at = component[labelling.find_rows(coords, mine - np.eye(1, mine.shape[1], dtype=np.int64) * low)]
+        first = component[row == start]
+        after = component[row == stop] if stop < n else np.empty(0, np.int64)
+        kept = np.unique(np.concatenate([at, first, after]))
+        return tuple(np.searchsorted(kept, a).astype(np.int32) for a in (at, first, after)) + (len(kept), flagged[kept])
     if parity is None:
         mask, marks = floor, None
     else:
