@@ -20,7 +20,6 @@ from .coords import validate_beta, validate_heatmap, validate_normalize
 from .lazy import is_lazy
 from .normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
 from .peaks import local_maxima, parse_threshold, validate_counts
-from .streaming import each_argmax, each_local_maxima, each_soft_argmax
 
 
 def _compiling() -> bool:
@@ -68,6 +67,8 @@ def argmax(heatmap: Any, ndim: int = 2) -> Any:
     """
     heatmap, ndim = validate_heatmap(heatmap, ndim)
     if is_lazy(heatmap):
+        from .streaming import each_argmax  # here: a run of in-memory maps never loads the slab code
+
         coords, nonfinite = each_argmax(heatmap, ndim)
     else:
         coords, nonfinite = backends.for_array(heatmap).argmax(heatmap, ndim)
@@ -129,6 +130,8 @@ def soft_argmax(
     beta = validate_beta(beta)
     normalize = validate_normalize(normalize)
     if is_lazy(heatmap):
+        from .streaming import each_soft_argmax
+
         coords, nonfinite = each_soft_argmax(heatmap, beta, ndim, normalize, threads)
     else:
         coords, nonfinite = backends.for_array(heatmap).soft_argmax(heatmap, beta, ndim, normalize, threads)
@@ -180,6 +183,8 @@ def find_peaks(
     num_peaks, min_distance = validate_counts(num_peaks, min_distance)
     threshold_abs, threshold_rel = parse_threshold(threshold)
     if is_lazy(heatmap):
+        from .streaming import each_local_maxima
+
         found = each_local_maxima(
             heatmap,
             ndim,

@@ -20,8 +20,6 @@ from ..errors import NoFiniteValueError, PeaklocValueError
 from . import regions
 from .filters import maximum_filter
 
-RIDGE_TOLERANCE = 1.0
-
 
 def parse_threshold(text: str | float | None) -> tuple[float | None, float | None]:
     """``"0.5"`` -> absolute 0.5; ``"50%"`` -> relative 0.5 of the maximum; None -> no threshold.

@@ -16,7 +16,6 @@ slabs to check it).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -517,6 +516,8 @@ def smooth(maps: Maps, b: int, stats: MapStats, sigma: float, rows: int, folder:
     Slabs are read with the filter's radius of halo, so that every row sees the neighbours it would see in
     memory; non-finite values are filled with the map's finite minimum first and NaN again after, as there.
     """
+    import tempfile  # only here: start-up of the runs that never smooth a map in pieces stays short
+
     radius = len(smoothing_kernels(sigma)[0]) // 2
     handle = tempfile.NamedTemporaryFile(prefix="peakloc-smooth-", suffix=".npy", dir=folder)  # noqa: SIM115
     out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float64, shape=maps.spatial)
