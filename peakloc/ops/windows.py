@@ -212,3 +212,48 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
             noise = np.where(clipped | ~(noise > 0), np.nanstd(samples, axis=1), noise)
     sigma = np.clip(np.nan_to_num(sigma, nan=1.0), 0.5, half / 2)
     return PeakShape(sigma, background, amplitude, noise)
+
+
+def near_pairs(owner: np.ndarray, centres: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``(i, j)``, ``i != j``, of peaks of one heatmap at most ``reach`` apart (Chebyshev).
+
+    Found along the first axis after sorting by heatmap, then position (each peak against the next few).
+
+    Examples
+    --------
+    >>> i, j = near_pairs(np.array([0, 0, 0, 1]), np.array([[0, 0], [3, 1], [9, 0], [1, 0]]), 3)
+    >>> sorted(zip(i.tolist(), j.tolist()))
+    [(0, 1), (1, 0)]
+    """
+    n = len(centres)
+    order = np.lexsort((centres[:, 0], owner)) if n else np.zeros(0, np.int64)
+    first, second = [], []
+    for shift in range(1, n):
+        a, b = order[:-shift], order[shift:]
+        close = (owner[a] == owner[b]) & (centres[b, 0] - centres[a, 0] <= reach)
+        if not close.any():
+            break
+        near = close & (np.abs(centres[a] - centres[b]).max(axis=1) <= reach)
+        first.append(a[near])
+        second.append(b[near])
+    i = np.concatenate(first) if first else np.zeros(0, np.int64)
+    j = np.concatenate(second) if second else np.zeros(0, np.int64)
+    return np.concatenate([i, j]), np.concatenate([j, i])
+
+
+def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: int) -> np.ndarray:
+    """``(n, M)`` bool: which samples of each window lie nearer to a neighbouring peak than to its own.
+
+    ``d_base`` ``(M, ndim)``: the samples' offsets from the window's peak; ``i`` ``(k,)`` and ``delta``
+    ``(k, ndim)``: each neighbour's window and its offset from that window's peak. A sample exactly between
+    two peaks stays with its own.
+    """
+    out = np.zeros((n, len(d_base)), bool)
+    if not len(i):
+        return out
+    own = np.sum(d_base * d_base, axis=1)
+    for lo in range(0, len(i), 4096):  # (pairs, samples) at a time: a few MB
+        part = slice(lo, lo + 4096)
+        theirs = np.sum((d_base[None] - delta[part, None, :]) ** 2, axis=2) < own[None]
+        np.logical_or.at(out, i[part], theirs)
+    return out

@@ -266,10 +266,25 @@ def _known_fits(tested, owner: np.ndarray, points: np.ndarray):
     """
     if tested is None:
         return None
+
     tested_owner, tested_points, fits = tested
     index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested_owner, tested_points))}
     rows = np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
+    # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours.
+    before, after = _around(tested_owner, tested_points), _around(owner, points)
+    keys = [(int(b), *map(int, p)) for b, p in zip(owner, points)]
+    rows[[k for k, key in enumerate(keys) if rows[k] >= 0 and before.get(key) != after.get(key)]] = -1
     return rows, fits
+
+
+def _around(owner: np.ndarray, points: np.ndarray) -> dict:
+    """Per peak ``(heatmap, *position)``, the positions of its :func:`~peakloc.ops.subpixel.gaussian.neighbours`."""
+    from ..ops.subpixel.gaussian import neighbours
+
+    out: dict = {}
+    for i, j in zip(*neighbours(owner, points)):
+        out.setdefault((int(owner[i]), *map(int, points[i])), set()).add(tuple(map(int, points[j])))
+    return out
 
 
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:

@@ -118,3 +118,54 @@ def test_noisy_maps_gaussian_fit_is_not_worse_than_dark():
 def test_refine_flat_with_no_peaks_returns_empty_shapes():
     out = refine_flat(np.ones((1, 5, 5)), np.empty(0, int), np.empty((0, 2), int), "dark")
     assert out.coords.shape == (0, 2) and out.fallback.shape == (0,)
+
+
+def test_a_spots_own_fit_leaves_out_the_samples_of_its_neighbours():
+    # Two noise-free spots (sigma 1.6) 4.5 px apart share their 15x15 windows. Fitted on every sample, each
+    # single Gaussian lands 2 px off, between the two; leaving out the samples nearer to the other peak,
+    # within a third of a pixel (the neighbour's tail on its own side remains).
+    from peakloc.ops.subpixel import gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    yy, xx = np.mgrid[:40, :48].astype(float)
+    truth = np.array([[20.3, 18.2], [20.6, 22.7]])
+    heat = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.6**2)) for y, x in truth)[None]
+    peaks = peakloc.find_peaks(heat[0], num_peaks=2)
+    owner = np.zeros(2, np.int64)
+    fits = gaussian.fit_peaks(heat, owner, peaks, estimate_shape(heat, owner, peaks), threads=1)
+    errors = [np.linalg.norm(truth - c, axis=1).min() for c in fits.coords]
+    assert len(peaks) == 2 and max(errors) < 0.4
+
+
+def test_samples_nearer_to_a_neighbour_are_those_of_its_voronoi_cell(rng):
+    from peakloc.ops.windows import nearer_to_others, offsets
+
+    d = offsets(4, 2).astype(float)
+    delta = rng.integers(-6, 7, (5, 2))
+    rows = np.array([0, 0, 1, 2, 2])
+    got = nearer_to_others(d, rows, delta.astype(float), 3)
+    for r in range(3):
+        mine = delta[rows == r]
+        want = np.zeros(len(d), bool)
+        for k, sample in enumerate(d):
+            want[k] = any(np.sum((sample - m) ** 2) < np.sum(sample**2) for m in mine)
+        np.testing.assert_array_equal(got[r], want)
+
+
+def test_beside_a_neighbour_a_fit_may_not_drag_its_peak_off_its_local_maximum():
+    # A peak given 2 px from its spot's centre: alone, its fit goes to the centre; with another peak near, a
+    # move that far means the fit took in another spot, and the peak keeps its integer position, flagged.
+    from peakloc.ops.subpixel import gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    yy, xx = np.mgrid[:40, :48].astype(float)
+    heat = (
+        np.exp(-((yy - 20.0) ** 2 + (xx - 15.0) ** 2) / (2 * 1.5**2))
+        + 0.8 * np.exp(-((yy - 20.0) ** 2 + (xx - 26.0) ** 2) / (2 * 1.5**2))
+    )[None]
+    off = np.array([[20, 17]])  # the first spot's peak, 2 px to the side
+    for peaks, moved in ((off, True), (np.concatenate([off, [[20, 26]]]), False)):
+        owner = np.zeros(len(peaks), np.int64)
+        fits = gaussian.fit_peaks(heat, owner, peaks, estimate_shape(heat, owner, peaks), threads=1)
+        pull = np.linalg.norm(fits.coords[0] - peaks[0])
+        assert (pull > gaussian.CROWDED_PULL) == moved and fits.fallback[0] == (not moved)

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, offsets, windows
+from ..windows import PeakShape, groups, near_pairs, nearer_to_others, offsets, windows
 from .quadratic import vertex
 
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
 FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
 FIT_ITERATIONS = 40
+#: Farthest (pixels) a fit may take a peak from its own local maximum where another peak is near: "about a
+#: pixel" (a spot's centre lies within 0.87 px of its local maximum without noise, in 3-D); beyond, the fit
+#: has taken in a neighbour, and the peak keeps its integer position (``fallback``).
+CROWDED_PULL = 1.25
 #: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
 FIT_CHUNK = 256
 
@@ -272,14 +276,29 @@ def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
     return np.clip(np.ceil(2.5 * sigma), 3, FIT_MAX_HALF[ndim]).astype(np.int64)
 
 
-def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
-    """Fit peaks that share a window half-width: coordinates, fallback, sigma, amplitude, residual noise."""
+def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of peaks of one heatmap near enough to share samples of a fit window."""
+    return near_pairs(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
+
+
+def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int, near=None):
+    """Fit peaks that share a window half-width: coordinates, fallback, sigma, amplitude, residual noise.
+
+    ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
+    peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
+    neighbour's spot, which would pull a single Gaussian towards it (in crowded 3-D fields, one spot in four),
+    and a fit beside a neighbour may not move its peak more than :data:`CROWDED_PULL`.
+    """
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
     w = windows(heatmaps, owner, centres, half).reshape(n, -1)
     valid = np.isfinite(w)
     y = np.nan_to_num(w)
     d_base = offsets(half, ndim).astype(np.float64)
+    crowded = np.zeros(n, bool)
+    if near is not None:
+        valid &= ~nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)
+        crowded[near[0]] = True
     s0 = np.clip(sigma, 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
     theta = np.concatenate(
@@ -301,6 +320,8 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int):
     spatial = np.array(heatmaps.shape[1:])
     ok = _positive_definite(precision) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
     ok &= np.all((mu >= 0) & (mu <= spatial - 1), axis=1) & np.all(np.abs(theta[:, :ndim]) <= half - 0.5, axis=1)
+    # Beside a neighbour, a centre far from its own local maximum has fitted two spots as one (or the other).
+    ok &= ~crowded | (np.linalg.norm(theta[:, :ndim], axis=1) <= CROWDED_PULL)
     with np.errstate(all="ignore"):
         det = np.linalg.det(np.where(ok[:, None, None], precision, np.eye(ndim)))
         dof = np.maximum(valid.sum(axis=1) - theta.shape[1], 1)
@@ -367,8 +388,8 @@ def fit_peaks(
 
     Chunks of peaks run on ``threads`` threads (default: one per core, at most 8). ``known`` is
     ``(rows, fits)``: peak ``i`` with ``rows[i] >= 0`` takes row ``rows[i]`` of ``fits``, an earlier call's
-    fits of the same peaks with the same shape estimates and clip levels (a fit depends on nothing else),
-    instead of being fitted again.
+    fits of the same peaks with the same shape estimates, clip levels and :func:`neighbours` (a fit depends
+    on nothing else), instead of being fitted again.
     """
     n, ndim = centres.shape
     fits = Fits(
@@ -401,10 +422,16 @@ def fit_peaks(
         for lo in range(0, len(members), FIT_CHUNK)
     ]
 
+    first, second = neighbours(owner, centres)
+
     def fit(chunk: tuple[int, np.ndarray]) -> Fits:
         half, part = chunk
         peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
-        fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half)
+        row = np.full(n, -1)
+        row[part] = np.arange(len(part))
+        mine = row[first] >= 0
+        near = (row[first[mine]], centres[second[mine]] - centres[first[mine]])
+        fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half, near)
         fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
         return fitted
 
