@@ -137,34 +137,40 @@ def groups(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def nanpercentile_rows(values: np.ndarray, q: float) -> np.ndarray:
-    """``np.nanpercentile(values, q, axis=1)``, the same numbers, without its loop over rows.
+    """``np.nanpercentile(values, q, axis=1)``, the same numbers, without its loop over rows."""
+    return _finite_rows(values, lambda finite: np.percentile(finite, q, axis=1))
 
-    Rows with the same number of NaN are sorted (NaN last) and their finite values taken together by
-    ``np.percentile``, which works on whole arrays; rows of NaN only give NaN.
+
+def nanmedian_rows(values: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(values, axis=1)``, the same numbers, without its loop over rows."""
+    return _finite_rows(values, lambda finite: np.median(finite, axis=1))
+
+
+def _finite_rows(values: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` of each row's finite values, rows with as many NaN taken together; NaN for rows of NaN only.
+
+    Rows with the same number of NaN are sorted (NaN last) and their finite values reduced together by
+    ``reduce``, which works on whole arrays: NumPy's nan-functions loop over rows in Python once a NaN is
+    present. Sorting keeps each row's values, so order statistics come out the same.
     """
     values = np.asarray(values)
     out = np.full(len(values), np.nan)
     valid = np.count_nonzero(~np.isnan(values), axis=1)
-    ordered = None
     for count in np.unique(valid):
         rows = np.flatnonzero(valid == count)
         if count == 0:
             continue
         if count == values.shape[1]:
-            out[rows] = np.percentile(values[rows], q, axis=1)
-            continue
-        if ordered is None:
-            ordered = np.sort(values, axis=1)
-        out[rows] = np.percentile(ordered[rows, :count], q, axis=1)
+            out[rows] = reduce(values[rows])
+        else:  # only these rows sorted: most windows lie inside their map, with no NaN
+            out[rows] = reduce(np.sort(values[rows], axis=1)[:, :count])
     return out
 
 
 def robust_std(values: np.ndarray) -> np.ndarray:
     """1.4826 * median absolute deviation per row, ignoring NaN."""
-    with warnings.catch_warnings():  # a window entirely outside a tiny map has no ring: NaN, handled later
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(values, axis=1, keepdims=True)
-        return 1.4826 * np.nanmedian(np.abs(values - med), axis=1)
+    med = nanmedian_rows(values)
+    return 1.4826 * nanmedian_rows(np.abs(values - med[:, None]))
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,15 @@ def test_row_percentiles_ignoring_nan_equal_numpys(rng, q):
     with pytest.warns(RuntimeWarning):  # numpy warns about the all-NaN row; the copy says nothing
         expected = np.nanpercentile(values, q, axis=1)
     np.testing.assert_array_equal(nanpercentile_rows(values, q), expected)
+
+
+def test_nanmedian_rows_equals_numpys_nanmedian_bit_for_bit(rng):
+    from peakloc.ops.windows import nanmedian_rows
+
+    for _ in range(50):
+        values = np.round(rng.normal(size=(int(rng.integers(1, 30)), int(rng.integers(1, 40)))) * 4)
+        values[rng.random(values.shape) < rng.uniform(0, 1)] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows of NaN only: NaN, and numpy says so
+            want = np.nanmedian(values, axis=1)
+        np.testing.assert_array_equal(nanmedian_rows(values), want)
