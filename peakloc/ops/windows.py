@@ -191,6 +191,8 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
     plain std where a quarter of the ring sits at its minimum, a clipped background, or the robust one is 0).
     """
     ndim = centres.shape[1]
+    if not len(centres):
+        return PeakShape(*(np.empty(0) for _ in range(4)))
     half = SIGMA_WINDOW
     w = windows(heatmaps, owner, centres, half)
     flat = w.reshape(len(w), -1)

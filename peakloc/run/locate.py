@@ -218,8 +218,9 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
 
     A split peak becomes the two pixels of its spots; then each heatmap's peaks are ranked again by their
     value in ``work`` (highest first) and the first ``settings.peaks`` kept. Returns centres ``(B, P, ndim)``,
-    where present ``(B, P)``, which are split spots ``(B, P)``, and the test's own fits of the peaks it was
-    given ``(owner, points, Fits)`` (or None), which the ``gaussian`` method reuses for the peaks that stay.
+    where present ``(B, P)``, which are split spots ``(B, P)``, and the test's own fits and shape estimates
+    of the peaks it was given ``(owner, points, Fits, PeakShape)`` (or None), which the ``gaussian`` method
+    and the shape estimate reuse for the peaks that stay.
     """
     from ..ops.subpixel import crowded, gaussian
     from ..ops.windows import estimate_shape
@@ -228,7 +229,8 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     points = centres[owner, rank]
     if not len(points):
         return centres, present, np.zeros(present.shape, bool), None
-    fits = gaussian.fit_peaks(work, owner, points, estimate_shape(work, owner, points), clip_levels, settings.threads)
+    shape = estimate_shape(work, owner, points)
+    fits = gaussian.fit_peaks(work, owner, points, shape, clip_levels, settings.threads)
     spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold)
     spatial = np.array(layout.spatial_shape)
     lists: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(len(present))]
@@ -254,7 +256,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
         for slot, k in enumerate(order):
             out[b, slot], split[b, slot] = kept[k]
             where[b, slot] = True
-    return out, where, split, (owner, points, fits)
+    return out, where, split, (owner, points, fits, shape)
 
 
 def _known_fits(tested, owner: np.ndarray, points: np.ndarray):
@@ -267,14 +269,21 @@ def _known_fits(tested, owner: np.ndarray, points: np.ndarray):
     if tested is None:
         return None
 
-    tested_owner, tested_points, fits = tested
-    index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested_owner, tested_points))}
-    rows = np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
+    tested_owner, tested_points, fits, _ = tested
+    rows = _rows_in(tested, owner, points)
     # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours.
     before, after = _around(tested_owner, tested_points), _around(owner, points)
     keys = [(int(b), *map(int, p)) for b, p in zip(owner, points)]
     rows[[k for k, key in enumerate(keys) if rows[k] >= 0 and before.get(key) != after.get(key)]] = -1
     return rows, fits
+
+
+def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per peak, its row among the two-spot test's peaks (``tested``, see :func:`_split_merged`), or -1."""
+    if tested is None:
+        return np.full(len(points), -1, np.int64)
+    index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested[0], tested[1]))}
+    return np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
 
 
 def _around(owner: np.ndarray, points: np.ndarray) -> dict:
@@ -331,10 +340,19 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
     points = centres[owner, rank]
     estimate = None
     if settings.extra or any(m in REFINE_METHODS for m in settings.methods):
-        from ..ops.windows import estimate_shape
+        from ..ops.windows import PeakShape, estimate_shape
 
-        # Once for every method (and the --extra columns): each would otherwise estimate it again.
-        estimate = estimate_shape(work, owner, points)
+        # Once for every method (and the --extra columns): each would otherwise estimate it again. A peak's
+        # estimate depends on its own window alone: the two-spot test's serve the peaks that stay.
+        rows = _rows_in(tested, owner, points)
+        todo = np.flatnonzero(rows < 0)
+        fresh = estimate_shape(work, owner[todo], points[todo])
+        parts = [np.empty(len(points)) for _ in range(4)]
+        for part, name in zip(parts, ("sigma", "background", "amplitude", "noise")):
+            part[todo] = getattr(fresh, name)
+            if tested is not None:
+                part[rows >= 0] = getattr(tested[3], name)[rows[rows >= 0]]
+        estimate = PeakShape(*parts)
 
     def scatter(values: np.ndarray, fill=0) -> np.ndarray:
         out = np.full(present.shape + values.shape[1:], fill, dtype=values.dtype)

@@ -74,3 +74,8 @@ def test_nanmedian_rows_equals_numpys_nanmedian_bit_for_bit(rng):
             warnings.simplefilter("ignore", RuntimeWarning)  # rows of NaN only: NaN, and numpy says so
             want = np.nanmedian(values, axis=1)
         np.testing.assert_array_equal(nanmedian_rows(values), want)
+
+
+def test_the_shape_of_no_peaks_is_empty():
+    shape = estimate_shape(np.zeros((1, 8, 8)), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    assert all(len(getattr(shape, name)) == 0 for name in ("sigma", "background", "amplitude", "noise"))
