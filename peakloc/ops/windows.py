@@ -257,11 +257,19 @@ def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: in
     two peaks stays with its own.
     """
     out = np.zeros((n, len(d_base)), bool)
+    # A sample is nearer to the neighbour when 2 d.delta > |delta|^2; over the window's box d.delta is at most
+    # half-width * |delta|_1 (a corner): neighbours beyond that are nearer to none of its samples.
+    half = np.abs(d_base).max(initial=0)
+    keep = 2 * half * np.abs(delta).sum(axis=1) > np.sum(delta * delta, axis=1)
+    i, delta = i[keep], delta[keep]
     if not len(i):
         return out
+    order = np.argsort(i, kind="stable")
+    i, delta = i[order], delta[order]
     own = np.sum(d_base * d_base, axis=1)
     for lo in range(0, len(i), 4096):  # (pairs, samples) at a time: a few MB
         part = slice(lo, lo + 4096)
         theirs = np.sum((d_base[None] - delta[part, None, :]) ** 2, axis=2) < own[None]
-        np.logical_or.at(out, i[part], theirs)
+        rows, starts = np.unique(i[part], return_index=True)
+        out[rows] |= np.logical_or.reduceat(theirs, starts, axis=0)
     return out

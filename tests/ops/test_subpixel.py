@@ -141,10 +141,10 @@ def test_samples_nearer_to_a_neighbour_are_those_of_its_voronoi_cell(rng):
     from peakloc.ops.windows import nearer_to_others, offsets
 
     d = offsets(4, 2).astype(float)
-    delta = rng.integers(-6, 7, (5, 2))
-    rows = np.array([0, 0, 1, 2, 2])
-    got = nearer_to_others(d, rows, delta.astype(float), 3)
-    for r in range(3):
+    delta = rng.integers(-12, 13, (40, 2))  # near and far: (9, 4) still takes the corner (4, 4)
+    rows = rng.integers(0, 6, 40)
+    got = nearer_to_others(d, rows, delta.astype(float), 6)
+    for r in range(6):
         mine = delta[rows == r]
         want = np.zeros(len(d), bool)
         for k, sample in enumerate(d):
