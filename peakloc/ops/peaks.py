@@ -161,7 +161,8 @@ def choose(
     Plateau merging, when asked: a candidate in ``shoulder`` is no peak, and one that shares its region with
     a kept candidate of the same value is part of that peak. Regions are told by ``keys`` (computed for all
     candidates beforehand), or by ``joined(value, points)``, which gives keys of the candidates ``points``
-    ``(j, ndim)`` (all of that value), asked only where two candidates of one value both pass the spacing test.
+    ``(j, ndim)`` (all those of that value, asked once per value, and only where two of them both pass the
+    spacing test).
 
     Parameters
     ----------
@@ -188,6 +189,8 @@ def choose(
     chosen: list[tuple[int, ...]] = []
     taken: set = set()
     by_value: dict[float, list[int]] = {}
+    runs: dict[float, tuple[int, np.ndarray]] = {}
+    descending = -np.asarray(values, np.float64)  # ascending: where each value's run starts and ends
     for k, point in enumerate(_points(coords)):
         if kept is not None and kept.near(point):
             continue
@@ -199,8 +202,12 @@ def choose(
             value = float(values[k])
             same = by_value.setdefault(value, [])
             if same:
-                found = joined(value, coords[np.array(same + [k])])
-                if found[-1] in found[:-1]:
+                if value not in runs:
+                    # Candidates of one value are consecutive: their regions come from one labelling.
+                    lo, hi = np.searchsorted(descending, -value, "left"), np.searchsorted(descending, -value, "right")
+                    runs[value] = (lo, joined(value, coords[lo:hi]))
+                lo, keys_here = runs[value]
+                if keys_here[k - lo] in {keys_here[j - lo] for j in same}:
                     continue
             same.append(k)
         if kept is not None:

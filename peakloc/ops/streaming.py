@@ -403,18 +403,20 @@ class _Joins:
         """
         most = self.rows * int(np.prod(self.maps.spatial[1:], dtype=np.int64))
         found: list[tuple[tuple[slice, ...], np.ndarray]] = []
-        for point in coords:
-            region = self._grown(value, point, most)
-            if region is None:
-                return self._keys(coords, None, value)[0]
-            found.append(region)
-        keys = np.arange(len(coords), dtype=np.int64)
+        keys = np.empty(len(coords), dtype=np.int64)
         for i, point in enumerate(coords):
-            for j, (box, region) in enumerate(found[:i]):
+            # A point inside a region already grown shares its key: each region is grown once.
+            for j, (box, region) in enumerate(found):
                 inside = all(b.start <= p < b.stop for p, b in zip(point, box))
                 if inside and region[tuple(p - b.start for p, b in zip(point, box))]:
-                    keys[i] = keys[j]
+                    keys[i] = j
                     break
+            else:
+                grown = self._grown(value, point, most)
+                if grown is None:
+                    return self._keys(coords, None, value)[0]
+                keys[i] = len(found)
+                found.append(grown)
         return keys
 
     def _grown(self, value: float, point: np.ndarray, most: int):
