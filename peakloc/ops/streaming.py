@@ -6,8 +6,9 @@ slabs to check it).
 - Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`).
 - Soft-argmax: a second pass in exactly the slabs of the NumPy back end's large-map path, so that its sums
   add in the same order (:func:`soft_argmax`).
-- Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter, then the greedy spacing
-  with plateaus grown box by box (:func:`local_maxima`).
+- Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter, then the greedy spacing,
+  its plateaus and rounding ridges labelled slab by slab and joined across slab borders (:class:`_Joins`,
+  :func:`local_maxima`).
 - Sub-pixel methods read windows around each peak (:func:`peakloc.ops.windows.windows` takes a
   :class:`~peakloc.ops.lazy.Maps`), and the Gaussian fit's clip levels come from :func:`map_stats`.
 - Smoothing: a pass with the filter's radius of halo, into a float64 memory-mapped temporary file
