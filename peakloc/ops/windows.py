@@ -15,6 +15,8 @@ import numpy as np
 
 #: Half-width (pixels) of the window in which a peak's width is estimated.
 SIGMA_WINDOW = 12
+#: Window values held at once by :func:`estimate_shape` (4 Mi: 32 MiB of float64).
+SHAPE_VALUES = 1 << 22
 
 
 def c_strides(shape) -> np.ndarray:
@@ -193,6 +195,16 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
     ndim = centres.shape[1]
     if not len(centres):
         return PeakShape(*(np.empty(0) for _ in range(4)))
+    # A peak's estimate is its own: peaks taken a few at a time keep the windows (25^3 samples a peak in
+    # 3-D) to tens of MB, whatever the number of peaks.
+    step = max(1, SHAPE_VALUES // (2 * SIGMA_WINDOW + 1) ** ndim)
+    if len(centres) > step:
+        parts = [
+            estimate_shape(heatmaps, owner[k : k + step], centres[k : k + step]) for k in range(0, len(centres), step)
+        ]
+        return PeakShape(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("sigma", "background", "amplitude", "noise"))
+        )
     half = SIGMA_WINDOW
     w = windows(heatmaps, owner, centres, half)
     flat = w.reshape(len(w), -1)

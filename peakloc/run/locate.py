@@ -334,6 +334,10 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
     both may be read in pieces.
     """
     split = tested = None
+    if clip_levels is None and "gaussian" in settings.methods and isinstance(work, np.ndarray):
+        from ..ops.subpixel.gaussian import censoring
+
+        clip_levels = censoring(work)  # once, for the two-spot test and the fits (each would take it again)
     if "gaussian" in settings.methods and settings.peaks > 1 and np.isfinite(settings.split_threshold):
         centres, present, split, tested = _split_merged(work, layout, settings, centres, present, clip_levels)
     owner, rank = np.nonzero(present)

@@ -330,7 +330,13 @@ def _run(jobs: list[_Job], starts: list[np.ndarray]) -> list[GroupFit]:
     sizes: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
         sizes.setdefault(len(job.values), []).append(i)
+    batches = []
     for same in sizes.values():
+        # Bounded batches: a group's Jacobian is samples x (K (ndim + 1) + 2) values.
+        k, ndim = jobs[same[0]].start.shape
+        step = max(1, gaussian.FIT_VALUES // (len(jobs[same[0]].values) * (k * (ndim + 1) + 2)))
+        batches += [same[lo : lo + step] for lo in range(0, len(same), step)]
+    for same in batches:
         part = [jobs[i] for i in same]
         fitted = fit_groups_of(
             np.stack([j.values for j in part]),

@@ -8,6 +8,7 @@ only counts where the model disagrees with the clip.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ FIT_ITERATIONS = 40
 CROWDED_PULL = 1.25
 #: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
 FIT_CHUNK = 256
+#: Most Jacobian values of a chunk (16 MiB of float64; a step holds several such arrays, on each thread).
+FIT_VALUES = 1 << 19
 
 
 def clip_levels(hi, lo, count_hi, count_lo, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -54,14 +57,28 @@ def clip_levels_of(stats, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`clip_levels` of in-memory heatmaps ``(B, *spatial)``."""
+    """:func:`clip_levels` of in-memory heatmaps ``(B, *spatial)``.
+
+    In the maps' own dtype (extremes and equalities are exact in any), a few maps at a time: no float64 copy
+    of the stack (128 MiB for a 1000-frame movie of 128x128).
+    """
     flat = heatmaps.reshape(len(heatmaps), -1)
-    finite = np.where(np.isfinite(flat), flat, np.nan) if flat.dtype.kind == "f" else flat.astype(np.float64)
-    hi = np.nanmax(finite, axis=1)
-    lo = np.nanmin(finite, axis=1)
-    count_hi = np.sum(finite == hi[:, None], axis=1)
-    count_lo = np.sum(finite == lo[:, None], axis=1)
-    return clip_levels(hi, lo, count_hi, count_lo, heatmaps.dtype)
+    columns = np.empty((4, len(flat)))
+    step = max(1, CENSOR_VALUES // max(1, flat.shape[1]))
+    for k in range(0, len(flat), step):
+        part = flat[k : k + step]
+        if part.dtype.kind == "f":
+            part = np.where(np.isfinite(part), part, np.nan)
+        with warnings.catch_warnings():  # a map of NaN only: NaN extremes, as before
+            warnings.simplefilter("ignore", RuntimeWarning)
+            hi = np.nanmax(part, axis=1) if part.dtype.kind == "f" else part.max(axis=1)
+            lo = np.nanmin(part, axis=1) if part.dtype.kind == "f" else part.min(axis=1)
+        columns[:, k : k + step] = hi, lo, np.sum(part == hi[:, None], axis=1), np.sum(part == lo[:, None], axis=1)
+    return clip_levels(*columns, heatmaps.dtype)
+
+
+#: Values :func:`censoring` compares at once.
+CENSOR_VALUES = 1 << 22
 
 
 def model(theta: np.ndarray, d_base: np.ndarray, ndim: int):
@@ -271,6 +288,15 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     return a, b, jac, inverse
 
 
+def _chunk(half: int, ndim: int) -> int:
+    """Peaks fitted together in windows of ``half``: :data:`FIT_CHUNK`, or fewer.
+
+    Fewer where their Jacobian would pass :data:`FIT_VALUES` (3-D windows: 2197 samples by 11 parameters a peak).
+    """
+    per_peak = (2 * half + 1) ** ndim * (2 + ndim + ndim * (ndim + 1) // 2)
+    return max(1, min(FIT_CHUNK, FIT_VALUES // per_peak))
+
+
 def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
     """Half-width of each peak's fit window from its own sigma: ``ceil(2.5 sigma)``, 3 to FIT_MAX_HALF."""
     return np.clip(np.ceil(2.5 * sigma), 3, FIT_MAX_HALF[ndim]).astype(np.int64)
@@ -417,9 +443,10 @@ def fit_peaks(
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
     chunks = [
-        (half, todo[members[lo : lo + FIT_CHUNK]])
+        (half, todo[members[lo : lo + size]])
         for half, members in groups(fit_window(shape.sigma[todo], ndim))
-        for lo in range(0, len(members), FIT_CHUNK)
+        for size in [_chunk(half, ndim)]
+        for lo in range(0, len(members), size)
     ]
 
     first, second = neighbours(owner, centres)
