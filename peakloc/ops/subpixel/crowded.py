@@ -138,7 +138,8 @@ def fit_groups_of(
             step = np.nan_to_num(gaussian._solve(damped, jtr))
             trial = theta[rows] + step
             new_cost, new_r, new_jac, new_value = evaluate(trial, rows)
-            better = (new_cost < cost[rows]) & acceptable(trial, rows)
+            before = cost[rows]
+            better = (new_cost < before) & acceptable(trial, rows)
             moved = rows[better]  # only accepted steps are written back
             theta[moved] = trial[better]
             cost[moved] = new_cost[better]
@@ -146,7 +147,7 @@ def fit_groups_of(
             jac[moved] = new_jac[better]
             value[moved] = new_value[better]
             lam[rows] = np.where(better, lam[rows] * 0.3, lam[rows] * 10)
-            small = np.all(np.abs(step[:, : k * ndim]) < 1e-7, axis=1)
+            small = gaussian.settled(step[:, : k * ndim], before, new_cost)
             done[rows] |= (better & small) | (lam[rows] > 1e10)
         ok = acceptable(theta, everything) & np.all(np.isfinite(theta), axis=1)
         errors = gaussian.uncertainty(

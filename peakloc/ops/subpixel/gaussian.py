@@ -20,6 +20,10 @@ from .quadratic import vertex
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
 FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
 FIT_ITERATIONS = 40
+#: A fit also stops where its centres move less than this (px) for a cost that drops by less than
+#: COST_TOLERANCE of itself: the rest of the way is well below every error bar (10^-4 px and less).
+STEP_TOLERANCE = 1e-4
+COST_TOLERANCE = 1e-9
 #: Farthest (pixels) a fit may take a peak from its own local maximum where another peak is near: "about a
 #: pixel" (a spot's centre lies within 0.87 px of its local maximum without noise, in 3-D); beyond, the fit
 #: has taken in a neighbour, and the peak keeps its integer position (``fallback``).
@@ -143,6 +147,17 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return out
 
 
+def settled(step: np.ndarray, cost: np.ndarray, new_cost: np.ndarray) -> np.ndarray:
+    """Whether a Levenberg-Marquardt step, where accepted, ends its fit.
+
+    It does where the centres moved less than 1e-7 px, or less than :data:`STEP_TOLERANCE` px for a relative
+    drop of the cost below :data:`COST_TOLERANCE`. ``step`` ``(N, ...)``: the centres' part of each step;
+    ``cost``, ``new_cost`` ``(N,)``: before and after.
+    """
+    moved = np.abs(step).reshape(len(step), -1).max(axis=1, initial=0)
+    return (moved < 1e-7) | ((moved < STEP_TOLERANCE) & (cost - new_cost <= COST_TOLERANCE * cost))
+
+
 def _fit_chunk(y, d_base, theta, upper, lower, valid, half):
     with np.errstate(all="ignore"):  # trial steps may leave the valid region; they are rejected below
         return _fit_steps(y, d_base, theta, upper, lower, valid, half)
@@ -184,7 +199,7 @@ def _fit_steps(y, d_base, theta, upper, lower, valid, half):
         theta[moved] = trial[better]
         r[moved] = new_r[better]
         jac[moved] = new_jac[better]
-        small = np.all(np.abs(step[:, :ndim]) < 1e-7, axis=1)
+        small = settled(step[:, :ndim], cost[rows], new_cost)
         cost[rows] = np.where(better, new_cost, cost[rows])
         lam[rows] = np.where(better, lam_a * 0.3, lam_a * 10)
         done[rows] |= (better & small) | (lam[rows] > 1e10)
