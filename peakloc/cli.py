@@ -481,7 +481,7 @@ def find(inputs: tuple[str, ...], **options) -> None:
 
         page = Page(settings.overlay.folder)
     # The handlers come first: a signal from the moment the partial table exists removes it.
-    with _signals_end_the_run():
+    with _signals_end_the_run(lambda: writer is not None and writer.discard()):
         try:
             writer = _open_table(output, fmt, columns)
             for where, message in found.notes:
@@ -602,9 +602,34 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
+#: Seconds a run that a signal ended may take to unwind; past them it ends at once, its partial table removed.
+SIGNAL_GRACE = 10.0
+
+
+def _watchdog(signum: int, cleanup) -> None:
+    """End the process ``SIGNAL_GRACE`` seconds from now, whatever the main thread is blocked on.
+
+    The main thread unwinds and exits long before (:func:`_end_now`); this is for the rare run whose main
+    thread waits on something the same signal broke (a pool's lock, a pipe nobody reads).
+    """
+    import threading
+
+    def fire():
+        try:
+            cleanup()
+        except Exception:  # noqa: BLE001 - the main thread may have removed it already
+            pass
+        os._exit(128 + signum)
+
+    timer = threading.Timer(SIGNAL_GRACE, fire)
+    timer.daemon = True
+    timer.start()
+
+
 @contextmanager
-def _signals_end_the_run():
+def _signals_end_the_run(cleanup=lambda: None):
     def end(signum, frame):
+        _watchdog(signum, cleanup)
         raise _Signalled(signum)
 
     previous = {s: signal.signal(s, end) for s in (signal.SIGTERM, signal.SIGHUP)}

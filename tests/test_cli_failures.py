@@ -343,3 +343,20 @@ def test_overlay_names_keep_letters_of_any_script_and_never_start_with_a_dot(tmp
     )
     assert result.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["Zürich.png", "index.html", "png.png", "日本.png"]
+
+
+def test_a_signalled_run_whose_main_thread_is_stuck_still_ends_with_its_status(tmp_path):
+    # The main thread waits on a lock nobody will release (as on a pool's lock that the signal broke): the
+    # watchdog armed by the signal removes the partial table and ends the process with the signal's status.
+    partial = tmp_path / ".t.csv.partial"
+    partial.write_text("path\n")
+    code = (
+        "import os, threading, peakloc.cli as c\n"
+        "c.SIGNAL_GRACE = 0.2\n"
+        f"c._watchdog(15, lambda: os.unlink({str(partial)!r}))\n"
+        "stuck = threading.Lock()\n"
+        "stuck.acquire()\n"
+        "stuck.acquire()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 143 and not partial.exists(), done.stderr
