@@ -113,26 +113,46 @@ def band_keys(x: np.ndarray, coords: np.ndarray, values: np.ndarray) -> tuple[np
     keys : ndarray of int64 ``(k,)``
         Candidates with the same key (which share their value) share their region.
     """
+    return keyed_by_band(coords, values, partial(_band_parts, x))
+
+
+def keyed_by_band(coords: np.ndarray, values: np.ndarray, parts) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`band_keys` from ``parts(points, parity, floor)``, one labelling per parity of the values.
+
+    ``parts`` labels the band tops of :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` at or above
+    ``floor`` and gives each point's component ``(j,)`` and, per component, whether it is flagged (no regional
+    maximum): in memory (:func:`_band_parts`) or slab by slab (``peakloc.ops.streaming``).
+    """
     shoulder = np.zeros(len(coords), bool)
     keys = np.zeros(len(coords), np.int64)
-    parity = np.asarray(x[tuple(coords.T)]).astype(np.int64) & 1 if len(coords) else np.zeros(0, np.int64)
+    parity = np.asarray(values).astype(np.int64) & 1
     for p in (0, 1):
         chosen = parity == p
-        if not chosen.any():
-            continue
-        # A candidate's band lies at or above its value less one: nothing lower needs a label.
-        floor = int(values[chosen].min()) - 1
-        if floor > np.iinfo(x.dtype).min and int(np.count_nonzero(x >= floor)) * SPARSE_SHARE <= x.size:
-            where, component, flagged = regions.sparse_band(x, p, floor)
-            found = component[regions.find_rows(where, coords[chosen])]
+        if chosen.any():
+            # A candidate's band lies at or above its value less one: nothing lower needs a label.
+            found, flagged = parts(coords[chosen], p, int(values[chosen].min()) - 1)
             shoulder[chosen] = flagged[found]
-        else:
-            top, edge = regions.band_tops(regions.half_levels(x, p))
-            labels, count = regions.label(top)
-            found = labels[tuple(coords[chosen].T)].astype(np.int64)
-            shoulder[chosen] = regions.flag_labels(labels, count, edge)[found]
-        keys[chosen] = found * 2 + p
+            keys[chosen] = found * 2 + p
     return shoulder, keys
+
+
+def gathered(above: int, size: int, floor: int, dtype) -> bool:
+    """Whether band tops are gathered pixel by pixel: ``above`` of ``size`` pixels at or above ``floor``.
+
+    Only where few are (:data:`SPARSE_SHARE`), and where ``floor`` lies above the dtype's lowest value (which
+    :func:`~peakloc.ops.regions.sparse_band` pads the map with).
+    """
+    return floor > np.iinfo(dtype).min and above * SPARSE_SHARE <= size
+
+
+def _band_parts(x: np.ndarray, points: np.ndarray, parity: int, floor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Components of ``points`` among the band tops of ``x`` at or above ``floor``, and their flags."""
+    if gathered(int(np.count_nonzero(x >= floor)), x.size, floor, x.dtype):
+        where, component, flagged = regions.sparse_band(x, parity, floor)
+        return component[regions.find_rows(where, points)], flagged
+    top, edge = regions.band_tops(regions.half_levels(x, parity))
+    labels, count = regions.label(top)
+    return labels[tuple(points.T)].astype(np.int64), regions.flag_labels(labels, count, edge)
 
 
 #: Band tops are gathered pixel by pixel (:func:`~peakloc.ops.regions.sparse_band`) where at most one

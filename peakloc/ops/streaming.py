@@ -28,7 +28,6 @@ from . import regions as labelling
 from .filters import maximum_filter
 from .lazy import Maps
 from .normalize import coefficient
-from .peaks import choose
 from .smoothing import smooth_one, smoothing_kernels
 
 #: Values read at once when the caller does not say: 16 Mi values (64 MiB of float32).
@@ -317,12 +316,13 @@ def _labels_of(
     if not floor.any():  # no candidate here either: they are all at or above ``level``
         empty = np.empty(0, np.int32)
         return empty, empty, empty, 0, np.empty(0, bool) if parity is not None else None
-    sparse = parity is not None and level > np.iinfo(x.dtype).min
-    if sparse and int(np.count_nonzero(floor)) * in_memory.SPARSE_SHARE <= floor.size:
+    if parity is not None and in_memory.gathered(int(np.count_nonzero(floor)), floor.size, int(level), x.dtype):
         # Few pixels at or above the lowest band: gathered pixel by pixel, as in memory.
         coords, component, flagged = labelling.sparse_band(x, parity, int(level), (inner.start, inner.stop))
         row = coords[:, 0] + low
-        at = component[labelling.find_rows(coords, mine - np.eye(1, mine.shape[1], dtype=np.int64) * low)]
+        in_slab = mine.copy()
+        in_slab[:, 0] -= low
+        at = component[labelling.find_rows(coords, in_slab)]
         first = component[row == start]
         after = component[row == stop] if stop < n else np.empty(0, np.int64)
         kept = np.unique(np.concatenate([at, first, after]))
@@ -383,17 +383,7 @@ class _Joins:
 
     def bands(self, coords: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:func:`peakloc.ops.peaks.band_keys` of an integer map read in pieces (``values``: the candidates')."""
-        shoulder = np.zeros(len(coords), bool)
-        keys = np.zeros(len(coords), np.int64)
-        parity = values.astype(np.int64) & 1
-        for p in (0, 1):
-            chosen = parity == p
-            if chosen.any():
-                # A candidate's band lies at or above its value less one: nothing lower needs a label.
-                found, flagged = self._keys(coords[chosen], p, float(values[chosen].min()) - 1)
-                shoulder[chosen] = flagged[found]
-                keys[chosen] = found * 2 + p
-        return shoulder, keys
+        return in_memory.keyed_by_band(coords, values, self._keys)
 
     def level(self, value: float, coords: np.ndarray) -> np.ndarray:
         """:func:`peakloc.ops.peaks.level_keys` of a map read in pieces.
@@ -486,18 +476,20 @@ def local_maxima(
             coords, values = coords[before], values[before]
         joins = _Joins(maps, b, rows, _runner(slabs, threads))
         if not merge_plateaus:
-            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial)
+            peaks = in_memory.choose(coords, values, min_distance, num_peaks, maps.spatial)
         elif integer:
             # The best candidates first: their bands lie high, where few pixels need a label.
             head = max(4 * num_peaks, HEAD_CANDIDATES)
             while True:
                 shoulder, keys = joins.bands(coords[:head], values[:head])
-                peaks = choose(coords[:head], values[:head], min_distance, num_peaks, maps.spatial, shoulder, keys)
+                peaks = in_memory.choose(
+                    coords[:head], values[:head], min_distance, num_peaks, maps.spatial, shoulder, keys
+                )
                 if len(peaks) >= num_peaks or head >= len(coords):
                     break
                 head *= 8
         else:
-            peaks = choose(coords, values, min_distance, num_peaks, maps.spatial, joined=joins.level)
+            peaks = in_memory.choose(coords, values, min_distance, num_peaks, maps.spatial, joined=joins.level)
         if not left_out or len(peaks) >= num_peaks:
             return peaks
         most *= 16

@@ -259,18 +259,18 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     return out, where, split, (owner, points, fits, shape)
 
 
-def _known_fits(tested, owner: np.ndarray, points: np.ndarray):
+def _known_fits(tested, owner: np.ndarray, points: np.ndarray, rows: np.ndarray):
     """The two-spot test's fits for :func:`~peakloc.ops.subpixel.refine_flat`'s ``known``, or None.
 
-    ``(rows, Fits)``: per peak, its row in the test's fits, -1 for a peak the test made (a split spot). A
-    peak's own fit depends on its heatmap, position and shape estimate alone, so the test's fit of a peak is
-    the one the ``gaussian`` method would make again.
+    ``(rows, Fits)``: per peak, its row in the test's fits (``rows``, from :func:`_rows_in`), -1 for a peak
+    the test made (a split spot) or whose neighbours changed. A peak's own fit depends on its heatmap,
+    position, shape estimate and neighbours alone, so the test's fit of such a peak is the one the
+    ``gaussian`` method would make again.
     """
     if tested is None:
         return None
-
     tested_owner, tested_points, fits, _ = tested
-    rows = _rows_in(tested, owner, points)
+    rows = rows.copy()
     # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours.
     before, after = _around(tested_owner, tested_points), _around(owner, points)
     keys = [(int(b), *map(int, p)) for b, p in zip(owner, points)]
@@ -343,12 +343,12 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
     owner, rank = np.nonzero(present)
     points = centres[owner, rank]
     estimate = None
+    rows = _rows_in(tested, owner, points)
     if settings.extra or any(m in REFINE_METHODS for m in settings.methods):
         from ..ops.windows import PeakShape, estimate_shape
 
         # Once for every method (and the --extra columns): each would otherwise estimate it again. A peak's
         # estimate depends on its own window alone: the two-spot test's serve the peaks that stay.
-        rows = _rows_in(tested, owner, points)
         todo = np.flatnonzero(rows < 0)
         fresh = estimate_shape(work, owner[todo], points[todo])
         parts = [np.empty(len(points)) for _ in range(4)]
@@ -398,7 +398,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 shape=estimate,
                 clip_levels=clip_levels,
                 threads=settings.threads,
-                known=_known_fits(tested, owner, points) if method == "gaussian" else None,
+                known=_known_fits(tested, owner, points, rows) if method == "gaussian" else None,
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(
