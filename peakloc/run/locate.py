@@ -231,7 +231,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
         return centres, present, np.zeros(present.shape, bool), None
     shape = estimate_shape(work, owner, points)
     fits = gaussian.fit_peaks(work, owner, points, shape, clip_levels, settings.threads)
-    spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold)
+    spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold, settings.threads)
     spatial = np.array(layout.spatial_shape)
     lists: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(len(present))]
     for b, point, two in zip(owner, points, spots):

@@ -10,7 +10,7 @@ from ..ops.normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
 
 #: :data:`peakloc.ops.subpixel.crowded.SPLIT_THRESHOLD` and the names of :data:`peakloc.ops.subpixel.METHODS`
 #: (a test keeps them equal), not imported: a run without sub-pixel methods imports none of their code.
-SPLIT_THRESHOLD = 20.0
+SPLIT_THRESHOLD = 40.0
 REFINE_METHODS = ("local", "quadratic", "dark", "gaussian")
 
 if TYPE_CHECKING:

@@ -100,10 +100,8 @@ def test_a_spot_may_not_wander_off_onto_its_neighbour():
     # Two spots far apart but in one box: each fit stays within reach of its own start.
     yy, xx = np.mgrid[:30, :30].astype(float)
     heat = np.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 8) + np.exp(-((yy - 20) ** 2 + (xx - 21) ** 2) / 8)
-    slices, points = crowded.box(heat.shape, np.array([[8, 8], [20, 21]]), 5)
-    fit = crowded.fit_group(
-        heat[slices].ravel(), points, np.array([[8.0, 8.0], [20.0, 21.0]]), np.ones(2), 0.0, 2.0, reach=3
-    )
+    slices, axes = crowded.box(heat.shape, np.array([[8, 8], [20, 21]]), 5)
+    fit = crowded.fit_group(heat[slices], axes, np.array([[8.0, 8.0], [20.0, 21.0]]), np.ones(2), 0.0, 2.0, reach=3)
     assert fit.ok
     np.testing.assert_allclose(fit.centres, [[8, 8], [20, 21]], atol=1e-6)
     np.testing.assert_allclose(fit.sigma, 2.0, rtol=1e-6)

@@ -184,7 +184,7 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
     stats = streaming.map_stats(maps, 0, 1)
     # Band tops labelled over the whole map, and gathered pixel by pixel (where few pixels are high enough).
     for share in (0, 1 << 62):
-        with mock.patch.object(peaks, "SPARSE_SHARE", share):
+        with mock.patch.object(peaks, "SPARSE_SHARE", share), mock.patch.object(peaks, "SPARSE_SIZE", 0):
             got = peakloc.find_peaks(x, ndim=len(shape), threshold=threshold, **options)
             np.testing.assert_array_equal(got, want)
             in_slabs = streaming.local_maxima(

@@ -174,7 +174,7 @@ def refine(
     method : {"local", "quadratic", "dark", "gaussian"}
         ``local``: soft-argmax within a window; ``quadratic``: per-axis parabola through the logs of the
         three samples; ``dark``: DARK (Gaussian blur, log, Newton step); ``gaussian``: least-squares fit of
-        a Gaussian with background and full covariance, saturated samples censored.
+        a Gaussian with background and a width per array axis, saturated samples censored.
     ndim : {1, 2, 3}
     window : int, optional
         ``local`` only: half-width in pixels (default from the peak width).

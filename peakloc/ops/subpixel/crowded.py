@@ -1,18 +1,18 @@
 """Crowded spots: one fit for the spots that share pixels, and the test that splits a merged peak in two.
 
-One point-spread function made every spot of a neighbourhood, so a group's model is a sum of isotropic
-Gaussians of one shared width, each with its own centre and amplitude, over one background::
+One point-spread function made every spot of a neighbourhood, so a group's model is a sum of Gaussians of
+one shared width per axis, each with its own centre and amplitude, over one background::
 
-    value(x) = background + sum_k A_k exp(-|x - mu_k|^2 / (2 s^2))
+    value(x) = background + sum_k A_k prod_a exp(-(x_a - mu_ka)^2 / (2 s_a^2))
 
-fitted by Levenberg-Marquardt over the union of the spots' windows (parameters, in order: the centres, the
-amplitudes, the background, then ``1 / s^2``). Its uncertainty is :func:`.gaussian.uncertainty`'s.
+fitted by :func:`.gaussian.fit_spots` (a peak's own fit is its one-spot case) over the union of the spots'
+windows. Its uncertainty is :func:`.gaussian.uncertainty`'s.
 
 Two equal spots closer than 2 sigma have one maximum between them; the local-maximum rule then sees one
-peak. :func:`split_merged` fits the two-spot model to such a peak, started from the one-spot fit's long
-axis, and compares it with the one-spot fit (anisotropic Gaussian): the drop in the sum of squared residuals over
-the noise variance is a likelihood-ratio statistic, about chi-square with one degree of freedom for a
-single spot; the peak splits when it exceeds ``threshold``.
+peak. :func:`split_merged` fits the two-spot model to such a peak, started along the long axis of its
+window's second moments, and compares it with the one-spot fit: the drop in the sum of squared residuals
+over the noise variance is a likelihood-ratio statistic, small for a single spot; the peak splits when it
+exceeds ``threshold``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..windows import PeakShape
+from ...backends import numpy_backend
+from ..windows import PeakShape, groups, windows
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -37,7 +38,10 @@ class GroupFit:
     centres : ndarray, shape ``(K, ndim)``
         Pixel coordinates, array-axis order.
     amplitudes : ndarray, shape ``(K,)``
+    widths : ndarray, shape ``(ndim,)``
+        The spots' shared sigma along each axis, pixels.
     sigma, background : float
+        ``sigma`` is the widths' geometric mean.
     errors : ndarray, shape ``(K, ndim)``
         1-sigma uncertainty of each centre, pixels.
     rss : float
@@ -45,11 +49,12 @@ class GroupFit:
     used : int
         Samples used.
     ok : bool
-        Converged to a valid model: positive amplitudes and width, centres within the box.
+        Converged to a valid model: positive amplitudes and widths, centres within the box and their reach.
     """
 
     centres: np.ndarray
     amplitudes: np.ndarray
+    widths: np.ndarray
     sigma: float
     background: float
     errors: np.ndarray
@@ -58,111 +63,56 @@ class GroupFit:
     ok: bool
 
 
-def _model(theta: np.ndarray, points: np.ndarray, k: int, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Value ``(G, M)`` and Jacobian ``(G, M, P)`` of ``G`` groups' models at their samples ``(G, M, ndim)``."""
-    n = len(theta)
-    mu = theta[:, : k * ndim].reshape(n, k, ndim)
-    amp = theta[:, k * ndim : k * ndim + k]
-    background, precision = theta[:, -2], theta[:, -1]
-    d = points[:, :, None, :] - mu[:, None, :, :]  # (G, M, K, ndim)
-    q = np.sum(d * d, axis=-1)
-    e = np.exp(-0.5 * precision[:, None, None] * q)  # (G, M, K)
-    weighted = amp[:, None, :] * e
-    value = background[:, None] + weighted.sum(axis=-1)
-    jac = np.empty(value.shape + (theta.shape[1],))
-    jac[..., : k * ndim] = (weighted[..., None] * precision[:, None, None, None] * d).reshape(n, points.shape[1], -1)
-    jac[..., k * ndim : k * ndim + k] = e
-    jac[..., -2] = 1.0
-    jac[..., -1] = -0.5 * (weighted * q).sum(axis=-1)
-    return value, jac
-
-
 def fit_groups_of(
     values: np.ndarray,
-    points: np.ndarray,
+    axes: list[np.ndarray],
     centres: np.ndarray,
     amplitudes: np.ndarray,
     background: np.ndarray,
-    sigma: np.ndarray,
+    widths: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
     reach: np.ndarray,
     anchor: np.ndarray,
 ) -> list[GroupFit]:
-    """:func:`fit_group` for ``G`` groups of ``K`` spots at once, each group's fit its own.
+    """:func:`fit_group` for ``G`` groups of ``K`` spots on boxes of one shape, each group's fit its own.
 
-    ``values`` ``(G, M)`` (NaN: no sample), ``points``
-    ``(G, M, ndim)``, ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``, the rest ``(G,)``.
+    ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` ``ndim`` arrays ``(G, W_a)`` (each box's pixel
+    coordinates along each axis), ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``,
+    ``widths`` ``(G, ndim)`` (sigma per axis), the rest ``(G,)``.
     """
     g, k, ndim = centres.shape
-    valid = np.isfinite(values)
-    y = np.where(valid, values, 0.0)
     theta = np.concatenate(
-        [centres.reshape(g, -1), amplitudes, background[:, None], (1 / np.maximum(sigma, 0.3) ** 2)[:, None]], axis=1
+        [centres.reshape(g, -1), amplitudes, background[:, None], 1 / np.maximum(widths, 0.3) ** 2], axis=1
     ).astype(np.float64)
-    big = (
-        np.where(valid[..., None], points, np.inf).min(axis=1),
-        np.where(valid[..., None], points, -np.inf).max(axis=1),
-    )
-    low, high = big
-    eye = np.eye(theta.shape[1])[None]
-
-    def evaluate(t, rows):
-        value, jac = _model(t, points[rows], k, ndim)
-        r, jac = gaussian._residuals(y[rows], value, jac, upper[rows], lower[rows], valid[rows])
-        return np.sum(r * r, axis=1), r, jac, value
+    # The box a centre may not leave: its samples' extent, per axis.
+    valid = np.isfinite(values)
+    extent = [valid.any(axis=tuple(b + 1 for b in range(ndim) if b != a)) for a in range(ndim)]
+    low = np.stack([np.where(e, c, np.inf).min(axis=1) for e, c in zip(extent, axes)], axis=1)
+    high = np.stack([np.where(e, c, -np.inf).max(axis=1) for e, c in zip(extent, axes)], axis=1)
 
     def acceptable(t, rows):
         mu = t[:, : k * ndim].reshape(len(t), k, ndim)
-        return (
-            np.all(t[:, k * ndim : k * ndim + k] > 0, axis=1)
-            & (t[:, -1] > 0)
-            & np.all((mu >= low[rows][:, None]) & (mu <= high[rows][:, None]), axis=(1, 2))
-            & np.all(np.abs(mu - anchor[rows]) <= reach[rows][:, None, None], axis=(1, 2))
+        return np.all((mu >= low[rows][:, None]) & (mu <= high[rows][:, None]), axis=(1, 2)) & np.all(
+            np.abs(mu - anchor[rows]) <= reach[rows][:, None, None], axis=(1, 2)
         )
 
-    everything = np.arange(g)
+    fitted = gaussian.fit_spots(values, axes, theta, lower, upper, k, acceptable, ITERATIONS)
+    theta = fitted.theta
     with np.errstate(all="ignore"):
-        cost, r, jac, value = evaluate(theta, everything)
-        lam = np.full(g, 1e-3)
-        done = np.zeros(g, bool)
-        for _ in range(ITERATIONS):
-            rows = np.flatnonzero(~done)
-            if not len(rows):
-                break
-            active = jac[rows]
-            transposed = active.transpose(0, 2, 1)
-            jtj = transposed @ active  # batched BLAS: several times faster than einsum here
-            jtr = (transposed @ r[rows][..., None])[..., 0]
-            damped = jtj + (lam[rows, None] * np.einsum("nii->ni", jtj) + 1e-12)[:, :, None] * eye
-            step = np.nan_to_num(gaussian._solve(damped, jtr))
-            trial = theta[rows] + step
-            new_cost, new_r, new_jac, new_value = evaluate(trial, rows)
-            before = cost[rows]
-            better = (new_cost < before) & acceptable(trial, rows)
-            moved = rows[better]  # only accepted steps are written back
-            theta[moved] = trial[better]
-            cost[moved] = new_cost[better]
-            r[moved] = new_r[better]
-            jac[moved] = new_jac[better]
-            value[moved] = new_value[better]
-            lam[rows] = np.where(better, lam[rows] * 0.3, lam[rows] * 10)
-            small = gaussian.settled(step[:, : k * ndim], before, new_cost)
-            done[rows] |= (better & small) | (lam[rows] > 1e10)
-        ok = acceptable(theta, everything) & np.all(np.isfinite(theta), axis=1)
-        errors = gaussian.uncertainty(
-            r, jac, y, value, theta[:, -2], lower, upper, ndim, background_column=k * ndim + k
-        )
-    used = np.count_nonzero(jac[..., -2], axis=1)
+        ok = np.all(theta[:, k * ndim : k * ndim + k] > 0, axis=1) & np.all(theta[:, -ndim:] > 0, axis=1)
+        ok &= acceptable(theta, np.arange(g)) & np.all(np.isfinite(theta), axis=1)
+        sigma = np.where(ok[:, None], theta[:, -ndim:], np.nan) ** -0.5
     return [
         GroupFit(
             theta[i, : k * ndim].reshape(k, ndim).copy(),
             theta[i, k * ndim : k * ndim + k].copy(),
-            float(theta[i, -1] ** -0.5) if theta[i, -1] > 0 else float("nan"),
-            float(theta[i, -2]),
-            errors[i, : k * ndim].reshape(k, ndim),
-            float(cost[i]),
-            int(used[i]),
+            sigma[i],
+            float(np.exp(np.log(sigma[i]).mean())),
+            float(theta[i, k * ndim + k]),
+            fitted.errors[i, : k * ndim].reshape(k, ndim),
+            float(fitted.rss[i]),
+            int(fitted.used[i]),
             bool(ok[i]),
         )
         for i in range(g)
@@ -171,32 +121,35 @@ def fit_groups_of(
 
 def fit_group(
     values: np.ndarray,
-    points: np.ndarray,
+    axes: list[np.ndarray],
     centres: np.ndarray,
     amplitudes: np.ndarray,
     background: float,
-    sigma: float,
+    sigma,
     lower: float = -np.inf,
     upper: float = np.inf,
     reach: float = np.inf,
     anchor: np.ndarray | None = None,
 ) -> GroupFit:
-    """Fit ``K`` spots of one width jointly to the samples ``values`` ``(M,)`` at ``points`` ``(M, ndim)``.
+    """Fit ``K`` spots of one width per axis jointly to the samples ``values`` on a box.
 
-    ``centres``, ``amplitudes``, ``background`` and ``sigma`` start the fit; samples that are NaN are left
-    out, and samples at the clip levels ``lower`` and ``upper`` count only where the model disagrees with the
-    clip (as in :mod:`.gaussian`). No centre ends more than ``reach`` pixels (on any axis) from its
-    ``anchor`` (default its start): a spot may not wander onto its neighbour or off into the background.
+    ``values`` has one axis per entry of ``axes``, the box's pixel coordinates along it (:func:`box`).
+    ``centres`` ``(K, ndim)``, ``amplitudes``, ``background`` and ``sigma`` (one, or one per axis) start the
+    fit; samples that are NaN are left out, and samples at the clip levels ``lower`` and ``upper`` count only
+    where the model disagrees with the clip (as in :mod:`.gaussian`). No centre ends more than ``reach``
+    pixels (on any axis) from its ``anchor`` (default its start): a spot may not wander onto its neighbour or
+    off into the background.
     """
+    centres = np.asarray(centres, np.float64)
     anchor = centres if anchor is None else anchor
     one = lambda v: np.array([v], dtype=np.float64)  # noqa: E731
     return fit_groups_of(
         np.asarray(values, np.float64)[None],
-        np.asarray(points, np.float64)[None],
-        np.asarray(centres, np.float64)[None],
+        [np.asarray(a, np.float64)[None] for a in axes],
+        centres[None],
         np.asarray(amplitudes, np.float64)[None],
         one(background),
-        one(sigma),
+        np.broadcast_to(np.asarray(sigma, np.float64), (1, centres.shape[1])),
         one(lower),
         one(upper),
         one(reach),
@@ -204,47 +157,15 @@ def fit_group(
     )[0]
 
 
-def box(shape: tuple[int, ...], centres: np.ndarray, half: int) -> tuple[tuple[slice, ...], np.ndarray]:
+def box(shape: tuple[int, ...], centres: np.ndarray, half: int) -> tuple[tuple[slice, ...], list[np.ndarray]]:
     """The union of the windows of ``half`` pixels around ``centres`` ``(K, ndim)``, clipped to the map.
 
-    Returns its slices, and the pixel coordinates of its samples ``(M, ndim)`` in C order.
+    Returns its slices, and its pixel coordinates along each axis.
     """
     low = np.maximum(centres.min(axis=0) - half, 0)
     high = np.minimum(centres.max(axis=0) + half + 1, np.array(shape))
     slices = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-    grids = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in slices], indexing="ij")
-    return slices, np.stack(grids, axis=-1).reshape(-1, len(shape))
-
-
-def _split_job(heatmaps, b: int, centre, mu, covariance, amplitude, background, half, lower, upper) -> _Job:
-    """The two-spot fit of one peak: its window, and two starts along its own fit's long axis."""
-    slices, points = box(heatmaps.shape[1:], centre[None], half)
-    eigenvalues, vectors = np.linalg.eigh(covariance)
-    long_axis = vectors[:, -1]
-    short = max(float(eigenvalues[0]), 0.09)
-    offset = np.sqrt(max(float(eigenvalues[-1]) - short, 0.25 * short))
-    start = np.stack([mu + offset * long_axis, mu - offset * long_axis])
-    return _Job(
-        np.empty(0, np.int64),
-        _read_box(heatmaps, b, slices),
-        points,
-        start,
-        start,
-        np.full(2, amplitude / 2),
-        float(background),
-        float(np.sqrt(short)),
-        float(lower),
-        float(upper),
-        half - 0.5,
-    )
-
-
-def _statistic(fit: GroupFit, one_spot_rss: float, ndim: int) -> float:
-    """``(one_spot_rss - rss_2) / (rss_2 / dof_2)``: the likelihood-ratio statistic of the two-spot fit."""
-    if not fit.ok:
-        return 0.0
-    variance = fit.rss / max(fit.used - (2 * ndim + 4), 1)
-    return float((one_spot_rss - fit.rss) / variance) if variance > 0 else 0.0
+    return slices, [np.arange(s.start, s.stop, dtype=np.float64) for s in slices]
 
 
 #: Largest group fitted jointly; a larger crowd keeps each peak's own fit.
@@ -254,12 +175,27 @@ MAX_GROUP = 8
 def _read_box(heatmaps, b: int, slices: tuple[slice, ...]) -> np.ndarray:
     """Samples of heatmap ``b`` in ``slices``, float64, NaN where not finite (a stack read in pieces too)."""
     if isinstance(heatmaps, np.ndarray):
-        values = np.asarray(heatmaps[(int(b),) + slices], dtype=np.float64)
+        values = np.array(heatmaps[(int(b),) + slices], dtype=np.float64)
     else:
-        values = np.asarray(heatmaps.read(int(b), slices), dtype=np.float64)
-    values = values.copy()
+        values = np.array(heatmaps.read(int(b), slices), dtype=np.float64)
     values[~np.isfinite(values)] = np.nan
-    return values.reshape(-1)
+    return values
+
+
+#: Group boxes are padded (with samples left out) to a multiple of this per axis: boxes of a few shapes
+#: are fitted in a few large batches, not one small batch per shape.
+BOX_STEP = 4
+
+
+def _padded(values: np.ndarray, axes: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A box's samples and coordinates padded to a multiple of :data:`BOX_STEP` per axis (NaN samples).
+
+    The padding depends on the box alone, so a group's fit never depends on the groups beside it.
+    """
+    shape = tuple(-(-s // BOX_STEP) * BOX_STEP for s in values.shape)
+    out = np.full(shape, np.nan)
+    out[tuple(slice(0, s) for s in values.shape)] = values
+    return out, [a[0] + np.arange(s, dtype=np.float64) for a, s in zip(axes, shape)]
 
 
 def overlapping(centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
@@ -305,65 +241,65 @@ def overlapping(centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One group's joint fit to run: its samples and starts (see :func:`fit_groups_of`)."""
+class _Jobs:
+    """Joint fits to run, ``G`` of them, of ``K`` spots on boxes of one shape (see :func:`fit_groups_of`)."""
 
-    members: np.ndarray
     values: np.ndarray
-    points: np.ndarray
+    axes: list[np.ndarray]
     start: np.ndarray
-    again: np.ndarray  # the second start, where the first fails
     amplitudes: np.ndarray
-    background: float
-    sigma: float
-    lower: float
-    upper: float
-    reach: float
+    background: np.ndarray
+    widths: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    reach: np.ndarray
+
+    def rows(self, index) -> _Jobs:
+        """The jobs ``index``, a new :class:`_Jobs`."""
+        return _Jobs(self.values[index], [a[index] for a in self.axes], *(getattr(self, f)[index] for f in _PER_JOB))
 
 
-def _run(jobs: list[_Job], starts: list[np.ndarray]) -> list[GroupFit]:
-    """Fit jobs of one group size from ``starts``, those with as many samples together, in job order.
-
-    Never padded: a padded sample, even a left-out one, changes the blocking of the fit's sums, and a
-    group's fit would then depend on the groups fitted beside it.
-    """
-    results: list[GroupFit | None] = [None] * len(jobs)
-    sizes: dict[int, list[int]] = {}
-    for i, job in enumerate(jobs):
-        sizes.setdefault(len(job.values), []).append(i)
-    batches = []
-    for same in sizes.values():
-        # Bounded batches: a group's Jacobian is samples x (K (ndim + 1) + 2) values.
-        k, ndim = jobs[same[0]].start.shape
-        step = max(1, gaussian.FIT_VALUES // (len(jobs[same[0]].values) * (k * (ndim + 1) + 2)))
-        batches += [same[lo : lo + step] for lo in range(0, len(same), step)]
-    for same in batches:
-        part = [jobs[i] for i in same]
-        fitted = fit_groups_of(
-            np.stack([j.values for j in part]),
-            np.stack([j.points for j in part]),
-            np.stack([starts[i] for i in same]),
-            np.stack([j.amplitudes for j in part]),
-            *(
-                np.array([getattr(j, name) for j in part], np.float64)
-                for name in ("background", "sigma", "lower", "upper", "reach")
-            ),
-            np.stack([j.start for j in part]),
-        )
-        for i, fit in zip(same, fitted):
-            results[i] = fit
-    return results
+#: :class:`_Jobs`' fields of one array each.
+_PER_JOB = ("start", "amplitudes", "background", "widths", "lower", "upper", "reach")
 
 
-def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
+def _stack(jobs: list[dict]) -> _Jobs:
+    """One :class:`_Jobs` of jobs given as dicts of its fields, one job each."""
+    return _Jobs(
+        np.stack([j["values"] for j in jobs]),
+        [np.stack([j["axes"][a] for j in jobs]) for a in range(len(jobs[0]["axes"]))],
+        *(np.stack([np.asarray(j[f], np.float64) for j in jobs]) for f in _PER_JOB),
+    )
+
+
+def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None) -> list[GroupFit]:
+    """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order."""
+    g, k, ndim = jobs.start.shape
+    size = max(1, gaussian.FIT_VALUES // (int(np.prod(jobs.values.shape[1:])) * (k * (1 + 2 * ndim) + 1)))
+    size = min(size, gaussian.FIT_CHUNK)
+    chunks = [np.arange(lo, min(lo + size, g)) for lo in range(0, g, size)]
+
+    def fit(rows: np.ndarray) -> list[GroupFit]:
+        part = jobs.rows(rows)
+        return fit_groups_of(
+            part.values, part.axes, starts[rows], part.amplitudes, part.background, part.widths, part.lower,
+            part.upper, part.reach, part.start,
+        )  # fmt: skip
+
+    # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
+    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+    return [f for fitted in numpy_backend.map_in_threads(fit, chunks, threads) for f in fitted]
+
+
+def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: int | None = None) -> None:
     """Fit jointly the peaks of one heatmap whose windows overlap, in place of their own fits.
 
     ``fits`` is :func:`.gaussian.fit_peaks`'s; a group whose joint fit fails (or of more than
-    :data:`MAX_GROUP` peaks) keeps its peaks' own fits. Groups of one size and box size are fitted together,
+    :data:`MAX_GROUP` peaks) keeps its peaks' own fits. Groups of one size and box shape are fitted together,
     each fit its own (as :func:`fit_groups_of` runs them).
     """
     ndim = centres.shape[1]
-    jobs: dict[int, list[_Job]] = {}
+    batches: dict[tuple, list[dict]] = {}
     for b in np.unique(owner):
         mine = np.flatnonzero(owner == b)
         if len(mine) < 2:
@@ -373,62 +309,68 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits) -> None:
             if len(members) > MAX_GROUP:
                 continue
             half = int(fits.half[members].max())
-            slices, points = box(heatmaps.shape[1:], centres[members], half)
+            slices, axes = box(heatmaps.shape[1:], centres[members], half)
             good = ~fits.fallback[members]
             # From the local maxima: each peak's own fit is pulled towards its neighbours, the very bias
             # the joint fit removes. The own fits are the second start.
             start = centres[members].astype(np.float64)
             amplitudes = np.where(good & (fits.amplitude[members] > 0), fits.amplitude[members], 1.0)
-            values = _read_box(heatmaps, b, slices)
-            jobs.setdefault(len(members), []).append(
-                _Job(
-                    members,
-                    values,
-                    points,
-                    start,
-                    np.where(good[:, None], fits.coords[members], start),
-                    np.where(np.isfinite(amplitudes), amplitudes, 1.0),
-                    float(np.median(fits.background[members])),
-                    float(np.median(fits.sigma[members])),
-                    float(fits.lower[members[0]]),
-                    float(fits.upper[members[0]]),
-                    max(1.5, half - 0.5),
+            widths = fits.widths[members][good] if good.any() else fits.sigma[members][:, None]
+            values, axes = _padded(_read_box(heatmaps, b, slices), axes)
+            batches.setdefault((len(members), values.shape), []).append(
+                dict(
+                    members=members,
+                    values=values,
+                    axes=axes,
+                    start=start,
+                    again=np.where(good[:, None], fits.coords[members], start),
+                    amplitudes=np.where(np.isfinite(amplitudes), amplitudes, 1.0),
+                    background=float(np.median(fits.background[members])),
+                    widths=np.broadcast_to(np.median(widths, axis=0), (ndim,)),
+                    lower=float(fits.lower[members[0]]),
+                    upper=float(fits.upper[members[0]]),
+                    reach=max(1.5, half - 0.5),
                 )
             )
-    for batch in jobs.values():
-        results = _run(batch, [j.start for j in batch])
+    for batch in batches.values():
+        jobs = _stack(batch)
+        results = _run(jobs, jobs.start, threads)
         # Failed, or a spot pressed against the edge of its reach (a local minimum): start again from the
         # peaks' own fits, and keep the better.
         redo = [
             i
-            for i, (j, f) in enumerate(zip(batch, results))
-            if not f.ok or np.any(np.abs(f.centres - j.start) > j.reach - 0.5)
+            for i, f in enumerate(results)
+            if not f.ok or np.any(np.abs(f.centres - jobs.start[i]) > jobs.reach[i] - 0.5)
         ]
         if redo:
-            for i, again in zip(redo, _run([batch[i] for i in redo], [batch[i].again for i in redo])):
-                if again.ok and (not results[i].ok or again.rss < results[i].rss):
-                    results[i] = again
+            again = np.stack([batch[i]["again"] for i in redo])
+            for i, other in zip(redo, _run(jobs.rows(np.array(redo)), again, threads)):
+                if other.ok and (not results[i].ok or other.rss < results[i].rss):
+                    results[i] = other
         for job, fit in zip(batch, results):
             if not fit.ok:
                 continue
-            members = job.members
+            members = job["members"]
             fits.coords[members] = fit.centres
             fits.fallback[members] = False
             fits.sigma[members] = fit.sigma
+            fits.widths[members] = fit.widths
             fits.amplitude[members] = fit.amplitudes
             fits.background[members] = fit.background
-            fits.noise[members] = np.sqrt(fit.rss / max(fit.used - (len(members) * (ndim + 1) + 2), 1))
+            fits.noise[members] = np.sqrt(fit.rss / max(fit.used - gaussian.parameters(len(members), ndim), 1))
             fits.error[members] = fit.errors
 
 
 #: ``--split-threshold``'s default: single noisy spots exceed it in well under 1% of maps, and equal pairs
 #: 2 sigma apart (amplitude 1, noise 0.05, sigma 2) in all (make bench-accuracy).
-SPLIT_THRESHOLD = 20.0
+SPLIT_THRESHOLD = 40.0
 #: Only peaks at least this many noise levels high are tested for a second spot.
 SPLIT_MIN_SNR = 5.0
 
 
-def split_merged(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threshold: float) -> list[np.ndarray | None]:
+def split_merged(
+    heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threshold: float, threads: int | None = None
+) -> list[np.ndarray | None]:
     """Per peak, the two spots ``(2, ndim)`` it splits into, or None.
 
     Only peaks whose own fit worked, stands :data:`SPLIT_MIN_SNR` noise levels high, and whose window overlaps
@@ -445,33 +387,64 @@ def split_merged(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, thresho
     with np.errstate(all="ignore"):
         standing = fits.amplitude >= SPLIT_MIN_SNR * fits.noise
     tested = np.flatnonzero(~fits.fallback & ~crowded & standing)
-    jobs: dict[int, list[int]] = {}
-    for i in tested:
-        jobs.setdefault(int(fits.half[i]), []).append(int(i))
     ndim = centres.shape[1]
-    for half, peaks in jobs.items():
-        batch = [
-            _split_job(
-                heatmaps,
-                int(owner[i]),
-                centres[i],
-                fits.coords[i],
-                fits.covariance[i],
-                float(fits.amplitude[i]),
-                float(fits.background[i]),
-                half,
-                float(fits.lower[i]),
-                float(fits.upper[i]),
-            )
-            for i in peaks
-        ]
-        for i, fit in zip(peaks, _run(batch, [j.start for j in batch])):
-            if not _statistic(fit, float(fits.rss[i]), ndim) > threshold:
-                continue
-            pixels = np.rint(fit.centres).astype(np.int64)
+    for half, members in groups(fits.half[tested]):
+        peaks = tested[members]
+        jobs = _split_jobs(heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half)
+        fitted = _run(jobs, jobs.start, threads)
+        split = _statistic(fitted, fits.rss[peaks], ndim) > threshold
+        for i, fit in zip(peaks[split], [f for f, s in zip(fitted, split) if s]):
+            spots = fit.centres
+            pixels = np.rint(spots).astype(np.int64)
             if not np.array_equal(pixels[0], pixels[1]):
-                out[i] = fit.centres
+                out[i] = centres[i] + spots
     return out
+
+
+def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: int) -> _Jobs:
+    """The two-spot fits of peaks with windows of ``half``: two starts along each window's long axis.
+
+    The long axis is that of the window's second moments above the one-spot fit's background (the one-spot
+    fit's widths lie along the array axes); the starts lie ``+-d`` along it, ``d^2`` the excess of the long
+    variance over the short, as for two spots ``2 d`` apart; the starting widths are the one-spot fit's less
+    that spread.
+    """
+    n, ndim = centres.shape
+    side = 2 * half + 1
+    values = windows(heatmaps, owner, centres, half)
+    mu = fits.coords - centres
+    d = np.stack(np.meshgrid(*[np.arange(-half, half + 1.0)] * ndim, indexing="ij"), axis=-1).reshape(1, -1, ndim)
+    d = d - mu[:, None, :]
+    weight = np.nan_to_num(np.clip(values.reshape(n, -1) - fits.background[:, None], 0, None))
+    moments = (d * weight[..., None]).transpose(0, 2, 1) @ d / np.maximum(weight.sum(axis=1), 1e-300)[:, None, None]
+    eigenvalues, vectors = np.linalg.eigh(moments)
+    long_axis = vectors[..., -1]
+    spread = np.maximum(eigenvalues[:, -1] - eigenvalues[:, 0], 0.25 * np.maximum(eigenvalues[:, 0], 0.09))
+    offset = np.sqrt(spread)[:, None] * long_axis
+    start = np.stack([mu + offset, mu - offset], axis=1)
+    variance = fits.widths**2
+    widths = np.sqrt(np.maximum(variance - spread[:, None] * long_axis**2, 0.25 * variance))
+    axis = np.broadcast_to(np.arange(-half, half + 1, dtype=np.float64), (n, side))
+    return _Jobs(
+        values,
+        [axis] * ndim,
+        start,
+        np.repeat(fits.amplitude[:, None] / 2, 2, axis=1),
+        fits.background.astype(np.float64),
+        widths,
+        fits.lower.astype(np.float64),
+        fits.upper.astype(np.float64),
+        np.full(n, half - 0.5),
+    )
+
+
+def _statistic(fitted: list[GroupFit], one_spot_rss: np.ndarray, ndim: int) -> np.ndarray:
+    """``(one_spot_rss - rss_2) / (rss_2 / dof_2)`` of each two-spot fit ``(N,)``: 0 where that fit failed."""
+    rss = np.array([f.rss for f in fitted])
+    dof = np.maximum(np.array([f.used for f in fitted]) - gaussian.parameters(2, ndim), 1)
+    ok = np.array([f.ok for f in fitted], bool) & (rss > 0)
+    with np.errstate(all="ignore"):
+        return np.where(ok, (one_spot_rss - rss) / (rss / dof), 0.0)
 
 
 def locate(
@@ -492,5 +465,5 @@ def locate(
     then fitted together (:func:`fit_groups`).
     """
     fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
-    fit_groups(heatmaps, owner, centres, fits)
+    fit_groups(heatmaps, owner, centres, fits, threads)
     return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error

@@ -1,10 +1,14 @@
-"""``gaussian``: least-squares Gaussian with background and full covariance, Levenberg-Marquardt.
+"""``gaussian``: least-squares Gaussian with background and a width per axis, Levenberg-Marquardt.
 
 Each peak's window is ``ceil(2.5 sigma)`` pixels each side of its own sigma estimate (3 to
 :data:`FIT_MAX_HALF`); peaks that share a window size are fitted together, in chunks of :data:`FIT_CHUNK`,
 every peak's fit independent of the others. Saturated and floored samples are censored: a clipped sample
 only counts where the model disagrees with the clip.
-"""
+
+The model's widths lie along the array axes (a microscope's point-spread function, a pose model's target),
+so it is separable: each spot is the outer product of one profile per axis. :func:`fit_spots`, which fits
+one spot or several of one width (:mod:`.crowded`), builds its normal equations from those profiles, never
+from a Jacobian over the whole window, wherever every sample of a window counts."""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from .quadratic import vertex
 
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
 FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
-FIT_ITERATIONS = 40
 #: A fit also stops where its centres move less than this (px) for a cost that drops by less than
 #: COST_TOLERANCE of itself: the rest of the way is well below every error bar (10^-4 px and less).
 STEP_TOLERANCE = 1e-4
@@ -85,50 +88,6 @@ def censoring(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 CENSOR_VALUES = 1 << 22
 
 
-def model(theta: np.ndarray, d_base: np.ndarray, ndim: int):
-    """Gaussian with background: value and Jacobian at offsets ``d_base`` (from the window centre)."""
-    mu = theta[:, :ndim]
-    amp = theta[:, ndim]
-    bg = theta[:, ndim + 1]
-    pairs = [(k, m) for k in range(ndim) for m in range(k, ndim)]
-    precision = np.zeros((len(theta), ndim, ndim))
-    for j, (k, m) in enumerate(pairs):
-        precision[:, k, m] = precision[:, m, k] = theta[:, ndim + 2 + j]
-    d = d_base[None] - mu[:, None, :]
-    pd = d @ precision
-    q = np.sum(d * pd, axis=-1)
-    e = np.exp(-0.5 * q)
-    value = amp[:, None] * e + bg[:, None]
-    jac = np.empty(value.shape + (theta.shape[1],))
-    jac[..., :ndim] = (amp[:, None] * e)[..., None] * pd
-    jac[..., ndim] = e
-    jac[..., ndim + 1] = 1.0
-    for j, (k, m) in enumerate(pairs):
-        factor = -0.5 if k == m else -1.0
-        jac[..., ndim + 2 + j] = factor * amp[:, None] * e * d[..., k] * d[..., m]
-    return value, jac, precision
-
-
-def _residuals(y, value, jac, upper, lower, valid):
-    """Residuals and Jacobian with censored samples: a clipped sample only counts where the model disagrees."""
-    r = y - value
-    active = valid.copy()
-    # Saturated sample: the truth is >= the clip level; only a model below it is wrong.
-    sat = valid & (y >= upper[:, None])
-    active &= ~(sat & (r < 0))
-    # Floored sample: the truth is <= the floor; only a model above it is wrong.
-    flo = valid & (y <= lower[:, None])
-    active &= ~(flo & (r > 0))
-    r = np.where(active, r, 0.0)
-    jac[~active] = 0.0  # in place: the Jacobian is the caller's fresh array, and it is the largest
-    return r, jac
-
-
-def _positive_definite(precision: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return np.all(np.linalg.eigvalsh(precision) > 1e-6, axis=1)
-
-
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a[n] @ x[n] = b[n]`` for every ``n``; a singular system gets its least-squares answer.
 
@@ -158,52 +117,245 @@ def settled(step: np.ndarray, cost: np.ndarray, new_cost: np.ndarray) -> np.ndar
     return (moved < 1e-7) | ((moved < STEP_TOLERANCE) & (cost - new_cost <= COST_TOLERANCE * cost))
 
 
-def _fit_chunk(y, d_base, theta, upper, lower, valid, half):
-    with np.errstate(all="ignore"):  # trial steps may leave the valid region; they are rejected below
-        return _fit_steps(y, d_base, theta, upper, lower, valid, half)
+#: Iterations of one Levenberg-Marquardt fit (a peak's own, a group's, a two-spot test's).
+FIT_ITERATIONS = 40
 
 
-def _fit_steps(y, d_base, theta, upper, lower, valid, half):
-    """Levenberg-Marquardt steps, each on the peaks still moving only: a peak's fit is its own alone."""
-    ndim = d_base.shape[1]
-    theta = theta.copy()
-    lam = np.full(len(theta), 1e-3)
-    eye = np.eye(theta.shape[1])[None]
+def parameters(k: int, ndim: int) -> int:
+    """Parameters of ``k`` spots in ``ndim`` dimensions: centres, amplitudes, background, per-axis precisions."""
+    return k * ndim + k + 1 + ndim
 
-    def cost_of(t, rows):
-        value, jac, precision = model(t, d_base, ndim)
-        r, jac = _residuals(y[rows], value, jac, upper[rows], lower[rows], valid[rows])
-        return np.sum(r * r, axis=1), r, jac, precision
 
-    cost, r, jac, _ = cost_of(theta, slice(None))
-    done = np.zeros(len(theta), bool)
-    for _ in range(FIT_ITERATIONS):
-        rows = np.flatnonzero(~done)
-        if not len(rows):
-            break
-        jac_a, r_a, lam_a, theta_a = jac[rows], r[rows], lam[rows], theta[rows]
-        jtj = np.einsum("nmi,nmj->nij", jac_a, jac_a)
-        jtr = np.einsum("nmi,nm->ni", jac_a, r_a)
-        diag = np.einsum("nii->ni", jtj)
-        damped = jtj + (lam_a[:, None] * diag + 1e-12)[:, :, None] * eye
-        with np.errstate(all="ignore"):
-            step = _solve(damped, jtr)
-        step = np.nan_to_num(step)
-        trial = theta_a + step
-        new_cost, new_r, new_jac, precision = cost_of(trial, rows)
-        better = (new_cost < cost[rows]) & _positive_definite(precision) & (trial[:, ndim] > 0)
-        better &= np.all(np.abs(trial[:, :ndim]) <= half, axis=1)
-        # Only the accepted steps are written back: a whole Jacobian's copy per iteration was the loop's
-        # largest memory traffic.
-        moved = rows[better]
-        theta[moved] = trial[better]
-        r[moved] = new_r[better]
-        jac[moved] = new_jac[better]
-        small = settled(step[:, :ndim], cost[rows], new_cost)
-        cost[rows] = np.where(better, new_cost, cost[rows])
-        lam[rows] = np.where(better, lam_a * 0.3, lam_a * 10)
-        done[rows] |= (better & small) | (lam[rows] > 1e10)
-    return theta, cost
+def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per axis ``a``: each spot's profile ``e``, its derivatives by the centre and by the precision, ``(G, K, W_a)``.
+
+    The model is separable: a spot is the product of its profiles along the axes (see :func:`fit_spots`).
+    """
+    ndim = len(axes)
+    mu = theta[:, : k * ndim].reshape(len(theta), k, ndim)
+    precision = theta[:, -ndim:]
+    out = []
+    for a, coordinate in enumerate(axes):
+        d = coordinate[:, None, :] - mu[:, :, a, None]
+        p = precision[:, a, None, None]
+        e = np.exp(-0.5 * p * d * d)
+        out.append((e, p * d * e, -0.5 * d * d * e))
+    return out
+
+
+def _value(theta: np.ndarray, profiles, k: int) -> np.ndarray:
+    """The model on each job's box ``(G, W_0, ..., W_last)``: background plus every spot's outer product."""
+    ndim = len(profiles)
+    g = len(theta)
+    lead = theta[:, k * ndim : k * ndim + k]  # amplitudes (G, K), then (G, W_0, ..., W_a, K)
+    for a in range(ndim - 1):
+        e = profiles[a][0].transpose(0, 2, 1)  # (G, W_a, K)
+        lead = lead[..., None, :] * e.reshape((g,) + (1,) * a + e.shape[1:])
+    last = profiles[-1][0]  # (G, K, W_last)
+    value = (lead.reshape(g, -1, k) @ last).reshape((g,) + tuple(p[0].shape[2] for p in profiles))
+    return value + theta[:, k * ndim + k].reshape((g,) + (1,) * ndim)
+
+
+def _atoms(profiles, k: int) -> list[np.ndarray]:
+    """Per axis, the factors ``(G, A, W_a)`` of the rank-one terms every Jacobian column is made of.
+
+    Terms, in order: each spot's profile ``E_k``; its centre derivatives ``M_kb`` (the profile with axis
+    ``b``'s factor replaced by its derivative); its precision derivatives ``H_kb`` (likewise); then the
+    constant. See :func:`_combination` for the columns.
+    """
+    ndim = len(profiles)
+    out = []
+    for a, (e, de, dp) in enumerate(profiles):
+        g, _, width = e.shape
+        u = np.empty((g, k * (1 + 2 * ndim) + 1, width))
+        u[:, :k] = e
+        for b in range(ndim):
+            u[:, k + b : k + k * ndim : ndim] = de if b == a else e
+            u[:, k + k * ndim + b : k + 2 * k * ndim : ndim] = dp if b == a else e
+        u[:, -1] = 1.0
+        out.append(u)
+    return out
+
+
+def _combination(theta: np.ndarray, k: int, ndim: int) -> np.ndarray:
+    """``C`` ``(G, P, A)``: the Jacobian's columns as combinations of :func:`_atoms`' terms."""
+    g = len(theta)
+    amp = theta[:, k * ndim : k * ndim + k]
+    c = np.zeros((g, parameters(k, ndim), k * (1 + 2 * ndim) + 1))
+    spots = np.arange(k)
+    for b in range(ndim):
+        c[:, spots * ndim + b, k + spots * ndim + b] = amp  # centre: amplitude x M_kb
+        c[:, k * ndim + k + 1 + b, k + k * ndim + spots * ndim + b] = amp  # precision: sum of amplitude x H_kb
+    c[:, k * ndim + spots, spots] = 1.0  # amplitude: E_k
+    c[:, k * ndim + k, -1] = 1.0  # background: the constant
+    return c
+
+
+def _expand(atoms: list[np.ndarray]) -> np.ndarray:
+    """The terms on the whole box ``(G, A, M)``, from their factors per axis."""
+    out = atoms[0]
+    for u in atoms[1:]:
+        out = out[..., None] * u.reshape(u.shape[:2] + (1,) * (out.ndim - 2) + u.shape[2:])
+    return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+def _normal(theta: np.ndarray, profiles, r: np.ndarray, whole: np.ndarray, active: np.ndarray, k: int):
+    """``J^T J`` ``(G, P, P)`` and ``J^T r`` ``(G, P)`` of jobs at ``theta``, residuals ``r`` ``(G, *box)``.
+
+    Where every sample of a job counts (``whole``), from the terms' factors alone: the Gram matrix of
+    rank-one terms is the product of their Gram matrices per axis, and ``J^T r`` contracts ``r`` one axis
+    at a time. Elsewhere from the terms on the whole box, weighted by ``active``.
+    """
+    ndim = len(profiles)
+    atoms = _atoms(profiles, k)
+    g, n = len(theta), atoms[0].shape[1]
+    gram = np.empty((g, n, n))
+    t = np.empty((g, n))
+    if whole.any():
+        rows = np.flatnonzero(whole) if not whole.all() else slice(None)
+        parts = [u[rows] for u in atoms]
+        product = parts[0] @ parts[0].transpose(0, 2, 1)
+        for u in parts[1:]:
+            product *= u @ u.transpose(0, 2, 1)
+        gram[rows] = product
+        last = parts[-1]
+        contracted = (r[rows].reshape(len(last), -1, last.shape[2]) @ last.transpose(0, 2, 1)).reshape(
+            r[rows].shape[:-1] + (n,)
+        )
+        for u in parts[-2::-1]:  # (G, W_0..W_a, A) with the axis a's factors: sum over W_a
+            factor = u.transpose(0, 2, 1)
+            contracted = (contracted * factor.reshape((len(u),) + (1,) * (contracted.ndim - 3) + factor.shape[1:])).sum(
+                axis=-2
+            )
+        t[rows] = contracted
+    if not whole.all():
+        rows = np.flatnonzero(~whole)
+        full = _expand([u[rows] for u in atoms])
+        weighted = full * active[rows].reshape(len(rows), 1, -1)
+        gram[rows] = weighted @ full.transpose(0, 2, 1)
+        t[rows] = (full @ r[rows].reshape(len(rows), -1, 1))[..., 0]
+    c = _combination(theta, k, ndim)
+    return c @ gram @ c.transpose(0, 2, 1), (c @ t[..., None])[..., 0]
+
+
+def _censored(y, value, valid, upper, lower):
+    """Residuals ``(G, *box)`` and the samples that count: a clipped sample only where the model disagrees."""
+    shape = (len(y),) + (1,) * (y.ndim - 1)
+    r = y - value
+    active = valid & ~((y >= upper.reshape(shape)) & (r < 0)) & ~((y <= lower.reshape(shape)) & (r > 0))
+    return np.where(active, r, 0.0), active
+
+
+@dataclass
+class SpotFits:
+    """:func:`fit_spots`' results for ``G`` jobs of ``P`` parameters.
+
+    ``theta`` ``(G, P)`` the parameters, ``errors`` ``(G, P)`` their standard errors (:func:`uncertainty`),
+    ``rss`` ``(G,)`` the sum of squared residuals over ``used`` ``(G,)`` samples.
+    """
+
+    theta: np.ndarray
+    errors: np.ndarray
+    rss: np.ndarray
+    used: np.ndarray
+
+
+def fit_spots(values, axes, theta, lower, upper, k: int, acceptable, iterations: int = FIT_ITERATIONS) -> SpotFits:
+    """Levenberg-Marquardt fits of ``k`` Gaussian spots of shared per-axis widths, one job each.
+
+    The model of a job is ``background + sum_k A_k prod_a exp(-p_a (x_a - mu_ka)^2 / 2)``: spots made by one
+    point-spread function, whose width ``p_a^-1/2`` may differ between axes (a microscope blurs more in z).
+    A peak's own fit is the case ``k = 1``.
+
+    Parameters
+    ----------
+    values : ndarray, shape ``(G, W_0, ..., W_last)``
+        Each job's samples on a box of the map; NaN marks a sample left out.
+    axes : list of ndarray, ``ndim`` of shape ``(G, W_a)``
+        Each job's sample coordinates along each axis (pixels, in any frame the job's ``theta`` uses).
+    theta : ndarray, shape ``(G, P)``
+        Starts: centres ``(k, ndim)`` flattened, amplitudes ``(k,)``, background, precisions ``(ndim,)``.
+    lower, upper : ndarray, shape ``(G,)``
+        Clip levels (``-inf``, ``inf``: none): a clipped sample counts only where the model disagrees.
+    acceptable : callable
+        ``acceptable(theta, rows) -> bool (len(rows),)``: the constraints a step must keep besides positive
+        amplitudes and precisions (a centre's box or reach).
+
+    Each job's fit is its own: the steps of a job depend on its samples and start alone. A sample outside
+    the model's ``acceptable`` region is never the answer; a job whose start is already best keeps it.
+    """
+    ndim = len(axes)
+    g = len(values)
+    valid = np.isfinite(values)
+    y = np.where(valid, values, 0.0)
+    whole_box = valid.reshape(g, -1).all(axis=1)
+    theta = np.array(theta, np.float64)
+    # Where a job has no clipped sample, its samples always all count (the fast normal equations).
+    unclipped = whole_box & (y.reshape(g, -1).max(axis=1) < upper) & (y.reshape(g, -1).min(axis=1) > lower)
+
+    def evaluate(t, rows):
+        profiles = _profiles(t, [a[rows] for a in axes], k)
+        r, active = _censored(y[rows], _value(t, profiles, k), valid[rows], upper[rows], lower[rows])
+        return (r * r).reshape(len(rows), -1).sum(axis=1), r, active, profiles
+
+    def normal(t, rows, profiles, r, active):
+        whole = unclipped[rows] | active.reshape(len(rows), -1).all(axis=1)
+        return _normal(t, profiles, r, whole, active.reshape(len(rows), -1), k)
+
+    def allowed(t, rows):
+        amp, precision = t[:, k * ndim : k * ndim + k], t[:, -ndim:]
+        return np.all(amp > 0, axis=1) & np.all(precision > 0, axis=1) & acceptable(t, rows)
+
+    everything = np.arange(g)
+    with np.errstate(all="ignore"):  # trial steps may leave the valid region; they are rejected
+        cost, r, active, profiles = evaluate(theta, everything)
+        jtj, jtr = normal(theta, everything, profiles, r, active)
+        lam = np.full(g, 1e-3)
+        done = np.zeros(g, bool)
+        eye = np.eye(theta.shape[1])[None]
+        for _ in range(iterations):
+            rows = np.flatnonzero(~done)
+            if not len(rows):
+                break
+            a = jtj[rows]
+            damped = a + (lam[rows, None] * np.einsum("nii->ni", a) + 1e-12)[:, :, None] * eye
+            step = np.nan_to_num(_solve(damped, jtr[rows]))
+            trial = theta[rows] + step
+            new_cost, new_r, new_active, new_profiles = evaluate(trial, rows)
+            before = cost[rows]
+            better = (new_cost < before) & allowed(trial, rows)
+            if better.any():
+                moved = rows[better]
+                kept = np.flatnonzero(better)
+                theta[moved] = trial[better]
+                cost[moved] = new_cost[better]
+                jtj[moved], jtr[moved] = normal(
+                    trial[better],
+                    moved,
+                    [tuple(f[kept] for f in p) for p in new_profiles],
+                    new_r[better],
+                    new_active[better],
+                )
+            lam[rows] = np.where(better, lam[rows] * 0.3, lam[rows] * 10)
+            small = settled(step[:, : k * ndim], before, new_cost)
+            done[rows] |= (better & small) | (lam[rows] > 1e10)
+        cost, r, active, profiles = evaluate(theta, everything)
+        full = _expand(_atoms(profiles, k))
+        jac = (_combination(theta, k, ndim) @ full).transpose(0, 2, 1) * active.reshape(g, -1, 1)
+        flat = r.reshape(g, -1)
+        model = _value(theta, profiles, k).reshape(g, -1)
+        errors = uncertainty(
+            flat,
+            jac,
+            y.reshape(g, -1),
+            model,
+            theta[:, k * ndim + k],
+            lower,
+            upper,
+            ndim,
+            background_column=k * ndim + k,
+        )
+    return SpotFits(theta, errors, cost, active.reshape(g, -1).sum(axis=1))
 
 
 #: Samples whose value or fit lies within this many noise levels of a clip level count as clipped for the
@@ -303,13 +455,14 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     return a, b, jac, inverse
 
 
-def _chunk(half: int, ndim: int) -> int:
-    """Peaks fitted together in windows of ``half``: :data:`FIT_CHUNK`, or fewer.
+def _chunk(half: int, ndim: int, k: int = 1) -> int:
+    """Jobs of ``k`` spots in windows of ``half`` fitted together: :data:`FIT_CHUNK`, or fewer.
 
-    Fewer where their Jacobian would pass :data:`FIT_VALUES` (3-D windows: 2197 samples by 11 parameters a peak).
+    Fewer where the terms of their Jacobian on the whole window would pass :data:`FIT_VALUES` (3-D windows:
+    2197 samples by 7 terms a peak).
     """
-    per_peak = (2 * half + 1) ** ndim * (2 + ndim + ndim * (ndim + 1) // 2)
-    return max(1, min(FIT_CHUNK, FIT_VALUES // per_peak))
+    per_job = (2 * half + 1) ** ndim * (k * (1 + 2 * ndim) + 1)
+    return max(1, min(FIT_CHUNK, FIT_VALUES // per_job))
 
 
 def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
@@ -333,50 +486,43 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int, n
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
     w = windows(heatmaps, owner, centres, half).reshape(n, -1)
-    valid = np.isfinite(w)
-    y = np.nan_to_num(w)
-    d_base = offsets(half, ndim).astype(np.float64)
     crowded = np.zeros(n, bool)
     if near is not None:
-        valid &= ~nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)
+        d_base = offsets(half, ndim).astype(np.float64)
+        w[nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)] = np.nan
         crowded[near[0]] = True
+    side = 2 * half + 1
     s0 = np.clip(sigma, 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
     theta = np.concatenate(
-        [
-            start - centres,
-            a0[:, None],
-            shape.background[:, None],
-            np.stack([np.where(k == m, 1 / s0**2, 0.0) for k in range(ndim) for m in range(k, ndim)], axis=1),
-        ],
+        [start - centres, a0[:, None], shape.background[:, None], np.repeat((1 / s0**2)[:, None], ndim, axis=1)],
         axis=1,
     )
     upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
-    theta, cost = _fit_chunk(y, d_base, theta, upper, lower, valid, half)
-    value, jac, precision = model(theta, d_base, ndim)
-    with np.errstate(all="ignore"):
-        r, used = _residuals(y, value, jac, upper, lower, valid)
-        error = uncertainty(r, used, y, value, theta[:, ndim + 1], lower, upper, ndim)
+    axis = np.broadcast_to(np.arange(-half, half + 1, dtype=np.float64), (n, side))
+    inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half, axis=1)  # noqa: E731
+    fitted = fit_spots(w.reshape((n,) + (side,) * ndim), [axis] * ndim, theta, lower, upper, 1, inside)
+    theta = fitted.theta
     mu = centres + theta[:, :ndim]
+    precision = theta[:, -ndim:]
     spatial = np.array(heatmaps.shape[1:])
-    ok = _positive_definite(precision) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
+    ok = np.all(precision > 0, axis=1) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
     ok &= np.all((mu >= 0) & (mu <= spatial - 1), axis=1) & np.all(np.abs(theta[:, :ndim]) <= half - 0.5, axis=1)
     # Beside a neighbour, a centre far from its own local maximum has fitted two spots as one (or the other).
     ok &= ~crowded | (np.linalg.norm(theta[:, :ndim], axis=1) <= CROWDED_PULL)
     with np.errstate(all="ignore"):
-        det = np.linalg.det(np.where(ok[:, None, None], precision, np.eye(ndim)))
-        dof = np.maximum(valid.sum(axis=1) - theta.shape[1], 1)
-        covariance = np.linalg.inv(np.where(ok[:, None, None], precision, np.eye(ndim)))
+        widths = np.where(ok[:, None], precision, 1.0) ** -0.5
+        dof = np.maximum(fitted.used - theta.shape[1], 1)
         return Fits(
             np.where(ok[:, None], mu, centres),
             ~ok,
-            np.where(ok, det ** (-0.5 / ndim), sigma),
+            np.where(ok, np.exp(np.log(widths).mean(axis=1)), sigma),
             np.where(ok, theta[:, ndim], amplitude),
             np.where(ok, theta[:, ndim + 1], shape.background),
-            np.sqrt(cost / dof),
-            np.where(ok[:, None], error, np.nan),
-            covariance,
-            cost,
+            np.sqrt(fitted.rss / dof),
+            np.where(ok[:, None], fitted.errors[:, :ndim], np.nan),
+            widths,
+            fitted.rss,
             np.full(n, half),
             lower,
             upper,
@@ -389,8 +535,8 @@ class Fits:
 
     ``coords`` ``(N, ndim)``; ``fallback``, ``sigma``, ``amplitude``, ``background``, ``noise`` (residual
     standard deviation), ``rss`` (sum of squared residuals), ``half`` (window half-width), ``lower`` and
-    ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``covariance`` ``(N, ndim, ndim)`` the fitted
-    Gaussian's, pixels^2.
+    ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
+    sigma along each axis, pixels (1 where the fit failed).
     """
 
     coords: np.ndarray
@@ -400,7 +546,7 @@ class Fits:
     background: np.ndarray
     noise: np.ndarray
     error: np.ndarray
-    covariance: np.ndarray
+    widths: np.ndarray
     rss: np.ndarray
     half: np.ndarray
     lower: np.ndarray
@@ -441,7 +587,7 @@ def fit_peaks(
         shape.background.copy(),
         shape.noise.copy(),
         np.full((n, ndim), np.nan),
-        np.tile(np.eye(ndim), (n, 1, 1)),
+        np.ones((n, ndim)),
         np.full(n, np.nan),
         np.zeros(n, np.int64),
         np.full(n, -np.inf),
