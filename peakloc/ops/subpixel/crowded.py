@@ -74,12 +74,14 @@ def fit_groups_of(
     upper: np.ndarray,
     reach: np.ndarray,
     anchor: np.ndarray,
+    cost_tolerance: float = 0.0,
 ) -> list[GroupFit]:
     """:func:`fit_group` for ``G`` groups of ``K`` spots on boxes of one shape, each group's fit its own.
 
     ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` ``ndim`` arrays ``(G, W_a)`` (each box's pixel
     coordinates along each axis), ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``,
-    ``widths`` ``(G, ndim)`` (sigma per axis), the rest ``(G,)``.
+    ``widths`` ``(G, ndim)`` (sigma per axis), the rest ``(G,)``; ``cost_tolerance`` as
+    :func:`.gaussian.fit_spots`' (a fit with one decides a test: it has no errors).
     """
     g, k, ndim = centres.shape
     theta = np.concatenate(
@@ -97,7 +99,9 @@ def fit_groups_of(
             np.abs(mu - anchor[rows]) <= reach[rows][:, None, None], axis=(1, 2)
         )
 
-    fitted = gaussian.fit_spots(values, axes, theta, lower, upper, k, acceptable, ITERATIONS)
+    fitted = gaussian.fit_spots(
+        values, axes, theta, lower, upper, k, acceptable, ITERATIONS, cost_tolerance, not cost_tolerance
+    )
     theta = fitted.theta
     with np.errstate(all="ignore"):
         ok = np.all(theta[:, k * ndim : k * ndim + k] > 0, axis=1) & np.all(theta[:, -ndim:] > 0, axis=1)
@@ -272,7 +276,7 @@ def _stack(jobs: list[dict]) -> _Jobs:
     )
 
 
-def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None) -> list[GroupFit]:
+def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_tolerance: float = 0.0) -> list[GroupFit]:
     """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order."""
     g, k, ndim = jobs.start.shape
     size = max(1, gaussian.FIT_VALUES // (int(np.prod(jobs.values.shape[1:])) * (k * (1 + 2 * ndim) + 1)))
@@ -283,7 +287,7 @@ def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None) -> list[Gr
         part = jobs.rows(rows)
         return fit_groups_of(
             part.values, part.axes, starts[rows], part.amplitudes, part.background, part.widths, part.lower,
-            part.upper, part.reach, part.start,
+            part.upper, part.reach, part.start, cost_tolerance,
         )  # fmt: skip
 
     # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
@@ -364,6 +368,9 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
 #: ``--split-threshold``'s default: single noisy spots exceed it in well under 1% of maps, and equal pairs
 #: 2 sigma apart (amplitude 1, noise 0.05, sigma 2) in all (make bench-accuracy).
 SPLIT_THRESHOLD = 40.0
+#: A two-spot fit ends where a step lowers its cost by less than this share: the statistic then moves by
+#: less than 1e-5 times the window's samples (0.01 for 1000 samples), far below any threshold's precision.
+SPLIT_TOLERANCE = 1e-5
 #: Only peaks at least this many noise levels high are tested for a second spot.
 SPLIT_MIN_SNR = 5.0
 
@@ -391,7 +398,7 @@ def split_merged(
     for half, members in groups(fits.half[tested]):
         peaks = tested[members]
         jobs = _split_jobs(heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half)
-        fitted = _run(jobs, jobs.start, threads)
+        fitted = _run(jobs, jobs.start, threads, SPLIT_TOLERANCE)
         split = _statistic(fitted, fits.rss[peaks], ndim) > threshold
         for i, fit in zip(peaks[split], [f for f, s in zip(fitted, split) if s]):
             spots = fit.centres

@@ -8,7 +8,8 @@ only counts where the model disagrees with the clip.
 The model's widths lie along the array axes (a microscope's point-spread function, a pose model's target),
 so it is separable: each spot is the outer product of one profile per axis. :func:`fit_spots`, which fits
 one spot or several of one width (:mod:`.crowded`), builds its normal equations from those profiles, never
-from a Jacobian over the whole window, wherever every sample of a window counts."""
+from a Jacobian over the whole window, wherever every sample of a window counts.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ COST_TOLERANCE = 1e-9
 #: has taken in a neighbour, and the peak keeps its integer position (``fallback``).
 CROWDED_PULL = 1.25
 #: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
-FIT_CHUNK = 256
+FIT_CHUNK = 4096
 #: Most Jacobian values of a chunk (16 MiB of float64; a step holds several such arrays, on each thread).
 FIT_VALUES = 1 << 19
 
@@ -260,7 +261,18 @@ class SpotFits:
     used: np.ndarray
 
 
-def fit_spots(values, axes, theta, lower, upper, k: int, acceptable, iterations: int = FIT_ITERATIONS) -> SpotFits:
+def fit_spots(
+    values,
+    axes,
+    theta,
+    lower,
+    upper,
+    k: int,
+    acceptable,
+    iterations: int = FIT_ITERATIONS,
+    cost_tolerance: float = 0.0,
+    errors: bool = True,
+) -> SpotFits:
     """Levenberg-Marquardt fits of ``k`` Gaussian spots of shared per-axis widths, one job each.
 
     The model of a job is ``background + sum_k A_k prod_a exp(-p_a (x_a - mu_ka)^2 / 2)``: spots made by one
@@ -280,6 +292,11 @@ def fit_spots(values, axes, theta, lower, upper, k: int, acceptable, iterations:
     acceptable : callable
         ``acceptable(theta, rows) -> bool (len(rows),)``: the constraints a step must keep besides positive
         amplitudes and precisions (a centre's box or reach).
+    cost_tolerance : float
+        A fit also ends where an accepted step lowers its cost by less than this share of it, wherever its
+        centres went (a fit that only decides a test needs its cost, not its centres to 1e-4 px).
+    errors : bool
+        Whether to compute the standard errors (NaN without).
 
     Each job's fit is its own: the steps of a job depend on its samples and start alone. A sample outside
     the model's ``acceptable`` region is never the answer; a job whose start is already best keeps it.
@@ -337,25 +354,20 @@ def fit_spots(values, axes, theta, lower, upper, k: int, acceptable, iterations:
                     new_active[better],
                 )
             lam[rows] = np.where(better, lam[rows] * 0.3, lam[rows] * 10)
-            small = settled(step[:, : k * ndim], before, new_cost)
+            small = settled(step[:, : k * ndim], before, new_cost) | (before - new_cost <= cost_tolerance * before)
             done[rows] |= (better & small) | (lam[rows] > 1e10)
         cost, r, active, profiles = evaluate(theta, everything)
+        used = active.reshape(g, -1).sum(axis=1)
+        if not errors:
+            return SpotFits(theta, np.full(theta.shape, np.nan), cost, used)
         full = _expand(_atoms(profiles, k))
         jac = (_combination(theta, k, ndim) @ full).transpose(0, 2, 1) * active.reshape(g, -1, 1)
-        flat = r.reshape(g, -1)
         model = _value(theta, profiles, k).reshape(g, -1)
-        errors = uncertainty(
-            flat,
-            jac,
-            y.reshape(g, -1),
-            model,
-            theta[:, k * ndim + k],
-            lower,
-            upper,
-            ndim,
+        error = uncertainty(
+            r.reshape(g, -1), jac, y.reshape(g, -1), model, theta[:, k * ndim + k], lower, upper, ndim,
             background_column=k * ndim + k,
-        )
-    return SpotFits(theta, errors, cost, active.reshape(g, -1).sum(axis=1))
+        )  # fmt: skip
+    return SpotFits(theta, error, cost, used)
 
 
 #: Samples whose value or fit lies within this many noise levels of a clip level count as clipped for the
