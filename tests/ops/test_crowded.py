@@ -105,3 +105,51 @@ def test_a_spot_may_not_wander_off_onto_its_neighbour():
     assert fit.ok
     np.testing.assert_allclose(fit.centres, [[8, 8], [20, 21]], atol=1e-6)
     np.testing.assert_allclose(fit.sigma, 2.0, rtol=1e-6)
+
+
+def _numeric_normal(theta, axes, r_of, k, eps=1e-6):
+    """``J^T J`` and ``J^T r`` of the residual function ``r_of`` by central differences (the reference)."""
+    r = r_of(theta).ravel()
+    columns = []
+    for p in range(theta.size):
+        step = np.zeros_like(theta)
+        step[0, p] = eps
+        columns.append(-(r_of(theta + step).ravel() - r_of(theta - step).ravel()) / (2 * eps))
+    jac = np.stack(columns, axis=1)
+    return jac.T @ jac, jac.T @ r
+
+
+def test_normal_equations_from_per_axis_profiles_match_a_numeric_jacobian():
+    from peakloc.ops.subpixel import gaussian
+
+    rng = np.random.default_rng(4)
+    axes = [np.arange(5.0)[None], np.arange(7.0)[None], np.arange(6.0)[None]]  # a 3-D box, unequal sides
+    k, ndim = 2, 3
+    theta = np.concatenate([[1.6, 2.9, 2.2, 2.8, 4.1, 3.0], [1.0, 0.7], [0.2], [0.3, 0.6, 0.5]])[None]
+    y = rng.normal(0, 1, (1, 5, 7, 6))
+
+    def residuals(t):
+        return y - gaussian._value(t, gaussian._profiles(t, axes, k), k)
+
+    want_jtj, want_jtr = _numeric_normal(theta, axes, residuals, k)
+    profiles = gaussian._profiles(theta, axes, k)
+    r = residuals(theta)
+    for whole in (True, False):  # the per-axis route, and the one over the whole box
+        jtj, jtr = gaussian._normal(theta, profiles, r, np.array([whole]), np.ones((1, r.size), bool), k)
+        np.testing.assert_allclose(jtj[0], want_jtj, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(jtr[0], want_jtr, rtol=1e-6, atol=1e-6)
+
+
+def test_a_group_in_a_volume_shares_one_width_per_axis():
+    zz, yy, xx = np.mgrid[:20, :24, :24].astype(float)
+    sigma = np.array([2.0, 1.3, 1.3])
+    truth = np.array([[10.0, 10.2, 9.7], [10.4, 13.1, 13.6]])
+    heat = 0.1 + sum(
+        np.exp(-0.5 * (((zz - c[0]) / sigma[0]) ** 2 + ((yy - c[1]) / sigma[1]) ** 2 + ((xx - c[2]) / sigma[2]) ** 2))
+        for c in truth
+    )
+    slices, axes = crowded.box(heat.shape, np.rint(truth).astype(int), 5)
+    fit = crowded.fit_group(heat[slices], axes, np.rint(truth), np.ones(2), 0.0, 1.5, reach=3)
+    assert fit.ok
+    np.testing.assert_allclose(fit.centres, truth, atol=1e-5)
+    np.testing.assert_allclose(fit.widths, sigma, rtol=1e-5)
