@@ -107,7 +107,7 @@ def test_a_spot_may_not_wander_off_onto_its_neighbour():
     np.testing.assert_allclose(fit.sigma, 2.0, rtol=1e-6)
 
 
-def _numeric_normal(theta, axes, r_of, k, eps=1e-6):
+def _numeric_normal(theta, r_of, eps=1e-6):
     """``J^T J`` and ``J^T r`` of the residual function ``r_of`` by central differences (the reference)."""
     r = r_of(theta).ravel()
     columns = []
@@ -124,14 +124,14 @@ def test_normal_equations_from_per_axis_profiles_match_a_numeric_jacobian():
 
     rng = np.random.default_rng(4)
     axes = [np.arange(5.0)[None], np.arange(7.0)[None], np.arange(6.0)[None]]  # a 3-D box, unequal sides
-    k, ndim = 2, 3
+    k = 2
     theta = np.concatenate([[1.6, 2.9, 2.2, 2.8, 4.1, 3.0], [1.0, 0.7], [0.2], [0.3, 0.6, 0.5]])[None]
     y = rng.normal(0, 1, (1, 5, 7, 6))
 
     def residuals(t):
         return y - gaussian._value(t, gaussian._profiles(t, axes, k), k)
 
-    want_jtj, want_jtr = _numeric_normal(theta, axes, residuals, k)
+    want_jtj, want_jtr = _numeric_normal(theta, residuals)
     profiles = gaussian._profiles(theta, axes, k)
     r = residuals(theta)
     for whole in (True, False):  # the per-axis route, and the one over the whole box
