@@ -206,7 +206,7 @@ def test_workers_read_inputs_named_by_url_themselves(shared, tmp_path):
     assert _messages(remote.stderr) == _messages(local.stderr)
 
 
-def _slow_inputs(folder: Path, count: int = 48) -> None:
+def _slow_inputs(folder: Path, count: int = 144) -> None:
     rng = np.random.default_rng(2)
     folder.mkdir()
     for k in range(count):
