@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, windows
+from ..windows import PeakShape, groups, offsets, windows
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -279,8 +279,7 @@ def _stack(jobs: list[dict]) -> _Jobs:
 def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_tolerance: float = 0.0) -> list[GroupFit]:
     """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order."""
     g, k, ndim = jobs.start.shape
-    size = max(1, gaussian.FIT_VALUES // (int(np.prod(jobs.values.shape[1:])) * (k * (1 + 2 * ndim) + 1)))
-    size = min(size, gaussian.FIT_CHUNK)
+    size = gaussian.chunk(int(np.prod(jobs.values.shape[1:])), ndim, k)
     chunks = [np.arange(lo, min(lo + size, g)) for lo in range(0, g, size)]
 
     def fit(rows: np.ndarray) -> list[GroupFit]:
@@ -420,8 +419,7 @@ def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: in
     side = 2 * half + 1
     values = windows(heatmaps, owner, centres, half)
     mu = fits.coords - centres
-    d = np.stack(np.meshgrid(*[np.arange(-half, half + 1.0)] * ndim, indexing="ij"), axis=-1).reshape(1, -1, ndim)
-    d = d - mu[:, None, :]
+    d = offsets(half, ndim)[None] - mu[:, None, :]
     weight = np.nan_to_num(np.clip(values.reshape(n, -1) - fits.background[:, None], 0, None))
     moments = (d * weight[..., None]).transpose(0, 2, 1) @ d / np.maximum(weight.sum(axis=1), 1e-300)[:, None, None]
     eigenvalues, vectors = np.linalg.eigh(moments)

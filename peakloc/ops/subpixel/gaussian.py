@@ -305,10 +305,7 @@ def fit_spots(
     g = len(values)
     valid = np.isfinite(values)
     y = np.where(valid, values, 0.0)
-    whole_box = valid.reshape(g, -1).all(axis=1)
     theta = np.array(theta, np.float64)
-    # Where a job has no clipped sample, its samples always all count (the fast normal equations).
-    unclipped = whole_box & (y.reshape(g, -1).max(axis=1) < upper) & (y.reshape(g, -1).min(axis=1) > lower)
 
     def evaluate(t, rows):
         profiles = _profiles(t, [a[rows] for a in axes], k)
@@ -316,8 +313,9 @@ def fit_spots(
         return (r * r).reshape(len(rows), -1).sum(axis=1), r, active, profiles
 
     def normal(t, rows, profiles, r, active):
-        whole = unclipped[rows] | active.reshape(len(rows), -1).all(axis=1)
-        return _normal(t, profiles, r, whole, active.reshape(len(rows), -1), k)
+        # Where every sample counts, the fast normal equations (see _normal).
+        active = active.reshape(len(rows), -1)
+        return _normal(t, profiles, r, active.all(axis=1), active, k)
 
     def allowed(t, rows):
         amp, precision = t[:, k * ndim : k * ndim + k], t[:, -ndim:]
@@ -467,13 +465,13 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     return a, b, jac, inverse
 
 
-def _chunk(half: int, ndim: int, k: int = 1) -> int:
-    """Jobs of ``k`` spots in windows of ``half`` fitted together: :data:`FIT_CHUNK`, or fewer.
+def chunk(samples: int, ndim: int, k: int = 1) -> int:
+    """Jobs of ``k`` spots on boxes of ``samples`` fitted together: :data:`FIT_CHUNK`, or fewer.
 
-    Fewer where the terms of their Jacobian on the whole window would pass :data:`FIT_VALUES` (3-D windows:
+    Fewer where the terms of their Jacobian on the whole box would pass :data:`FIT_VALUES` (3-D windows:
     2197 samples by 7 terms a peak).
     """
-    per_job = (2 * half + 1) ** ndim * (k * (1 + 2 * ndim) + 1)
+    per_job = samples * (k * (1 + 2 * ndim) + 1)
     return max(1, min(FIT_CHUNK, FIT_VALUES // per_job))
 
 
@@ -618,7 +616,7 @@ def fit_peaks(
     chunks = [
         (half, todo[members[lo : lo + size]])
         for half, members in groups(fit_window(shape.sigma[todo], ndim))
-        for size in [_chunk(half, ndim)]
+        for size in [chunk((2 * half + 1) ** ndim, ndim)]
         for lo in range(0, len(members), size)
     ]
 
