@@ -352,7 +352,8 @@ output_options = option_group(
         "--extra",
         is_flag=True,
         help="Add columns after value: sigma (peak width, px), amplitude (height above background), snr "
-        "(amplitude / noise, a confidence), fallback (true where a method kept the integer peak).",
+        "(amplitude / noise, a confidence), fallback (true where a method kept the integer peak, or where "
+        "gaussian kept a spot's own fit for a failed joint fit).",
     ),
 )
 #: Overlay pictures.

@@ -124,7 +124,13 @@ class Located:
                 messages.append(f"no peak above the threshold {self.threshold}{where}{more}")
         for method, peaks in self.peaks.items():
             n = int(np.count_nonzero(peaks.fallback & peaks.present))
-            if n:
+            if n and method == "gaussian":
+                messages.append(
+                    f"gaussian fell back for {n} peak{'s' * (n != 1)}: the integer peak at a border, a flat or "
+                    "non-positive neighbourhood or a failed fit; each spot's own fit where a joint fit of "
+                    "neighbouring spots failed"
+                )
+            elif n:
                 messages.append(
                     f"{method} kept the integer peak for {n} peak{'s' * (n != 1)} "
                     "(border, flat or non-positive neighbourhood, or failed fit)"
@@ -351,8 +357,8 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
         # estimate depends on its own window alone: the two-spot test's serve the peaks that stay.
         todo = np.flatnonzero(rows < 0)
         fresh = estimate_shape(work, owner[todo], points[todo])
-        parts = [np.empty(len(points)) for _ in range(4)]
-        for part, name in zip(parts, ("sigma", "background", "amplitude", "noise")):
+        parts = [np.empty((len(points),) + getattr(fresh, name).shape[1:]) for name in PeakShape.__dataclass_fields__]
+        for part, name in zip(parts, PeakShape.__dataclass_fields__):
             part[todo] = getattr(fresh, name)
             if tested is not None:
                 part[rows >= 0] = getattr(tested[3], name)[rows[rows >= 0]]

@@ -153,3 +153,23 @@ def test_a_group_in_a_volume_shares_one_width_per_axis():
     assert fit.ok
     np.testing.assert_allclose(fit.centres, truth, atol=1e-5)
     np.testing.assert_allclose(fit.widths, sigma, rtol=1e-5)
+
+
+def test_a_crowd_too_large_for_a_joint_fit_keeps_each_spots_own_fit_flagged_fallback():
+    # Nine spots 4 px apart in a row: one chain of overlapping windows, more than MAX_GROUP.
+    yy, xx = np.mgrid[:24, :56].astype(float)
+    truth = np.array([[12.0, 8.0 + 4.5 * k] for k in range(9)])
+    heat = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.2**2)) for y, x in truth)
+    peaks = peakloc.find_peaks(heat, num_peaks=9, min_distance=2)
+    assert len(peaks) == 9 > crowded.MAX_GROUP
+    found = peakloc.refine(heat, peaks, method="gaussian", full_output=True)
+    assert found.fallback.all()
+    # Each spot's own fit: within a pixel of its spot, not its integer peak.
+    own = found.coords[np.argsort(found.coords[:, 1])]
+    assert np.all(np.abs(own - truth).max(axis=1) < 1.0) and not np.all(own == np.round(own))
+
+
+def test_a_pair_fitted_jointly_is_not_flagged_fallback():
+    heat, _ = _pair(np.random.default_rng(3), 3.0)
+    peaks = peakloc.find_peaks(heat, num_peaks=2, threshold="30%")
+    assert not peakloc.refine(heat, peaks, method="gaussian", full_output=True).fallback.any()

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from peakloc.ops.windows import c_strides, estimate_shape, groups, nanpercentile_rows, offsets, windows
+from peakloc.ops.windows import c_strides, estimate_shape, groups, nanpercentile_rows, near_pairs, offsets, windows
 
 from ..conftest import gaussian
 
@@ -52,6 +52,36 @@ def test_shape_estimate_finds_a_gaussians_width_background_and_height():
     shape = estimate_shape(heat[None], np.array([0]), np.array([[20, 20]]))
     assert abs(shape.sigma[0] - 2.5) < 0.2 and abs(shape.background[0] - 0.2) < 1e-3
     assert abs(shape.amplitude[0] - 3.0) < 1e-2 and shape.noise[0] < 1e-3
+
+
+def test_widths_per_axis_are_each_spots_own_beside_neighbours_off_its_lines():
+    # An anisotropic volume spot (sigma 2.0, 1.3, 1.3) with four equal neighbours 4 px away on both y and x:
+    # the area above half maximum counts them too; the lines through the peak pass them by.
+    zz, yy, xx = np.mgrid[:33, :33, :33].astype(float)
+
+    def spot(z, y, x):
+        return np.exp(-((zz - z) ** 2 / 8 + (yy - y) ** 2 / 3.38 + (xx - x) ** 2 / 3.38))
+
+    heat = 10 + 100 * sum(spot(16, 16 + dy, 16 + dx) for dy, dx in [(0, 0), (4, 4), (-4, 4), (4, -4), (-4, -4)])
+    shape = estimate_shape(heat[None], np.array([0]), np.array([[16, 16, 16]]))
+    np.testing.assert_allclose(shape.widths[0], [2.0, 1.3, 1.3], rtol=0.06)
+    assert shape.sigma[0] > 1.5 * np.cbrt(2.0 * 1.3 * 1.3)  # the area's estimate, inflated by the neighbours
+
+
+def test_near_pairs_with_a_reach_per_peak_take_the_mean_of_the_two():
+    centres = np.array([[0, 0], [0, 5], [0, 9]])
+    i, j = near_pairs(np.zeros(3, int), centres, np.array([6, 4, 4]))  # pairs within (r_i + r_j) / 2
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # 0 and 2: 9 > 5
+
+
+def test_near_pairs_of_a_thin_volume_are_all_found():
+    # 48 planes deep and wide in y and x: found along the axis the peaks spread most, the same pairs.
+    rng = np.random.default_rng(2)
+    centres = np.stack([rng.integers(0, 48, 300), rng.integers(0, 512, 300), rng.integers(0, 512, 300)], axis=1)
+    i, j = near_pairs(np.zeros(300, int), centres, 20)
+    d = np.abs(centres[:, None] - centres[None]).max(axis=2)
+    expected = {(a, b) for a, b in zip(*np.nonzero(d <= 20)) if a != b}
+    assert set(zip(i.tolist(), j.tolist())) == expected
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 100])

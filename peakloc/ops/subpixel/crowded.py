@@ -6,7 +6,9 @@ one shared width per axis, each with its own centre and amplitude, over one back
     value(x) = background + sum_k A_k prod_a exp(-(x_a - mu_ka)^2 / (2 s_a^2))
 
 fitted by :func:`.gaussian.fit_spots` (a peak's own fit is its one-spot case) over the union of the spots'
-windows. Its uncertainty is :func:`.gaussian.uncertainty`'s.
+windows, for spots chained within :data:`GROUP_LINK` widths. No centre ends more than
+:data:`.gaussian.CROWDED_PULL` px from its own local maximum; a group whose fit fails keeps its spots' own
+fits, flagged ``fallback``. Its uncertainty is :func:`.gaussian.uncertainty`'s.
 
 Two equal spots closer than 2 sigma have one maximum between them; the local-maximum rule then sees one
 peak. :func:`split_merged` fits the two-spot model to such a peak, started along the long axis of its
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, offsets, windows
+from ..windows import PeakShape, groups, near_pairs, offsets, windows
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -80,10 +82,11 @@ def fit_groups_of(
 
     ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` ``ndim`` arrays ``(G, W_a)`` (each box's pixel
     coordinates along each axis), ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``,
-    ``widths`` ``(G, ndim)`` (sigma per axis), the rest ``(G,)``; ``cost_tolerance`` as
+    ``widths`` ``(G, ndim)`` (sigma per axis, which also measure ``reach``), the rest ``(G,)``; ``cost_tolerance`` as
     :func:`.gaussian.fit_spots`' (a fit with one decides a test: it has no errors).
     """
     g, k, ndim = centres.shape
+    scale = np.maximum(widths, 0.3)  # a reach is measured in the starting widths
     theta = np.concatenate(
         [centres.reshape(g, -1), amplitudes, background[:, None], 1 / np.maximum(widths, 0.3) ** 2], axis=1
     ).astype(np.float64)
@@ -96,7 +99,7 @@ def fit_groups_of(
     def acceptable(t, rows):
         mu = t[:, : k * ndim].reshape(len(t), k, ndim)
         return np.all((mu >= low[rows][:, None]) & (mu <= high[rows][:, None]), axis=(1, 2)) & np.all(
-            np.abs(mu - anchor[rows]) <= reach[rows][:, None, None], axis=(1, 2)
+            np.linalg.norm((mu - anchor[rows]) / scale[rows][:, None], axis=2) <= reach[rows][:, None], axis=1
         )
 
     fitted = gaussian.fit_spots(
@@ -140,9 +143,9 @@ def fit_group(
     ``values`` has one axis per entry of ``axes``, the box's pixel coordinates along it (:func:`box`).
     ``centres`` ``(K, ndim)``, ``amplitudes``, ``background`` and ``sigma`` (one, or one per axis) start the
     fit; samples that are NaN are left out, and samples at the clip levels ``lower`` and ``upper`` count only
-    where the model disagrees with the clip (as in :mod:`.gaussian`). No centre ends more than ``reach``
-    pixels (on any axis) from its ``anchor`` (default its start): a spot may not wander onto its neighbour or
-    off into the background.
+    where the model disagrees with the clip (as in :mod:`.gaussian`). No centre ends farther than ``reach``
+    from its ``anchor`` (default its start), measured in the starting widths (``sqrt(sum_a (d_a / s_a)^2)``):
+    a spot may not wander onto its neighbour or off into the background.
     """
     centres = np.asarray(centres, np.float64)
     anchor = centres if anchor is None else anchor
@@ -161,19 +164,36 @@ def fit_group(
     )[0]
 
 
-def box(shape: tuple[int, ...], centres: np.ndarray, half: int) -> tuple[tuple[slice, ...], list[np.ndarray]]:
-    """The union of the windows of ``half`` pixels around ``centres`` ``(K, ndim)``, clipped to the map.
+def box(shape: tuple[int, ...], centres: np.ndarray, half, step: int = 1) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+    """The union of the windows of ``half`` pixels (one, or one per axis) around ``centres`` ``(K, ndim)``.
 
-    Returns its slices, and its pixel coordinates along each axis.
+    Clipped to the map, then grown to a multiple of ``step`` samples per axis where the map has them (up,
+    then down): boxes of a few shapes fit in a few large batches, and a box of the map's own samples, none
+    left out, takes :func:`.gaussian.fit_spots`' fast route. Returns its slices, and its pixel coordinates
+    along each axis.
     """
+    size = np.array(shape)
     low = np.maximum(centres.min(axis=0) - half, 0)
-    high = np.minimum(centres.max(axis=0) + half + 1, np.array(shape))
+    high = np.minimum(centres.max(axis=0) + half + 1, size)
+    want = -(-(high - low) // step) * step
+    high = np.minimum(low + want, size)
+    low = np.maximum(high - want, 0)
     slices = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
     return slices, [np.arange(s.start, s.stop, dtype=np.float64) for s in slices]
 
 
 #: Largest group fitted jointly; a larger crowd keeps each peak's own fit.
 MAX_GROUP = 8
+#: Spots are fitted together where they lie at most this many widths apart (``sqrt(sum_a (d_a / s_a)^2)``),
+#: directly or through others. Farther apart, each spot's own fit (which leaves out the samples nearer to
+#: its neighbour) is as good; chained by window overlap instead, the spots of a crowded 3-D field join
+#: into groups too large to fit (5000 spots in 48x512x512: 98% of them).
+GROUP_LINK = 4.0
+#: Farthest a spot of a group may end from its own local maximum, in its starting widths
+#: (``sqrt(sum_a (d_a / s_a)^2)``): no further than the spot's own width, so that it cannot take a neighbour
+#: that is no member, yet two equal spots 2 sigma apart (one flat top, whose local maxima lie anywhere on it)
+#: are found.
+GROUP_REACH = 1.0
 
 
 def _read_box(heatmaps, b: int, slices: tuple[slice, ...]) -> np.ndarray:
@@ -186,8 +206,8 @@ def _read_box(heatmaps, b: int, slices: tuple[slice, ...]) -> np.ndarray:
     return values
 
 
-#: Group boxes are padded (with samples left out) to a multiple of this per axis: boxes of a few shapes
-#: are fitted in a few large batches, not one small batch per shape.
+#: Group boxes grow to a multiple of this per axis (with the map's samples, or left-out ones past its
+#: edge): boxes of a few shapes are fitted in a few large batches, not one small batch per shape.
 BOX_STEP = 4
 
 
@@ -202,46 +222,54 @@ def _padded(values: np.ndarray, axes: list[np.ndarray]) -> tuple[np.ndarray, lis
     return out, [a[0] + np.arange(s, dtype=np.float64) for a, s in zip(axes, shape)]
 
 
-def overlapping(centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
-    """Groups (index arrays) of peaks whose windows overlap, directly or through others; singles left out.
+def overlapping(owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
+    """Groups (index arrays) of peaks of one heatmap whose windows overlap, directly or through others.
+
+    ``owner`` ``(N,)`` each peak's heatmap, ``centres`` ``(N, ndim)``, ``half`` ``(N, ndim)`` the windows'
+    half-widths per axis. Singles are left out; groups come in order of their first member.
 
     Examples
     --------
-    >>> [g.tolist() for g in overlapping(np.array([[0, 0], [5, 0], [9, 0], [40, 40]]), np.array([3, 3, 3, 3]))]
+    >>> found = overlapping(np.zeros(4, int), np.array([[0, 0], [5, 0], [9, 0], [40, 40]]), np.full((4, 2), 3))
+    >>> [g.tolist() for g in found]
     [[0, 1, 2]]
     """
-    n = len(centres)
-    if n < 2:
+    first, second = near_pairs(owner, centres, 2 * half.max(axis=1, initial=0))
+    keep = np.all(np.abs(centres[first] - centres[second]) <= half[first] + half[second], axis=1)
+    return _components(len(centres), first[keep], second[keep])
+
+
+def close_groups(
+    owner: np.ndarray, centres: np.ndarray, widths: np.ndarray, half: np.ndarray, link: float
+) -> list[np.ndarray]:
+    """Groups (index arrays) of peaks of one heatmap chained by pairs whose spots overlap; singles left out.
+
+    A pair overlaps where its windows (half-widths ``half`` ``(N, ndim)``) do, and its distance in widths,
+    ``sqrt(sum_a (d_a / s_a)^2)`` with ``s_a`` the mean of the two spots' sigmas along axis ``a`` (``widths``
+    ``(N, ndim)``), is at most ``link``.
+    """
+    first, second = near_pairs(owner, centres, 2 * half.max(axis=1, initial=0))
+    d = centres[first] - centres[second]
+    scale = (widths[first] + widths[second]) / 2
+    keep = np.all(np.abs(d) <= half[first] + half[second], axis=1) & (np.sum((d / scale) ** 2, axis=1) <= link**2)
+    return _components(len(centres), first[keep], second[keep])
+
+
+def _components(n: int, first: np.ndarray, second: np.ndarray) -> list[np.ndarray]:
+    """The connected components of ``n`` peaks linked by pairs ``(first, second)``.
+
+    Singles are left out; components come in order of their first member.
+    """
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    if not len(first):
         return []
-    # Pairs within reach, found along the first axis after sorting (each peak against the next few).
-    order = np.argsort(centres[:, 0], kind="stable")
-    first, second = [], []
-    for shift in range(1, n):
-        a, b = order[:-shift], order[shift:]
-        close = centres[b, 0] - centres[a, 0] <= half[a] + half[b]
-        if not close.any():
-            break
-        near = close & (np.abs(centres[a] - centres[b]).max(axis=1) <= half[a] + half[b])
-        first.append(a[near])
-        second.append(b[near])
-    if not first or not sum(len(f) for f in first):
-        return []
-    first, second = np.concatenate(first), np.concatenate(second)
-    # Connected components: every peak takes the smallest label among its neighbours until none changes.
-    label = np.arange(n)
-    while True:
-        smallest = np.minimum(label[first], label[second])
-        new = label.copy()
-        np.minimum.at(new, first, smallest)
-        np.minimum.at(new, second, smallest)
-        new = new[new]  # follow labels to their own labels: halves the rounds
-        if np.array_equal(new, label):
-            break
-        label = new
-    values, counts = np.unique(label, return_counts=True)
+    graph = coo_array((np.ones(len(first), bool), (first, second)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
     members = np.argsort(label, kind="stable")
-    groups = np.split(members, np.cumsum(counts)[:-1])
-    return [g for g, c in zip(groups, counts) if c > 1]
+    groups = [g for g in np.split(members, np.cumsum(np.bincount(label))[:-1]) if len(g) > 1]
+    return sorted(groups, key=lambda g: g[0])
 
 
 @dataclass(frozen=True)
@@ -295,46 +323,44 @@ def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_toler
 
 
 def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: int | None = None) -> None:
-    """Fit jointly the peaks of one heatmap whose windows overlap, in place of their own fits.
+    """Fit jointly the peaks of one heatmap chained within :data:`GROUP_LINK` widths, in place of own fits.
 
     ``fits`` is :func:`.gaussian.fit_peaks`'s; a group whose joint fit fails (or of more than
-    :data:`MAX_GROUP` peaks) keeps its peaks' own fits. Groups of one size and box shape are fitted together,
-    each fit its own (as :func:`fit_groups_of` runs them).
+    :data:`MAX_GROUP` peaks) keeps its peaks' own fits, flagged ``fallback``. Groups of one size and box
+    shape are fitted together, each fit its own (as :func:`fit_groups_of` runs them).
     """
     ndim = centres.shape[1]
     batches: dict[tuple, list[dict]] = {}
-    for b in np.unique(owner):
-        mine = np.flatnonzero(owner == b)
-        if len(mine) < 2:
+    spread = np.where(fits.fallback[:, None], fits.sigma[:, None], fits.widths)
+    for members in close_groups(owner, centres, spread, fits.half, GROUP_LINK):
+        b = owner[members[0]]
+        if len(members) > MAX_GROUP:
+            fits.fallback[members] = True  # too crowded for a joint fit: each keeps its own
             continue
-        for group in overlapping(centres[mine], np.maximum(fits.half[mine], 1)):
-            members = mine[group]
-            if len(members) > MAX_GROUP:
-                continue
-            half = int(fits.half[members].max())
-            slices, axes = box(heatmaps.shape[1:], centres[members], half)
-            good = ~fits.fallback[members]
-            # From the local maxima: each peak's own fit is pulled towards its neighbours, the very bias
-            # the joint fit removes. The own fits are the second start.
-            start = centres[members].astype(np.float64)
-            amplitudes = np.where(good & (fits.amplitude[members] > 0), fits.amplitude[members], 1.0)
-            widths = fits.widths[members][good] if good.any() else fits.sigma[members][:, None]
-            values, axes = _padded(_read_box(heatmaps, b, slices), axes)
-            batches.setdefault((len(members), values.shape), []).append(
-                dict(
-                    members=members,
-                    values=values,
-                    axes=axes,
-                    start=start,
-                    again=np.where(good[:, None], fits.coords[members], start),
-                    amplitudes=np.where(np.isfinite(amplitudes), amplitudes, 1.0),
-                    background=float(np.median(fits.background[members])),
-                    widths=np.broadcast_to(np.median(widths, axis=0), (ndim,)),
-                    lower=float(fits.lower[members[0]]),
-                    upper=float(fits.upper[members[0]]),
-                    reach=max(1.5, half - 0.5),
-                )
+        half = fits.half[members].max(axis=0)
+        slices, axes = box(heatmaps.shape[1:], centres[members], half, BOX_STEP)
+        good = ~fits.fallback[members]
+        # From the local maxima: each peak's own fit is pulled towards its neighbours, the very bias
+        # the joint fit removes. The own fits are the second start.
+        start = centres[members].astype(np.float64)
+        amplitudes = np.where(good & (fits.amplitude[members] > 0), fits.amplitude[members], 1.0)
+        widths = fits.widths[members][good] if good.any() else fits.sigma[members][:, None]
+        values, axes = _padded(_read_box(heatmaps, b, slices), axes)
+        batches.setdefault((len(members), values.shape), []).append(
+            dict(
+                members=members,
+                values=values,
+                axes=axes,
+                start=start,
+                again=np.where(good[:, None], fits.coords[members], start),
+                amplitudes=np.where(np.isfinite(amplitudes), amplitudes, 1.0),
+                background=float(np.median(fits.background[members])),
+                widths=np.broadcast_to(np.median(widths, axis=0), (ndim,)),
+                lower=float(fits.lower[members[0]]),
+                upper=float(fits.upper[members[0]]),
+                reach=GROUP_REACH,
             )
+        )
     for batch in batches.values():
         jobs = _stack(batch)
         results = _run(jobs, jobs.start, threads)
@@ -343,7 +369,8 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
         redo = [
             i
             for i, f in enumerate(results)
-            if not f.ok or np.any(np.abs(f.centres - jobs.start[i]) > jobs.reach[i] - 0.5)
+            if not f.ok
+            or np.any(np.linalg.norm((f.centres - jobs.start[i]) / jobs.widths[i], axis=1) > 0.75 * jobs.reach[i])
         ]
         if redo:
             again = np.stack([batch[i]["again"] for i in redo])
@@ -351,7 +378,8 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
                 if other.ok and (not results[i].ok or other.rss < results[i].rss):
                     results[i] = other
         for job, fit in zip(batch, results):
-            if not fit.ok:
+            if not fit.ok:  # abandoned: each spot keeps its own fit, flagged
+                fits.fallback[job["members"]] = True
                 continue
             members = job["members"]
             fits.coords[members] = fit.centres
@@ -386,16 +414,15 @@ def split_merged(
     """
     out: list[np.ndarray | None] = [None] * len(centres)
     crowded = np.zeros(len(centres), bool)
-    for b in np.unique(owner):
-        mine = np.flatnonzero(owner == b)
-        for group in overlapping(centres[mine], np.maximum(fits.half[mine], 1)):
-            crowded[mine[group]] = True
+    for group in overlapping(owner, centres, fits.half):
+        crowded[group] = True
     with np.errstate(all="ignore"):
         standing = fits.amplitude >= SPLIT_MIN_SNR * fits.noise
     tested = np.flatnonzero(~fits.fallback & ~crowded & standing)
     ndim = centres.shape[1]
-    for half, members in groups(fits.half[tested]):
-        peaks = tested[members]
+    halves, which = np.unique(fits.half[tested].reshape(-1, ndim), axis=0, return_inverse=True)
+    for key, members in groups(which.reshape(-1)):
+        peaks, half = tested[members], halves[key]
         jobs = _split_jobs(heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half)
         fitted = _run(jobs, jobs.start, threads, SPLIT_TOLERANCE)
         split = _statistic(fitted, fits.rss[peaks], ndim) > threshold
@@ -407,8 +434,8 @@ def split_merged(
     return out
 
 
-def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: int) -> _Jobs:
-    """The two-spot fits of peaks with windows of ``half``: two starts along each window's long axis.
+def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np.ndarray) -> _Jobs:
+    """The two-spot fits of peaks with windows of ``half`` ``(ndim,)``: two starts along each window's long axis.
 
     The long axis is that of the window's second moments above the one-spot fit's background (the one-spot
     fit's widths lie along the array axes); the starts lie ``+-d`` along it, ``d^2`` the excess of the long
@@ -416,7 +443,6 @@ def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: in
     that spread.
     """
     n, ndim = centres.shape
-    side = 2 * half + 1
     values = windows(heatmaps, owner, centres, half)
     mu = fits.coords - centres
     d = offsets(half, ndim)[None] - mu[:, None, :]
@@ -429,17 +455,16 @@ def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: in
     start = np.stack([mu + offset, mu - offset], axis=1)
     variance = fits.widths**2
     widths = np.sqrt(np.maximum(variance - spread[:, None] * long_axis**2, 0.25 * variance))
-    axis = np.broadcast_to(np.arange(-half, half + 1, dtype=np.float64), (n, side))
     return _Jobs(
         values,
-        [axis] * ndim,
+        [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half],
         start,
         np.repeat(fits.amplitude[:, None] / 2, 2, axis=1),
         fits.background.astype(np.float64),
         widths,
         fits.lower.astype(np.float64),
         fits.upper.astype(np.float64),
-        np.full(n, half - 0.5),
+        np.full(n, np.inf),  # the window's box keeps both spots in it
     )
 
 
@@ -471,4 +496,5 @@ def locate(
     """
     fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
     fit_groups(heatmaps, owner, centres, fits, threads)
-    return fits.coords, fits.fallback, PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise), fits.error
+    fitted = PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise, fits.widths)
+    return fits.coords, fits.fallback, fitted, fits.error

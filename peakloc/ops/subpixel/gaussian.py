@@ -1,7 +1,8 @@
 """``gaussian``: least-squares Gaussian with background and a width per axis, Levenberg-Marquardt.
 
-Each peak's window is ``ceil(2.5 sigma)`` pixels each side of its own sigma estimate (3 to
-:data:`FIT_MAX_HALF`); peaks that share a window size are fitted together, in chunks of :data:`FIT_CHUNK`,
+Each peak's window is ``ceil(2.5 sigma)`` pixels each side along each axis, from its own width along that
+axis (:func:`~peakloc.ops.windows.line_widths`; 3 to :data:`FIT_MAX_HALF`); peaks that share a window shape
+are fitted together, in chunks of :data:`FIT_CHUNK`,
 every peak's fit independent of the others. Saturated and floored samples are censored: a clipped sample
 only counts where the model disagrees with the clip.
 
@@ -475,9 +476,12 @@ def chunk(samples: int, ndim: int, k: int = 1) -> int:
     return max(1, min(FIT_CHUNK, FIT_VALUES // per_job))
 
 
-def fit_window(sigma: np.ndarray, ndim: int) -> np.ndarray:
-    """Half-width of each peak's fit window from its own sigma: ``ceil(2.5 sigma)``, 3 to FIT_MAX_HALF."""
-    return np.clip(np.ceil(2.5 * sigma), 3, FIT_MAX_HALF[ndim]).astype(np.int64)
+def fit_window(widths: np.ndarray) -> np.ndarray:
+    """Half-widths of each peak's fit window ``(N, ndim)`` from its own widths ``(N, ndim)``.
+
+    Per axis ``ceil(2.5 sigma)``, 3 to FIT_MAX_HALF.
+    """
+    return np.clip(np.ceil(2.5 * widths), 3, FIT_MAX_HALF[widths.shape[1]]).astype(np.int64)
 
 
 def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -485,8 +489,8 @@ def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.n
     return near_pairs(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
 
 
-def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int, near=None):
-    """Fit peaks that share a window half-width: coordinates, fallback, sigma, amplitude, residual noise.
+def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.ndarray, near=None):
+    """Fit peaks that share window half-widths ``half`` ``(ndim,)``: coordinates, fallback, sigma, amplitude.
 
     ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
     peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
@@ -501,17 +505,13 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int, n
         d_base = offsets(half, ndim).astype(np.float64)
         w[nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)] = np.nan
         crowded[near[0]] = True
-    side = 2 * half + 1
-    s0 = np.clip(sigma, 0.5, half)
+    s0 = np.clip(shape.per_axis(ndim), 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
-    theta = np.concatenate(
-        [start - centres, a0[:, None], shape.background[:, None], np.repeat((1 / s0**2)[:, None], ndim, axis=1)],
-        axis=1,
-    )
+    theta = np.concatenate([start - centres, a0[:, None], shape.background[:, None], 1 / s0**2], axis=1)
     upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
-    axis = np.broadcast_to(np.arange(-half, half + 1, dtype=np.float64), (n, side))
+    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
     inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half, axis=1)  # noqa: E731
-    fitted = fit_spots(w.reshape((n,) + (side,) * ndim), [axis] * ndim, theta, lower, upper, 1, inside)
+    fitted = fit_spots(w.reshape((n,) + tuple(2 * half + 1)), axes, theta, lower, upper, 1, inside)
     theta = fitted.theta
     mu = centres + theta[:, :ndim]
     precision = theta[:, -ndim:]
@@ -533,7 +533,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: int, n
             np.where(ok[:, None], fitted.errors[:, :ndim], np.nan),
             widths,
             fitted.rss,
-            np.full(n, half),
+            np.broadcast_to(half, (n, ndim)).copy(),
             lower,
             upper,
         )
@@ -544,9 +544,9 @@ class Fits:
     """Each peak's own fit, ``N`` peaks: what :func:`locate` reports, and what the two-spot test needs.
 
     ``coords`` ``(N, ndim)``; ``fallback``, ``sigma``, ``amplitude``, ``background``, ``noise`` (residual
-    standard deviation), ``rss`` (sum of squared residuals), ``half`` (window half-width), ``lower`` and
+    standard deviation), ``rss`` (sum of squared residuals), ``lower`` and
     ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
-    sigma along each axis, pixels (1 where the fit failed).
+    sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths.
     """
 
     coords: np.ndarray
@@ -599,7 +599,7 @@ def fit_peaks(
         np.full((n, ndim), np.nan),
         np.ones((n, ndim)),
         np.full(n, np.nan),
-        np.zeros(n, np.int64),
+        np.zeros((n, ndim), np.int64),
         np.full(n, -np.inf),
         np.full(n, np.inf),
     )
@@ -613,10 +613,11 @@ def fit_peaks(
             return fits
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
+    halves, which = np.unique(fit_window(shape.per_axis(ndim)[todo]), axis=0, return_inverse=True)
     chunks = [
-        (half, todo[members[lo : lo + size]])
-        for half, members in groups(fit_window(shape.sigma[todo], ndim))
-        for size in [chunk((2 * half + 1) ** ndim, ndim)]
+        (halves[key], todo[members[lo : lo + size]])
+        for key, members in groups(which.reshape(-1))
+        for size in [chunk(int(np.prod(2 * halves[key] + 1)), ndim)]
         for lo in range(0, len(members), size)
     ]
 
@@ -624,7 +625,7 @@ def fit_peaks(
 
     def fit(chunk: tuple[int, np.ndarray]) -> Fits:
         half, part = chunk
-        peak_shape = PeakShape(shape.sigma[part], shape.background[part], shape.amplitude[part], shape.noise[part])
+        peak_shape = shape.rows(part)
         row = np.full(n, -1)
         row[part] = np.arange(len(part))
         mine = row[first] >= 0
