@@ -7,7 +7,7 @@ one shared width per axis, each with its own centre and amplitude, over one back
 
 fitted by :func:`.gaussian.fit_spots` (a peak's own fit is its one-spot case) over the union of the spots'
 windows, for spots chained within :data:`GROUP_LINK` widths. No centre ends more than
-:data:`.gaussian.CROWDED_PULL` px from its own local maximum; a group whose fit fails keeps its spots' own
+:data:`GROUP_REACH` widths from its own local maximum; a group whose fit fails keeps its spots' own
 fits, flagged ``fallback``. Its uncertainty is :func:`.gaussian.uncertainty`'s.
 
 Two equal spots closer than 2 sigma have one maximum between them; the local-maximum rule then sees one
@@ -407,18 +407,21 @@ def split_merged(
 ) -> list[np.ndarray | None]:
     """Per peak, the two spots ``(2, ndim)`` it splits into, or None.
 
-    Only peaks whose own fit worked, stands :data:`SPLIT_MIN_SNR` noise levels high, and whose window overlaps
-    no other peak's are tested (a bump of noise has no two spots to find; a neighbour's tail is not a second
-    spot); a peak splits when :func:`_statistic` of its two-spot fit exceeds ``threshold`` and the two
+    Only peaks whose own fit worked and stands :data:`SPLIT_MIN_SNR` noise levels high, and whose window
+    overlaps no other such peak's, are tested (a bump of noise has no two spots to find; a neighbour's tail
+    is not a second spot); a peak splits when :func:`_statistic` of its two-spot fit exceeds ``threshold`` and the two
     spots land on different pixels.
     """
     out: list[np.ndarray | None] = [None] * len(centres)
-    crowded = np.zeros(len(centres), bool)
-    for group in overlapping(owner, centres, fits.half):
-        crowded[group] = True
     with np.errstate(all="ignore"):
-        standing = fits.amplitude >= SPLIT_MIN_SNR * fits.noise
-    tested = np.flatnonzero(~fits.fallback & ~crowded & standing)
+        standing = ~fits.fallback & (fits.amplitude >= SPLIT_MIN_SNR * fits.noise)
+    # Only a neighbour that stands out of the noise crowds a peak: a bump of noise on the flank of a merged
+    # pair (a local maximum too, where no threshold is given) must not keep the pair from being split.
+    crowded = np.zeros(len(centres), bool)
+    spots = np.flatnonzero(standing)
+    for group in overlapping(owner[spots], centres[spots], fits.half[spots]):
+        crowded[spots[group]] = True
+    tested = np.flatnonzero(standing & ~crowded)
     ndim = centres.shape[1]
     halves, which = np.unique(fits.half[tested].reshape(-1, ndim), axis=0, return_inverse=True)
     for key, members in groups(which.reshape(-1)):

@@ -29,10 +29,11 @@ FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
 #: COST_TOLERANCE of itself: the rest of the way is well below every error bar (10^-4 px and less).
 STEP_TOLERANCE = 1e-4
 COST_TOLERANCE = 1e-9
-#: Farthest (pixels) a fit may take a peak from its own local maximum where another peak is near: "about a
-#: pixel" (a spot's centre lies within 0.87 px of its local maximum without noise, in 3-D); beyond, the fit
-#: has taken in a neighbour, and the peak keeps its integer position (``fallback``).
-CROWDED_PULL = 1.25
+#: Farthest a fit may take a peak from its own local maximum where it left samples to a neighbour, in the
+#: fit's own widths (``sqrt(sum_a (d_a / s_a)^2)``): beyond, the fit has taken in the neighbour, and the
+#: peak keeps its integer position (``fallback``). In widths, not pixels: the one maximum of two merged
+#: spots 2 sigma apart lies anywhere on its flat top, and a spot is wider in z than in y and x.
+CROWDED_PULL = 1.0
 #: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
 FIT_CHUNK = 4096
 #: Most Jacobian values of a chunk (16 MiB of float64; a step holds several such arrays, on each thread).
@@ -495,7 +496,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
     ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
     peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
     neighbour's spot, which would pull a single Gaussian towards it (in crowded 3-D fields, one spot in four),
-    and a fit beside a neighbour may not move its peak more than :data:`CROWDED_PULL`.
+    and a fit that left samples to a neighbour may not move its peak more than :data:`CROWDED_PULL` widths.
     """
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
@@ -503,8 +504,9 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
     crowded = np.zeros(n, bool)
     if near is not None:
         d_base = offsets(half, ndim).astype(np.float64)
-        w[nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)] = np.nan
-        crowded[near[0]] = True
+        theirs = nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)
+        w[theirs] = np.nan
+        crowded = theirs.any(axis=1)  # a neighbour beyond the window cannot be taken in
     s0 = np.clip(shape.per_axis(ndim), 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
     theta = np.concatenate([start - centres, a0[:, None], shape.background[:, None], 1 / s0**2], axis=1)
@@ -519,7 +521,9 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
     ok = np.all(precision > 0, axis=1) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
     ok &= np.all((mu >= 0) & (mu <= spatial - 1), axis=1) & np.all(np.abs(theta[:, :ndim]) <= half - 0.5, axis=1)
     # Beside a neighbour, a centre far from its own local maximum has fitted two spots as one (or the other).
-    ok &= ~crowded | (np.linalg.norm(theta[:, :ndim], axis=1) <= CROWDED_PULL)
+    with np.errstate(all="ignore"):
+        pull = np.linalg.norm(theta[:, :ndim] * np.sqrt(np.abs(precision)), axis=1)  # in the fit's own widths
+    ok &= ~crowded | (pull <= CROWDED_PULL)
     with np.errstate(all="ignore"):
         widths = np.where(ok[:, None], precision, 1.0) ** -0.5
         dof = np.maximum(fitted.used - theta.shape[1], 1)
