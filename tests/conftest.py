@@ -41,6 +41,26 @@ def gaussian(shape, centre, sigma=2.0):
     return np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / (2 * sigma**2))
 
 
+def pixel_gaussian(shape, centre, sigma=2.0):
+    """A Gaussian of height 1 integrated over each pixel ``[i - 1/2, i + 1/2]``, as a camera records a spot.
+
+    ``sigma`` one, or one per axis. Each axis's factor is the exact integral, ``s sqrt(pi / 2)`` times a
+    difference of ``erf`` (the textbook formula; ``tests/ops/test_subpixel.py`` checks the fit's own profile
+    against numerical integration).
+    """
+    from scipy.special import erf
+
+    sigma = np.broadcast_to(np.asarray(sigma, np.float64), (len(shape),))
+    out = np.ones(shape)
+    for a, (n, c, s) in enumerate(zip(shape, centre, sigma)):
+        x = np.arange(n, dtype=np.float64)
+        factor = (
+            s * np.sqrt(np.pi / 2) * (erf((x + 0.5 - c) / (np.sqrt(2) * s)) - erf((x - 0.5 - c) / (np.sqrt(2) * s)))
+        )
+        out = out * factor.reshape((1,) * a + (n,) + (1,) * (len(shape) - a - 1))
+    return out
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -12,7 +12,7 @@ from peakloc.ops.subpixel import crowded
 from peakloc.run.locate import locate
 from peakloc.run.settings import Settings
 
-from ..conftest import StrictRunner
+from ..conftest import StrictRunner, pixel_gaussian
 
 
 def _pair(rng, separation, sigma=2.0, noise=0.05, ratio=1.0, shape=(48, 48)):
@@ -98,8 +98,7 @@ def test_the_command_lines_default_split_threshold_is_the_librarys():
 
 def test_a_spot_may_not_wander_off_onto_its_neighbour():
     # Two spots far apart but in one box: each fit stays within reach of its own start.
-    yy, xx = np.mgrid[:30, :30].astype(float)
-    heat = np.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 8) + np.exp(-((yy - 20) ** 2 + (xx - 21) ** 2) / 8)
+    heat = pixel_gaussian((30, 30), (8, 8)) + pixel_gaussian((30, 30), (20, 21))
     slices, axes = crowded.box(heat.shape, np.array([[8, 8], [20, 21]]), 5)
     fit = crowded.fit_group(heat[slices], axes, np.array([[8.0, 8.0], [20.0, 21.0]]), np.ones(2), 0.0, 2.0, reach=3)
     assert fit.ok
@@ -141,13 +140,9 @@ def test_normal_equations_from_per_axis_profiles_match_a_numeric_jacobian():
 
 
 def test_a_group_in_a_volume_shares_one_width_per_axis():
-    zz, yy, xx = np.mgrid[:20, :24, :24].astype(float)
     sigma = np.array([2.0, 1.3, 1.3])
     truth = np.array([[10.0, 10.2, 9.7], [10.4, 13.1, 13.6]])
-    heat = 0.1 + sum(
-        np.exp(-0.5 * (((zz - c[0]) / sigma[0]) ** 2 + ((yy - c[1]) / sigma[1]) ** 2 + ((xx - c[2]) / sigma[2]) ** 2))
-        for c in truth
-    )
+    heat = 0.1 + sum(pixel_gaussian((20, 24, 24), c, sigma) for c in truth)
     slices, axes = crowded.box(heat.shape, np.rint(truth).astype(int), 5)
     fit = crowded.fit_group(heat[slices], axes, np.rint(truth), np.ones(2), 0.0, 1.5, reach=3)
     assert fit.ok

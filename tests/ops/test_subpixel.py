@@ -4,7 +4,7 @@ import pytest
 import peakloc
 from peakloc.ops.subpixel import refine_flat
 
-from ..conftest import gaussian
+from ..conftest import gaussian, pixel_gaussian
 
 
 def _anisotropic(shape, centre, cov):
@@ -46,13 +46,35 @@ def test_local_soft_argmax_beats_half_a_pixel(rng):
 
 
 def test_gaussian_fit_handles_background_and_a_width_per_axis(rng):
-    cov = np.diag([4.0, 2.25])
+    # Spots as a camera records them: integrated over each pixel, the model gaussian fits.
+    sigma = np.array([2.0, 1.5])
     centres = rng.uniform(12, 36, size=(20, 2))
-    maps = np.stack([0.3 + _anisotropic((48, 48), c, cov) for c in centres])
+    maps = np.stack([0.3 + pixel_gaussian((48, 48), c, sigma) for c in centres])
     result = _refine(maps, "gaussian")
     np.testing.assert_allclose(result.coords[:, 0], centres, atol=1e-4)
-    np.testing.assert_allclose(result.sigma[:, 0], np.linalg.det(cov) ** 0.25, rtol=1e-3)
+    np.testing.assert_allclose(result.sigma[:, 0], np.sqrt(sigma.prod()), rtol=1e-3)
     np.testing.assert_allclose(result.amplitude[:, 0], 1.0, rtol=1e-3)
+
+
+def test_the_pixel_integrated_profile_and_its_derivatives_match_numerical_integration():
+    from scipy.integrate import quad
+
+    from peakloc.ops.subpixel import gaussian as g
+
+    x = np.arange(-6.0, 7.0)[None]
+    theta = np.array([[0.3, 1.0, 0.0, 1 / 1.3**2]])  # centre 0.3, amplitude, background, precision
+
+    def integrated(t):
+        mu, p = t[0, 0], t[0, 3]
+        return np.array([quad(lambda u: np.exp(-0.5 * p * (u - mu) ** 2), c - 0.5, c + 0.5)[0] for c in x[0]])
+
+    e, by_centre, by_precision = g._profiles(theta, [x], 1)[0]
+    np.testing.assert_allclose(e[0, 0], integrated(theta), rtol=1e-9, atol=1e-12)
+    for column, got in ((0, by_centre), (3, by_precision)):
+        step = np.zeros_like(theta)
+        step[0, column] = 1e-5
+        numeric = (integrated(theta + step) - integrated(theta - step)) / 2e-5
+        np.testing.assert_allclose(got[0, 0], numeric, rtol=1e-5, atol=1e-8)
 
 
 def test_gaussian_fit_of_a_rotated_elongated_peak_stays_within_a_hundredth_of_a_pixel(rng):

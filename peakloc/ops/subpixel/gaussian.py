@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erf, erfc
 
 from ...backends import numpy_backend
 from ..windows import PeakShape, groups, near_pairs, nearer_to_others, offsets, windows
@@ -132,7 +133,11 @@ def parameters(k: int, ndim: int) -> int:
 def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per axis ``a``: each spot's profile ``e``, its derivatives by the centre and by the precision, ``(G, K, W_a)``.
 
-    The model is separable: a spot is the product of its profiles along the axes (see :func:`fit_spots`).
+    The model is separable: a spot is the product of its profiles along the axes (see :func:`fit_spots`). A
+    profile is the Gaussian integrated over each pixel, as a camera's pixel collects light:
+    ``e(x) = s sqrt(pi / 2) (erf((x + 1/2 - mu) / (sqrt(2) s)) - erf((x - 1/2 - mu) / (sqrt(2) s)))``,
+    ``s = p^-1/2``; it is 1 at the centre of a wide spot, so the amplitude stays the spot's height. Where both
+    ends lie on one side of the centre, the difference is taken of ``erfc`` (no cancellation in the tails).
     """
     ndim = len(axes)
     mu = theta[:, : k * ndim].reshape(len(theta), k, ndim)
@@ -141,9 +146,18 @@ def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[n
     for a, coordinate in enumerate(axes):
         d = coordinate[:, None, :] - mu[:, :, a, None]
         p = precision[:, a, None, None]
-        e = np.exp(-0.5 * p * d * d)
-        out.append((e, p * d * e, -0.5 * d * d * e))
+        scale = np.sqrt(0.5 * p)  # 1 / (sqrt(2) s)
+        high, low = (d + 0.5) * scale, (d - 0.5) * scale
+        spread = np.where(
+            low >= 0, erfc(low) - erfc(high), np.where(high <= 0, erfc(-high) - erfc(-low), erf(high) - erf(low))
+        )
+        e = (_SQRT_PI / 2) / scale * spread
+        at_high, at_low = (d + 0.5) * np.exp(-high * high), (d - 0.5) * np.exp(-low * low)
+        out.append((e, np.exp(-low * low) - np.exp(-high * high), (at_high - at_low - e) / (2 * p)))
     return out
+
+
+_SQRT_PI = float(np.sqrt(np.pi))
 
 
 def _value(theta: np.ndarray, profiles, k: int) -> np.ndarray:
