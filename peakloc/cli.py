@@ -126,7 +126,9 @@ def _validate_threshold(ctx, param, value):
     try:
         parse_threshold(value)
     except (ValueError, PeaklocError):
-        raise click.BadParameter(f"{value!r} is not a number or a percentage like '50%'") from None
+        raise click.BadParameter(
+            f"{value!r} is not a number, a percentage like '50%' or noise deviations like '5sd'"
+        ) from None
     return value
 
 
@@ -277,9 +279,10 @@ peak_options = option_group(
     click.option(
         "--threshold",
         callback=_validate_threshold,
-        metavar="VALUE[%]",
-        help="Peaks must be strictly above this raw value, or above N% of the heatmap's maximum ('50%'). "
-        "Default: above the heatmap's minimum.",
+        metavar="VALUE[%|sd]",
+        help="Peaks must be strictly above this raw value, above N% of the heatmap's maximum ('50%'), or N "
+        "noise standard deviations above its background ('5sd': the median of the heatmap's values, and 1.4826 x "
+        "the median of their deviations above it). Default: above the heatmap's minimum.",
     ),
     click.option(
         "--split-threshold",

@@ -290,3 +290,14 @@ def test_fallbacks_are_reported_on_stderr(tmp_path):
 
 def test_bad_threshold_is_a_usage_error(files):
     assert run(files / "a.png", "--threshold", "lots").exit_code == 2
+    result = run(files / "a.png", "--threshold", "5xd")
+    assert result.exit_code == 2 and "noise deviations like '5sd'" in result.stderr
+
+
+def test_a_threshold_in_noise_deviations_keeps_spots_and_drops_the_noise(tmp_path):
+    rng = np.random.default_rng(3)
+    heat = 100 + rng.normal(0, 2, (60, 80)) + 20 * gaussian((60, 80), (15, 20)) + 30 * gaussian((60, 80), (40, 55))
+    np.save(tmp_path / "spots.npy", heat)
+    rows = table(run(tmp_path / "spots.npy", "--peaks", "10", "--min-distance", "3", "--threshold", "5sd").stdout)
+    found = sorted((int(r["y"]), int(r["x"])) for r in rows if r["method"] == "argmax")
+    assert len(found) == 2 and np.abs(np.array(found) - [(15, 20), (40, 55)]).max() <= 1  # noise moves a pixel

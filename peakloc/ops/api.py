@@ -159,7 +159,9 @@ def find_peaks(
     min_distance : int
         Minimum distance between peaks in pixels (Chebyshev), >= 1.
     threshold : float or str, optional
-        Peaks must be strictly above it: a number (raw value) or ``"N%"`` of the heatmap's maximum.
+        Peaks must be strictly above it: a number (raw value), ``"N%"`` of the heatmap's maximum, or
+        ``"Nsd"``: N noise standard deviations above the heatmap's background (its median; the noise is 1.4826
+        times the median of the values' deviations above it; see :func:`peakloc.ops.peaks.noise_floor`).
         Default: strictly above the heatmap's minimum.
     merge_plateaus : bool
         A plateau of equal values (the flat top of a peak in a quantised map) is one peak, at its first
@@ -181,7 +183,7 @@ def find_peaks(
     """
     heatmap, ndim = validate_heatmap(heatmap, ndim)
     num_peaks, min_distance = validate_counts(num_peaks, min_distance)
-    threshold_abs, threshold_rel = parse_threshold(threshold)
+    threshold_abs, threshold_rel, threshold_sd = parse_threshold(threshold)
     if is_lazy(heatmap):
         from .streaming import each_local_maxima
 
@@ -193,6 +195,7 @@ def find_peaks(
             threshold_abs=threshold_abs,
             threshold_rel=threshold_rel,
             merge_plateaus=merge_plateaus,
+            threshold_sd=threshold_sd,
         )
         return found[0] if heatmap.ndim == ndim else found
     x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
@@ -201,7 +204,15 @@ def find_peaks(
     for b, one in enumerate(flat):
         try:
             out.append(
-                local_maxima(one, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus=merge_plateaus)
+                local_maxima(
+                    one,
+                    num_peaks,
+                    min_distance,
+                    threshold_abs,
+                    threshold_rel,
+                    merge_plateaus=merge_plateaus,
+                    threshold_sd=threshold_sd,
+                )
             )
         except NoFiniteValueError:
             raise NoFiniteValueError(f"heatmap {b} has no finite value", b) from None

@@ -21,25 +21,63 @@ from . import regions
 from .filters import maximum_filter
 
 
-def parse_threshold(text: str | float | None) -> tuple[float | None, float | None]:
-    """``"0.5"`` -> absolute 0.5; ``"50%"`` -> relative 0.5 of the maximum; None -> no threshold.
+def parse_threshold(text: str | float | None) -> tuple[float | None, float | None, float | None]:
+    """A threshold as ``(absolute, relative, noise)``, one of them set.
+
+    ``"0.5"`` -> absolute 0.5; ``"50%"`` -> 0.5 of the maximum; ``"5sd"`` -> 5 noise standard deviations above
+    the background (:func:`noise_floor`); None -> no threshold.
 
     Examples
     --------
-    >>> parse_threshold("50%"), parse_threshold(3), parse_threshold(None)
-    ((None, 0.5), (3.0, None), (None, None))
+    >>> parse_threshold("50%"), parse_threshold(3), parse_threshold("5sd"), parse_threshold(None)
+    ((None, 0.5, None), (3.0, None, None), (None, None, 5.0), (None, None, None))
     """
     if text is None:
-        return None, None
-    if isinstance(text, str) and text.strip().endswith("%"):
-        value = float(text.strip()[:-1]) / 100
-        if not np.isfinite(value):
-            raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
-        return None, value
+        return None, None, None
+    stripped = text.strip().lower() if isinstance(text, str) else None
+    for suffix, slot, scale in (("%", 1, 100.0), ("sd", 2, 1.0)):
+        if stripped is not None and stripped.endswith(suffix):
+            value = float(stripped[: -len(suffix)]) / scale
+            if not np.isfinite(value):
+                raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
+            out: list[float | None] = [None, None, None]
+            out[slot] = value
+            return out[0], out[1], out[2]
     value = float(text)
     if not np.isfinite(value):
         raise PeaklocValueError(f"`threshold` must be finite. Got: {text}")
-    return value, None
+    return value, None, None
+
+
+#: Values of a map that :func:`noise_floor` looks at: every value of a map up to this size, else evenly spaced
+#: rows (along the first axis) that hold about as many.
+NOISE_SAMPLES = 1 << 20
+
+
+def noise_rows(shape: tuple[int, ...]) -> int:
+    """The step between the rows of a map of ``shape`` that :func:`noise_floor` samples (1: every row)."""
+    size = int(np.prod(shape))
+    return max(1, -(-size // NOISE_SAMPLES))
+
+
+def noise_floor(values: np.ndarray) -> tuple[float, float]:
+    """A map's background and noise standard deviation, robustly, from its sampled values (:func:`noise_rows`).
+
+    The background is the median of the finite values; the noise is 1.4826 times the median of their
+    deviations above it: the upper half of the noise, which a background clipped at zero (by a camera's
+    offset removed, a network's ReLU) leaves whole, and which peaks, covering few pixels, barely move. For
+    noise symmetric about the background it is the median absolute deviation. Where under a quarter of the
+    values lie above the median (a background flat to the last bit: a map without noise), or that median is
+    0, the plain standard deviation.
+    """
+    finite = np.asarray(values, np.float64).ravel()
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return np.nan, np.nan
+    median = float(np.median(finite))
+    above = finite[finite > median] - median
+    sd = 1.4826 * float(np.median(above)) if 4 * above.size >= finite.size else 0.0
+    return median, sd if sd > 0 else float(np.std(finite))
 
 
 class _Kept:
@@ -250,6 +288,7 @@ def local_maxima(
     threshold_rel: float | None = None,
     candidates: np.ndarray | None = None,
     merge_plateaus: bool = True,
+    threshold_sd: float | None = None,
 ) -> np.ndarray:
     """Peaks of one heatmap.
 
@@ -261,9 +300,10 @@ def local_maxima(
         At most this many.
     min_distance : int
         Minimum Chebyshev distance between peaks, in pixels (>= 1).
-    threshold_abs, threshold_rel : float, optional
-        Peaks must be strictly above ``threshold_abs`` (default: the map's minimum) and above
-        ``threshold_rel`` times the maximum.
+    threshold_abs, threshold_rel, threshold_sd : float, optional
+        Peaks must be strictly above ``threshold_abs`` (default: the map's minimum), above ``threshold_rel``
+        times the maximum, and ``threshold_sd`` noise standard deviations above the background
+        (:func:`noise_floor`).
     candidates : ndarray of bool, optional
         ``x == maximum_filter(x, min_distance)``, already computed (by the GPU's max pooling).
     merge_plateaus : bool
@@ -277,6 +317,9 @@ def local_maxima(
         Array-axis order, highest first, ties in C order; ``np.empty((0, ndim), int)`` when none.
     """
     x = np.asarray(heatmap)
+    if threshold_sd is not None:
+        background, sd = noise_floor(x[:: noise_rows(x.shape)])
+        threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
     if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
         x = x.astype(np.float32)
     elif x.dtype.kind not in "iuf":

@@ -441,6 +441,7 @@ def local_maxima(
     merge_plateaus: bool = True,
     threads: int | None = None,
     slabs: Slabs | None = None,
+    threshold_sd: float | None = None,
 ) -> np.ndarray:
     """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order.
 
@@ -448,6 +449,9 @@ def local_maxima(
     runs here, reading the boxes that plateau growing asks for.
     """
     ndim = len(maps.spatial)
+    if threshold_sd is not None:
+        background, sd = in_memory.noise_floor(noise_sample(maps, b, rows))
+        threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
     hi, lo = float(stats.hi), float(stats.lo)
     asked = -np.inf if threshold_abs is None else threshold_abs
     if threshold_rel is not None:
@@ -586,6 +590,18 @@ def each_soft_argmax(
             raise _named(b) from None
         out[b], nonfinite = coords, nonfinite + n
     return out.reshape(maps.batch_shape + (ndim,)), nonfinite
+
+
+def noise_sample(maps: Maps, b: int, rows: int) -> np.ndarray:
+    """The values of map ``b`` that :func:`peakloc.ops.peaks.noise_floor` looks at, read ``rows`` at a time.
+
+    The same rows as in memory (every :func:`~peakloc.ops.peaks.noise_rows`-th along the first axis), so a map
+    read in pieces gets the same threshold.
+    """
+    n, step = maps.spatial[0], in_memory.noise_rows(maps.spatial)
+    block = max(step, rows - rows % step)  # blocks start on sampled rows
+    parts = [maps.read(b, (slice(lo, min(lo + block, n)),))[::step] for lo in range(0, n, block)]
+    return np.concatenate([p.ravel() for p in parts])
 
 
 def each_local_maxima(heatmap, ndim: int, block: int | None = None, **options) -> list[np.ndarray]:

@@ -188,7 +188,7 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
         return argmax[:, None, :], np.ones((len(heatmaps), 1), bool)
     from ..ops.peaks import local_maxima, parse_threshold
 
-    threshold_abs, threshold_rel = parse_threshold(settings.threshold)
+    threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
     candidates = None
     if settings.device != "cpu":
         # Max-pooling NMS on the GPU; the few candidates come back for the greedy spacing.
@@ -201,6 +201,7 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
             threshold_abs,
             threshold_rel,
             candidates=None if candidates is None else candidates[b],
+            threshold_sd=threshold_sd,
         )
         for b, h in enumerate(heatmaps)
     ]
@@ -545,7 +546,7 @@ def _locate_slabs(
     if settings.peaks == 1 and settings.threshold is None:
         centres, present = found["argmax"][:, None, :], np.ones((maps.count, 1), bool)
     else:
-        threshold_abs, threshold_rel = parse_threshold(settings.threshold)
+        threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
         lists = [
             streaming.local_maxima(
                 work,
@@ -558,6 +559,7 @@ def _locate_slabs(
                 threshold_rel,
                 threads=settings.threads,
                 slabs=maxima,
+                threshold_sd=threshold_sd,
             )
             for b, s in enumerate(stats)
         ]

@@ -83,7 +83,7 @@ def test_peaks_are_ordered_by_height():
 
 
 def test_parse_threshold_reads_percentages():
-    assert parse_threshold("25%") == (None, 0.25) and parse_threshold("1.5") == (1.5, None)
+    assert parse_threshold("25%") == (None, 0.25, None) and parse_threshold("1.5") == (1.5, None, None)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +178,7 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
     if threshold == "median":
         threshold = float(np.nanmedian(x))
     options = {"num_peaks": num_peaks, "min_distance": min_distance}
-    absolute, relative = parse_threshold(threshold)
+    absolute, relative, _ = parse_threshold(threshold)
     want = reference(x, threshold_abs=absolute, threshold_rel=relative, **options)
     maps = Maps(x[np.newaxis], len(shape))
     stats = streaming.map_stats(maps, 0, 1)
@@ -199,3 +199,53 @@ def test_a_broad_8_bit_peak_with_terraced_flanks_is_one_peak():
     x = np.round(255 * np.exp(-((yy - 120.3) ** 2 + (xx - 140.6) ** 2) / (2 * 60.0**2))).astype(np.uint8)
     top = np.argwhere(x == x.max())[0]  # the flat top's first pixel in C order
     assert peakloc.find_peaks(x, num_peaks=5).tolist() == [top.tolist()]
+
+
+def _noisy_spots(rng, heights=(3.0, 8.0)):
+    yy, xx = np.mgrid[:80, :90].astype(float)
+    heat = 10 + rng.normal(0, 1, yy.shape)
+    for k, h in enumerate(heights):
+        heat += h * np.exp(-((yy - 20 - 40 * k) ** 2 + (xx - 45) ** 2) / (2 * 2.0**2))
+    return heat
+
+
+def test_a_threshold_in_noise_deviations_sits_that_far_above_the_median():
+    heat = _noisy_spots(np.random.default_rng(5))
+    # The reference: NumPy's median of every value, and of their deviations above it.
+    median = np.median(heat)
+    level = median + 5 * 1.4826 * np.median(heat[heat > median] - median)
+    expected = peaks.local_maxima(heat, 50, 3, threshold_abs=level)
+    got = peakloc.find_peaks(heat, num_peaks=50, min_distance=3, threshold="5sd")
+    np.testing.assert_array_equal(got, expected)
+    # The spot 8 deviations high (at 60, 45, its noisy maximum a pixel from it), not the one 3 high nor noise.
+    assert len(got) == 1 and np.abs(got[0] - [60, 45]).max() <= 1
+
+
+def test_a_threshold_in_noise_deviations_is_the_same_for_a_map_read_in_pieces(tmp_path):
+    heat = _noisy_spots(np.random.default_rng(6)).astype(np.float32)
+    path = tmp_path / "heat.npy"
+    np.save(path, heat)
+    stored = np.load(path, mmap_mode="r")
+    # Few samples: the noise floor looks at every 8th row, in memory and slab by slab alike.
+    with mock.patch.object(peaks, "NOISE_SAMPLES", 1000):
+        in_memory = peaks.local_maxima(heat, 20, 2, threshold_sd=3.0)
+        from peakloc.ops.streaming import each_local_maxima
+
+        in_pieces = each_local_maxima(stored, 2, block=900, num_peaks=20, min_distance=2, threshold_sd=3.0)[0]
+        assert peaks.noise_rows(heat.shape) == 8
+    np.testing.assert_array_equal(in_pieces, in_memory)
+    assert len(in_memory) >= 2
+
+
+def test_noise_clipped_at_zero_reads_as_the_noise_before_the_clip():
+    rng = np.random.default_rng(7)
+    clipped = np.clip(rng.normal(0, 0.05, 200_000), 0, None)  # the lower half all zeros
+    background, sd = peaks.noise_floor(clipped)
+    assert background == pytest.approx(0, abs=1e-3) and sd == pytest.approx(0.05, rel=0.02)
+
+
+def test_a_map_of_one_value_below_its_peak_has_the_standard_deviation_for_its_noise():
+    heat = np.zeros((30, 30))
+    heat[10, 10] = 5.0  # MAD 0: the plain standard deviation, not a threshold at the background
+    background, sd = peaks.noise_floor(heat)
+    assert background == 0 and sd == pytest.approx(np.std(heat))
