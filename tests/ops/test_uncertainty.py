@@ -113,3 +113,40 @@ def test_a_damaged_fit_has_no_uncertainty_and_spares_the_others():
     np.testing.assert_allclose(out[0], np.diag([0.25, 0.5]))
     np.testing.assert_allclose(out[3], np.diag([0.25, 0.5]))
     assert np.isnan(out[1]).all() and np.isnan(out[2]).all()
+
+
+def test_the_noise_of_a_camera_frame_is_one_model_for_all_its_spots():
+    # Frames of 12 spots each, as a camera records them: pixel-integrated, offset 100, Poisson noise. One
+    # spot's few samples leave its shot noise uncertain, and its error bar with it; pooled over the frame's
+    # spots, errors over their uncertainty have unit spread (per spot alone: 1.1-1.2 on such a movie).
+    from peakloc.io.axes import Layout
+    from peakloc.run.locate import locate
+    from peakloc.run.settings import Settings
+
+    from ..conftest import pixel_gaussian
+
+    rng = np.random.default_rng(11)
+    frames, truth = [], []
+    grid = np.array([(y, x) for y in (12, 36, 60) for x in (12, 36, 60, 84)], float)
+    for _ in range(40):
+        centres = grid + rng.uniform(-2, 2, grid.shape)
+        photons = 800 * rng.lognormal(0, 0.3, len(centres))
+        expected = 20 + sum(
+            p / (2 * np.pi * 1.3**2) * pixel_gaussian((72, 96), c, 1.3) for c, p in zip(centres, photons)
+        )
+        frames.append(rng.poisson(expected) + 100.0)
+        truth.append(centres)
+    located = locate(
+        np.stack(frames),
+        Layout("B", (40,), "YX", (72, 96)),
+        Settings(methods=("gaussian",), peaks=12, min_distance=3, extra=True),
+    )
+    g = located.peaks["gaussian"]
+    z = []
+    for b, centres in enumerate(truth):
+        found, error = g.coords[b][g.present[b]], g.error[b][g.present[b]]
+        nearest = np.argmin(np.linalg.norm(found[:, None] - centres[None], axis=2), axis=0)
+        z.append((found[nearest] - centres) / error[nearest])
+    z = np.concatenate(z)
+    assert len(z) == 480 and np.all(np.isfinite(z))
+    assert np.all((z.std(axis=0) > 0.9) & (z.std(axis=0) < 1.1))

@@ -52,6 +52,8 @@ class GroupFit:
         Samples used.
     ok : bool
         Converged to a valid model: positive amplitudes and widths, centres within the box and their reach.
+    spread0, spread1 : ndarray, shape ``(K, ndim)``, and stats : ndarray, shape ``(5,)``
+        The centres' :class:`.gaussian.NoiseTerms` (for errors under a heatmap's pooled noise model).
     """
 
     centres: np.ndarray
@@ -63,6 +65,9 @@ class GroupFit:
     rss: float
     used: int
     ok: bool
+    spread0: np.ndarray | None = None
+    spread1: np.ndarray | None = None
+    stats: np.ndarray | None = None
 
 
 def fit_groups_of(
@@ -77,13 +82,15 @@ def fit_groups_of(
     reach: np.ndarray,
     anchor: np.ndarray,
     cost_tolerance: float = 0.0,
+    weights: np.ndarray | None = None,
 ) -> list[GroupFit]:
     """:func:`fit_group` for ``G`` groups of ``K`` spots on boxes of one shape, each group's fit its own.
 
     ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` ``ndim`` arrays ``(G, W_a)`` (each box's pixel
     coordinates along each axis), ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``,
     ``widths`` ``(G, ndim)`` (sigma per axis, which also measure ``reach``), the rest ``(G,)``; ``cost_tolerance`` as
-    :func:`.gaussian.fit_spots`' (a fit with one decides a test: it has no errors).
+    :func:`.gaussian.fit_spots`' (a fit with one decides a test: it has no errors), and ``weights`` too (``rss``
+    is then the weighted sum).
     """
     g, k, ndim = centres.shape
     scale = np.maximum(widths, 0.3)  # a reach is measured in the starting widths
@@ -103,7 +110,7 @@ def fit_groups_of(
         )
 
     fitted = gaussian.fit_spots(
-        values, axes, theta, lower, upper, k, acceptable, ITERATIONS, cost_tolerance, not cost_tolerance
+        values, axes, theta, lower, upper, k, acceptable, ITERATIONS, cost_tolerance, not cost_tolerance, weights
     )
     theta = fitted.theta
     with np.errstate(all="ignore"):
@@ -121,6 +128,15 @@ def fit_groups_of(
             float(fitted.rss[i]),
             int(fitted.used[i]),
             bool(ok[i]),
+            *(
+                (None, None, None)
+                if fitted.terms is None
+                else (
+                    fitted.terms.spread0[i, : k * ndim].reshape(k, ndim),
+                    fitted.terms.spread1[i, : k * ndim].reshape(k, ndim),
+                    fitted.terms.stats[i],
+                )
+            ),
         )
         for i in range(g)
     ]
@@ -285,10 +301,14 @@ class _Jobs:
     lower: np.ndarray
     upper: np.ndarray
     reach: np.ndarray
+    weights: np.ndarray | None = None
 
     def rows(self, index) -> _Jobs:
         """The jobs ``index``, a new :class:`_Jobs`."""
-        return _Jobs(self.values[index], [a[index] for a in self.axes], *(getattr(self, f)[index] for f in _PER_JOB))
+        weights = None if self.weights is None else self.weights[index]
+        return _Jobs(
+            self.values[index], [a[index] for a in self.axes], *(getattr(self, f)[index] for f in _PER_JOB), weights
+        )
 
 
 #: :class:`_Jobs`' fields of one array each.
@@ -314,7 +334,7 @@ def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_toler
         part = jobs.rows(rows)
         return fit_groups_of(
             part.values, part.axes, starts[rows], part.amplitudes, part.background, part.widths, part.lower,
-            part.upper, part.reach, part.start, cost_tolerance,
+            part.upper, part.reach, part.start, cost_tolerance, part.weights,
         )  # fmt: skip
 
     # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
@@ -390,6 +410,8 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
             fits.background[members] = fit.background
             fits.noise[members] = np.sqrt(fit.rss / max(fit.used - gaussian.parameters(len(members), ndim), 1))
             fits.error[members] = fit.errors
+            fits.spread0[members], fits.spread1[members] = fit.spread0, fit.spread1
+            fits.stats[members] = fit.stats / len(members)  # its sums, once over the group's spots
 
 
 #: ``--split-threshold``'s default: single noisy spots exceed it in well under 1% of maps, and equal pairs
@@ -415,6 +437,8 @@ def split_merged(
     out: list[np.ndarray | None] = [None] * len(centres)
     with np.errstate(all="ignore"):
         standing = ~fits.fallback & (fits.amplitude >= SPLIT_MIN_SNR * fits.noise)
+    # A fit narrower than half a pixel along an axis is one sample standing out: noise, not a blurred spot.
+    standing &= np.all(fits.widths >= 0.5, axis=1)
     # Only a neighbour that stands out of the noise crowds a peak: a bump of noise on the flank of a merged
     # pair (a local maximum too, where no threshold is given) must not keep the pair from being split.
     crowded = np.zeros(len(centres), bool)
@@ -424,11 +448,12 @@ def split_merged(
     tested = np.flatnonzero(standing & ~crowded)
     ndim = centres.shape[1]
     halves, which = np.unique(fits.half[tested].reshape(-1, ndim), axis=0, return_inverse=True)
+    a, b = gaussian.pooled_noise(fits.stats, owner)
     for key, members in groups(which.reshape(-1)):
         peaks, half = tested[members], halves[key]
-        jobs = _split_jobs(heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half)
+        jobs, one_spot = _split_jobs(heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half, a[peaks], b[peaks])
         fitted = _run(jobs, jobs.start, threads, SPLIT_TOLERANCE)
-        split = _statistic(fitted, fits.rss[peaks], ndim) > threshold
+        split = _statistic(fitted, one_spot, ndim) > threshold
         for i, fit in zip(peaks[split], [f for f, s in zip(fitted, split) if s]):
             spots = fit.centres
             pixels = np.rint(spots).astype(np.int64)
@@ -437,8 +462,15 @@ def split_merged(
     return out
 
 
-def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np.ndarray) -> _Jobs:
+def _split_jobs(
+    heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[_Jobs, np.ndarray]:
     """The two-spot fits of peaks with windows of ``half`` ``(ndim,)``: two starts along each window's long axis.
+
+    Also the one-spot fit's sum of squared residuals on the same windows ``(N,)``. Both sums weigh each
+    sample by the inverse of its noise variance ``a + b x`` (``x`` the one-spot model's height above its
+    background; the heatmap's pooled noise model, :func:`.gaussian.pooled_noise`): under shot noise the
+    brightest samples of a spot are the noisiest, and unweighted they would split bright single spots.
 
     The long axis is that of the window's second moments above the one-spot fit's background (the one-spot
     fit's widths lie along the array axes); the starts lie ``+-d`` along it, ``d^2`` the excess of the long
@@ -458,9 +490,20 @@ def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np
     start = np.stack([mu + offset, mu - offset], axis=1)
     variance = fits.widths**2
     widths = np.sqrt(np.maximum(variance - spread[:, None] * long_axis**2, 0.25 * variance))
-    return _Jobs(
+    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
+    theta = np.concatenate([mu, fits.amplitude[:, None], fits.background[:, None], fits.widths**-2], axis=1)
+    model = gaussian._value(theta, gaussian._profiles(theta, axes, 1), 1)
+    shape = (n,) + (1,) * ndim
+    variance = a.reshape(shape) + b.reshape(shape) * (model - fits.background.reshape(shape))
+    weights = np.where(variance > 0, 1 / np.where(variance > 0, variance, 1), 1.0)
+    valid = np.isfinite(values)
+    r, _ = gaussian._censored(
+        np.where(valid, values, 0.0), model, valid, fits.upper.astype(np.float64), fits.lower.astype(np.float64)
+    )
+    one_spot = (weights * r * r).reshape(n, -1).sum(axis=1)
+    jobs = _Jobs(
         values,
-        [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half],
+        axes,
         start,
         np.repeat(fits.amplitude[:, None] / 2, 2, axis=1),
         fits.background.astype(np.float64),
@@ -468,16 +511,21 @@ def _split_jobs(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np
         fits.lower.astype(np.float64),
         fits.upper.astype(np.float64),
         np.full(n, np.inf),  # the window's box keeps both spots in it
+        weights,
     )
+    return jobs, one_spot
 
 
-def _statistic(fitted: list[GroupFit], one_spot_rss: np.ndarray, ndim: int) -> np.ndarray:
-    """``(one_spot_rss - rss_2) / (rss_2 / dof_2)`` of each two-spot fit ``(N,)``: 0 where that fit failed."""
+def _statistic(fitted: list[GroupFit], rss_1: np.ndarray, ndim: int) -> np.ndarray:
+    """``(rss_1 - rss_2) / (rss_2 / dof_2)`` of each two-spot fit ``(N,)``: 0 where that fit failed.
+
+    ``rss_1`` ``(N,)`` the one-spot fit's (weighted) sum of squared residuals on the same samples.
+    """
     rss = np.array([f.rss for f in fitted])
     dof = np.maximum(np.array([f.used for f in fitted]) - gaussian.parameters(2, ndim), 1)
     ok = np.array([f.ok for f in fitted], bool) & (rss > 0)
     with np.errstate(all="ignore"):
-        return np.where(ok, (one_spot_rss - rss) / (rss / dof), 0.0)
+        return np.where(ok, (rss_1 - rss) / (rss / dof), 0.0)
 
 
 def locate(
@@ -500,4 +548,4 @@ def locate(
     fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
     fit_groups(heatmaps, owner, centres, fits, threads)
     fitted = PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise, fits.widths)
-    return fits.coords, fits.fallback, fitted, fits.error
+    return fits.coords, fits.fallback, fitted, gaussian.pooled_errors(fits, owner)

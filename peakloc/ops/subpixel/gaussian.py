@@ -267,14 +267,16 @@ def _censored(y, value, valid, upper, lower):
 class SpotFits:
     """:func:`fit_spots`' results for ``G`` jobs of ``P`` parameters.
 
-    ``theta`` ``(G, P)`` the parameters, ``errors`` ``(G, P)`` their standard errors (:func:`uncertainty`),
-    ``rss`` ``(G,)`` the sum of squared residuals over ``used`` ``(G,)`` samples.
+    ``theta`` ``(G, P)`` the parameters, ``errors`` ``(G, P)`` their standard errors under each job's own noise
+    model (:func:`noise_terms`), ``rss`` ``(G,)`` the sum of squared residuals over ``used`` ``(G,)`` samples;
+    ``terms`` the :class:`NoiseTerms` that give the errors under any noise model (:func:`pooled_errors`).
     """
 
     theta: np.ndarray
     errors: np.ndarray
     rss: np.ndarray
     used: np.ndarray
+    terms: NoiseTerms | None = None
 
 
 def fit_spots(
@@ -288,6 +290,7 @@ def fit_spots(
     iterations: int = FIT_ITERATIONS,
     cost_tolerance: float = 0.0,
     errors: bool = True,
+    weights: np.ndarray | None = None,
 ) -> SpotFits:
     """Levenberg-Marquardt fits of ``k`` Gaussian spots of shared per-axis widths, one job each.
 
@@ -313,6 +316,9 @@ def fit_spots(
         centres went (a fit that only decides a test needs its cost, not its centres to 1e-4 px).
     errors : bool
         Whether to compute the standard errors (NaN without).
+    weights : ndarray, shape ``(G, W_0, ..., W_last)``, optional
+        With them, the ``rss`` reported is the weighted sum ``sum w r^2`` (each sample over its noise
+        variance: a chi-square), though the fit itself is unweighted.
 
     Each job's fit is its own: the steps of a job depend on its samples and start alone. A sample outside
     the model's ``acceptable`` region is never the answer; a job whose start is already best keeps it.
@@ -372,16 +378,70 @@ def fit_spots(
             done[rows] |= (better & small) | (lam[rows] > 1e10)
         cost, r, active, profiles = evaluate(theta, everything)
         used = active.reshape(g, -1).sum(axis=1)
+        if weights is not None:
+            cost = (np.nan_to_num(weights) * r * r).reshape(g, -1).sum(axis=1)
         if not errors:
             return SpotFits(theta, np.full(theta.shape, np.nan), cost, used)
         full = _expand(_atoms(profiles, k))
         jac = (_combination(theta, k, ndim) @ full).transpose(0, 2, 1) * active.reshape(g, -1, 1)
         model = _value(theta, profiles, k).reshape(g, -1)
-        error = uncertainty(
-            r.reshape(g, -1), jac, y.reshape(g, -1), model, theta[:, k * ndim + k], lower, upper, ndim,
-            background_column=k * ndim + k,
+        terms = noise_terms(
+            r.reshape(g, -1), jac, y.reshape(g, -1), model, theta[:, k * ndim + k], lower, upper,
+            k * ndim + k,
         )  # fmt: skip
-    return SpotFits(theta, error, cost, used)
+    return SpotFits(theta, terms.errors(*noise_line(terms.stats)), cost, used, terms)
+
+
+@dataclass
+class NoiseTerms:
+    """What the standard errors of ``N`` fits need beside the noise model ``variance = a + b x``.
+
+    ``x`` is a sample's fitted height above the background. A parameter's variance is
+    ``a * spread0 + b * spread1`` (``(N, P)`` each: the diagonals of ``H^-1 J^T J H^-1`` and
+    ``H^-1 J^T diag(x) J H^-1`` over the samples kept, ``H = J^T J``); ``stats`` ``(N, 5)`` are each fit's
+    sums for fitting ``a`` and ``b`` to its squared residuals (:func:`noise_line`): count, ``sum x``,
+    ``sum x^2``, ``sum y``, ``sum x y``, ``y`` a squared residual over ``1 - h`` (``h`` its leverage).
+    """
+
+    spread0: np.ndarray
+    spread1: np.ndarray
+    stats: np.ndarray
+
+    def errors(self, a, b) -> np.ndarray:
+        """Standard errors ``(N, P)`` under the noise model ``a``, ``b`` (one, or one per fit)."""
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        variance = a.reshape(-1, 1) * self.spread0 + b.reshape(-1, 1) * self.spread1
+        return np.sqrt(np.clip(variance, 0, None))
+
+
+def noise_line(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a, b >= 0`` of the variance ``a + b x`` from sums ``stats`` ``(N, 5)`` (:class:`NoiseTerms`).
+
+    Least squares of ``y`` on ``(1, x)``, then the constraints: ``b < 0`` becomes ``b = 0``, ``a < 0`` a line
+    through zero.
+    """
+    m, s1, s2, t0, t1 = np.moveaxis(np.asarray(stats, np.float64).reshape(-1, 5), 1, 0)
+    det = m * s2 - s1 * s1
+    b = np.where(det > 0, (m * t1 - s1 * t0) / np.where(det > 0, det, 1), 0.0)
+    a = (t0 - b * s1) / np.maximum(m, 1)
+    flat = b <= 0
+    a, b = np.where(flat, t0 / np.maximum(m, 1), a), np.where(flat, 0.0, b)
+    through_zero = a < 0
+    return np.where(through_zero, 0.0, a), np.where(through_zero, t1 / np.where(s2 > 0, s2, 1), b)
+
+
+def pooled_noise(stats: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each fit's noise model ``a, b`` ``(N,)`` fitted to the squared residuals of every fit of its heatmap.
+
+    One camera (one network) made every spot of a map, so one line ``a + b x`` holds its noise: fitted to a
+    few samples of one spot, ``b`` (the shot noise) swings from spot to spot, and error bars with it (1.1-1.2x
+    too small on an SMLM movie's isolated spots); pooled over the map's spots, 1.00-1.05.
+    """
+    heatmaps, index = np.unique(owner, return_inverse=True)
+    sums = np.zeros((len(heatmaps), 5))
+    np.add.at(sums, index.reshape(-1), np.nan_to_num(stats))
+    a, b = noise_line(sums)
+    return a[index], b[index]
 
 
 #: Samples whose value or fit lies within this many noise levels of a clip level count as clipped for the
@@ -389,7 +449,7 @@ def fit_spots(
 NEAR_CLIP = 1.5
 
 
-def uncertainty(
+def noise_terms(
     r: np.ndarray,
     jac: np.ndarray,
     y: np.ndarray,
@@ -397,44 +457,41 @@ def uncertainty(
     background: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
-    ndim: int,
-    background_column: int | None = None,
-) -> np.ndarray:
-    """1-sigma standard errors of the fitted centres ``(N, ndim)``, pixels: the fit's covariance.
+    background_column: int,
+) -> NoiseTerms:
+    """The :class:`NoiseTerms` of ``N`` converged fits: their standard errors under any noise model.
 
     Parameters
     ----------
     r, jac : ndarray, shapes ``(N, M)`` and ``(N, M, P)``
-        Residuals and Jacobian at the converged fit, zero on the samples the fit left out
-        (:func:`_residuals`).
+        Residuals and Jacobian at the converged fit, zero on the samples the fit left out.
     y, value : ndarray, shape ``(N, M)``
-        The samples and the fitted model; ``background`` ``(N,)`` the model's background.
+        The samples and the fitted model; ``background`` ``(N,)`` the model's background (parameter
+        ``background_column``).
     lower, upper : ndarray, shape ``(N,)``
-        Each peak's clip levels (``-inf``, ``inf`` where none).
-    background_column : int, optional
-        The background's parameter (default ``ndim + 1``, :func:`model`'s). With it given, the standard
-        errors of every parameter ``(N, P)`` come back, not the centre's alone.
+        Each fit's clip levels (``-inf``, ``inf`` where none).
 
-    The noise's variance is modelled per peak as ``a + b * (value - background)``, ``a, b >= 0``: white noise
-    (``b = 0``) and shot noise (a variance that grows with the signal) alike. It is fitted to the squared
-    residuals divided by ``1 - h``, ``h`` each sample's leverage (the share of its noise the fit absorbed:
-    peak samples have the most). Samples at a clip level, or whose value or fit lies within
-    :data:`NEAR_CLIP` noise levels of one, are left out: the clip cuts their noise off, and they pull the fit
-    without the information of exact samples. The least-squares fit's covariance is then the sandwich
-    ``H^-1 J^T V J H^-1``, ``H = J^T J``, ``V`` the modelled variances. Calibrated in ``make bench-accuracy``.
+    The noise's variance is modelled as ``a + b * (value - background)``, ``a, b >= 0``: white noise
+    (``b = 0``) and shot noise (a variance that grows with the signal) alike, whatever the camera's offset
+    and gain. It is fitted to the squared residuals divided by ``1 - h``, ``h`` each sample's leverage (the
+    share of its noise the fit absorbed). Samples at a clip level, or whose value or fit lies within
+    :data:`NEAR_CLIP` noise levels of one (under the fit's own noise model), are left out: the clip cuts
+    their noise off. The least-squares fit's covariance is then the sandwich ``H^-1 J^T V J H^-1``,
+    ``H = J^T J``, ``V`` the modelled variances. Calibrated in ``make bench-accuracy``.
     """
-    column = ndim + 1 if background_column is None else background_column
-    used = jac[..., column] != 0  # the background's derivative is 1 on every sample the fit used
+    used = jac[..., background_column] != 0  # the background's derivative is 1 on every sample the fit used
     x = value - background[:, None]
     kept = used & (y > lower[:, None]) & (y < upper[:, None])
-    a, b, _, _ = _noise_model(r, jac, x, kept)
+    a, b = noise_line(_noise_stats(r, jac, x, kept)[0])
     near = NEAR_CLIP * np.sqrt(np.maximum(a[:, None] + b[:, None] * x, 0))
     kept &= (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
-    a, b, jac, inverse = _noise_model(r, jac, x, kept)
-    variance = (a[:, None] + b[:, None] * x) * kept
-    cov = inverse @ (jac.transpose(0, 2, 1) @ (variance[..., None] * jac)) @ inverse
-    errors = np.sqrt(np.clip(np.einsum("nii->ni", cov), 0, None))
-    return errors[:, :ndim] if background_column is None else errors
+    stats, jac, inverse = _noise_stats(r, jac, x, kept)
+    x = np.where(kept, x, 0.0)
+    spread = [
+        np.einsum("nii->ni", inverse @ (jac.transpose(0, 2, 1) @ (w[..., None] * jac)) @ inverse)
+        for w in (kept.astype(np.float64), x)
+    ]
+    return NoiseTerms(spread[0], spread[1], stats)
 
 
 def _pinv(a: np.ndarray) -> np.ndarray:
@@ -457,11 +514,10 @@ def _pinv(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray):
-    """``a, b >= 0`` per peak of the variance ``a + b * x`` of the ``kept`` samples, from their residuals.
+def _noise_stats(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray):
+    """The sums :func:`noise_line` takes ``(N, 5)`` over the ``kept`` samples.
 
-    Also returns the Jacobian restricted to the kept samples and the pseudo-inverse of its ``J^T J``, which
-    the covariance reuses.
+    Also the Jacobian restricted to them and the pseudo-inverse of its ``J^T J``, which the covariance reuses.
     """
     m = kept.sum(axis=1).astype(np.float64)
     x = np.where(kept, x, 0.0)
@@ -469,16 +525,8 @@ def _noise_model(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     inverse = _pinv(jac.transpose(0, 2, 1) @ jac)
     leverage = np.sum((jac @ inverse) * jac, axis=-1)
     y = np.where(kept, r * r / np.clip(1 - leverage, 0.05, None), 0.0)
-    s1, s2, t0, t1 = x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)
-    # Least squares of y on (1, x), then the constraints: b < 0 becomes b = 0, a < 0 a line through zero.
-    det = m * s2 - s1 * s1
-    b = np.where(det > 0, (m * t1 - s1 * t0) / np.where(det > 0, det, 1), 0.0)
-    a = (t0 - b * s1) / np.maximum(m, 1)
-    flat = b <= 0
-    a, b = np.where(flat, t0 / np.maximum(m, 1), a), np.where(flat, 0.0, b)
-    through_zero = a < 0
-    a, b = np.where(through_zero, 0.0, a), np.where(through_zero, t1 / np.where(s2 > 0, s2, 1), b)
-    return a, b, jac, inverse
+    stats = np.stack([m, x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)], axis=1)
+    return stats, jac, inverse
 
 
 def chunk(samples: int, ndim: int, k: int = 1) -> int:
@@ -554,6 +602,9 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
             np.broadcast_to(half, (n, ndim)).copy(),
             lower,
             upper,
+            fitted.terms.spread0[:, :ndim],
+            fitted.terms.spread1[:, :ndim],
+            np.where(ok[:, None], fitted.terms.stats, 0.0),
         )
 
 
@@ -564,7 +615,9 @@ class Fits:
     ``coords`` ``(N, ndim)``; ``fallback``, ``sigma``, ``amplitude``, ``background``, ``noise`` (residual
     standard deviation), ``rss`` (sum of squared residuals), ``lower`` and
     ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
-    sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths.
+    sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
+    ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
+    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives ``error``.
     """
 
     coords: np.ndarray
@@ -579,6 +632,9 @@ class Fits:
     half: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    spread0: np.ndarray
+    spread1: np.ndarray
+    stats: np.ndarray
 
     def take(self, part, other: Fits) -> None:
         """Set peaks ``part`` from ``other`` (the fits of those peaks alone), in place."""
@@ -588,6 +644,16 @@ class Fits:
     def rows(self, index) -> Fits:
         """The fits of peaks ``index``, a new :class:`Fits`."""
         return Fits(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
+
+def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
+    """Each peak's centre errors ``(N, ndim)`` under its heatmap's noise model (:func:`pooled_noise`).
+
+    NaN where the fit fell back.
+    """
+    a, b = pooled_noise(fits.stats, owner)
+    error = NoiseTerms(fits.spread0, fits.spread1, fits.stats).errors(a, b)
+    return np.where(fits.fallback[:, None], np.nan, error)
 
 
 def fit_peaks(
@@ -620,6 +686,9 @@ def fit_peaks(
         np.zeros((n, ndim), np.int64),
         np.full(n, -np.inf),
         np.full(n, np.inf),
+        np.full((n, ndim), np.nan),
+        np.full((n, ndim), np.nan),
+        np.zeros((n, 5)),
     )
     todo = np.arange(n)
     if known is not None:
