@@ -653,6 +653,12 @@ def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
     """
     a, b = pooled_noise(fits.stats, owner)
     error = NoiseTerms(fits.spread0, fits.spread1, fits.stats).errors(a, b)
+    # A fit whose residuals exceed its heatmap's noise (two spots fitted as one, a spot held at its reach)
+    # is no better than its residuals say: its errors grow by the square root of the excess.
+    m, s1, t0 = fits.stats[:, 0], fits.stats[:, 1], fits.stats[:, 3]
+    with np.errstate(all="ignore"):
+        excess = t0 / (a * m + b * s1)
+    error = error * np.sqrt(np.where(np.isfinite(excess), np.maximum(excess, 1.0), 1.0))[:, None]
     return np.where(fits.fallback[:, None], np.nan, error)
 
 
