@@ -168,3 +168,16 @@ def test_a_pair_fitted_jointly_is_not_flagged_fallback():
     heat, _ = _pair(np.random.default_rng(3), 3.0)
     peaks = peakloc.find_peaks(heat, num_peaks=2, threshold="30%")
     assert not peakloc.refine(heat, peaks, method="gaussian", full_output=True).fallback.any()
+
+
+def test_a_spot_wider_than_its_window_is_left_to_its_own_fit():
+    from peakloc.ops.subpixel import gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    # A blob of sigma 30 (its window capped at 10 px) and a spot of sigma 2 in one 8-bit map.
+    heat = 0.8 * pixel_gaussian((160, 200), (80, 60), 30.0) + pixel_gaussian((160, 200), (80, 170), 2.0)
+    heat = np.round(heat / heat.max() * 255).astype(np.uint8)
+    owner, centres = np.zeros(2, int), np.array([[80, 60], [80, 170]])
+    fits = gaussian.fit_peaks(heat[None], owner, centres, estimate_shape(heat[None], owner, centres))
+    assert crowded.covered(fits).tolist() == [False, True]
+    assert crowded.split_merged(heat[None], owner, centres, fits, crowded.SPLIT_THRESHOLD) == [None, None]

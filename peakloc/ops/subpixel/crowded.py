@@ -352,8 +352,11 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
     ndim = centres.shape[1]
     batches: dict[tuple, list[dict]] = {}
     spread = np.where(fits.fallback[:, None], fits.sigma[:, None], fits.widths)
+    seen = covered(fits)
     for members in close_groups(owner, centres, spread, fits.half, GROUP_LINK):
         b = owner[members[0]]
+        if not seen[members].all():
+            continue  # a spot wider than its window: nothing for a joint fit to tell apart (below)
         if len(members) > MAX_GROUP:
             fits.fallback[members] = True  # too crowded for a joint fit: each keeps its own
             continue
@@ -424,6 +427,19 @@ SPLIT_TOLERANCE = 1e-5
 SPLIT_MIN_SNR = 5.0
 
 
+def covered(fits) -> np.ndarray:
+    """Which peaks' windows hold their spot ``(N,)``.
+
+    All but those whose window is at its cap (:data:`.gaussian.FIT_MAX_HALF`) on an axis along which the
+    fit's width reaches past it (2.5 widths). Such a spot (a broad blob of a saliency map) shows only its
+    top: two spots, or neighbours' shares, cannot be told apart there, and the fits only slide along a flat
+    valley of widths and heights (to their last iteration). It keeps its own fit: no two-spot test, no
+    joint fit.
+    """
+    cap = gaussian.FIT_MAX_HALF[fits.half.shape[1]]
+    return ~np.any((fits.half >= cap) & (2.5 * fits.widths > fits.half), axis=1)
+
+
 def split_merged(
     heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threshold: float, threads: int | None = None
 ) -> list[np.ndarray | None]:
@@ -438,7 +454,7 @@ def split_merged(
     with np.errstate(all="ignore"):
         standing = ~fits.fallback & (fits.amplitude >= SPLIT_MIN_SNR * fits.noise)
     # A fit narrower than half a pixel along an axis is one sample standing out: noise, not a blurred spot.
-    standing &= np.all(fits.widths >= 0.5, axis=1)
+    standing &= np.all(fits.widths >= 0.5, axis=1) & covered(fits)
     # Only a neighbour that stands out of the noise crowds a peak: a bump of noise on the flank of a merged
     # pair (a local maximum too, where no threshold is given) must not keep the pair from being split.
     crowded = np.zeros(len(centres), bool)
