@@ -428,16 +428,14 @@ SPLIT_MIN_SNR = 5.0
 
 
 def covered(fits) -> np.ndarray:
-    """Which peaks' windows hold their spot ``(N,)``.
+    """Which peaks' windows hold their spot ``(N,)``: all but those ``capped`` (:class:`.gaussian.Fits`).
 
-    All but those whose window is at its cap (:data:`.gaussian.FIT_MAX_HALF`) on an axis along which the
-    fit's width reaches past it (2.5 widths). Such a spot (a broad blob of a saliency map) shows only its
-    top: two spots, or neighbours' shares, cannot be told apart there, and the fits only slide along a flat
-    valley of widths and heights (to their last iteration). It keeps its own fit: no two-spot test, no
-    joint fit.
+    A spot wider than the shape estimate can measure (a broad blob of a saliency map), seen through a window
+    capped at :data:`.gaussian.FIT_MAX_HALF`, shows only its top there: two spots, or
+    neighbours' shares, cannot be told apart, and the fits only slide along a flat valley of widths and
+    heights (to their last iteration). It keeps its own fit: no two-spot test, no joint fit.
     """
-    cap = gaussian.FIT_MAX_HALF[fits.half.shape[1]]
-    return ~np.any((fits.half >= cap) & (2.5 * fits.widths > fits.half), axis=1)
+    return ~fits.capped
 
 
 def split_merged(

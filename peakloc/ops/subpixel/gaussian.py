@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import erf, erfc
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, near_pairs, nearer_to_others, offsets, windows
+from ..windows import SIGMA_WINDOW, PeakShape, groups, near_pairs, nearer_to_others, offsets, windows
 from .quadratic import vertex
 
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
@@ -605,6 +605,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
             fitted.terms.spread0[:, :ndim],
             fitted.terms.spread1[:, :ndim],
             np.where(ok[:, None], fitted.terms.stats, 0.0),
+            np.any(shape.per_axis(ndim) >= SIGMA_WINDOW[ndim] / 2, axis=1),
         )
 
 
@@ -617,7 +618,10 @@ class Fits:
     ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
     sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
     ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
-    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives ``error``.
+    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives ``error``;
+    ``capped`` ``(N,)``: the spot is wider than the shape estimate can measure (its width estimate at its
+    clamp, ``SIGMA_WINDOW / 2``: sigma 6 px in 2-D, 4 in 3-D), so its window, capped at :data:`FIT_MAX_HALF`,
+    shows only its top.
     """
 
     coords: np.ndarray
@@ -635,6 +639,7 @@ class Fits:
     spread0: np.ndarray
     spread1: np.ndarray
     stats: np.ndarray
+    capped: np.ndarray
 
     def take(self, part, other: Fits) -> None:
         """Set peaks ``part`` from ``other`` (the fits of those peaks alone), in place."""
@@ -695,6 +700,7 @@ def fit_peaks(
         np.full((n, ndim), np.nan),
         np.full((n, ndim), np.nan),
         np.zeros((n, 5)),
+        np.zeros(n, bool),
     )
     todo = np.arange(n)
     if known is not None:
