@@ -605,8 +605,19 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
             fitted.terms.spread0[:, :ndim],
             fitted.terms.spread1[:, :ndim],
             np.where(ok[:, None], fitted.terms.stats, 0.0),
-            np.any(shape.per_axis(ndim) >= SIGMA_WINDOW[ndim] / 2, axis=1),
+            _capped(shape.per_axis(ndim)),
         )
+
+
+def _capped(widths: np.ndarray) -> np.ndarray:
+    """Spots ``(N,)`` of estimated ``widths`` ``(N, ndim)`` that no window holds.
+
+    Wider than :data:`FIT_MAX_HALF` allows (2.5 widths) along every axis, and past what the shape estimate
+    measures (its clamp, ``SIGMA_WINDOW / 2``: sigma 6 px in 2-D, 4 in 3-D) along one. Wide along one axis alone, a
+    spot may be two in a row, which the two-spot test is for.
+    """
+    ndim = widths.shape[1]
+    return np.all(2.5 * widths > FIT_MAX_HALF[ndim], axis=1) & np.any(widths >= SIGMA_WINDOW[ndim] / 2, axis=1)
 
 
 @dataclass
@@ -619,9 +630,7 @@ class Fits:
     sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
     ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
     fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives ``error``;
-    ``capped`` ``(N,)``: the spot is wider than the shape estimate can measure (its width estimate at its
-    clamp, ``SIGMA_WINDOW / 2``: sigma 6 px in 2-D, 4 in 3-D), so its window, capped at :data:`FIT_MAX_HALF`,
-    shows only its top.
+    ``capped`` ``(N,)``: the spot is wider than its window can hold (:func:`_capped`), which shows only its top.
     """
 
     coords: np.ndarray
