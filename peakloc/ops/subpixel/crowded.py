@@ -506,14 +506,12 @@ def _split_jobs(
     widths = np.sqrt(np.maximum(variance - spread[:, None] * long_axis**2, 0.25 * variance))
     axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
     theta = np.concatenate([mu, fits.amplitude[:, None], fits.background[:, None], fits.widths**-2], axis=1)
-    model = gaussian._value(theta, gaussian._profiles(theta, axes, 1), 1)
+    model, r = gaussian.model_and_residuals(
+        values, axes, theta, 1, fits.lower.astype(np.float64), fits.upper.astype(np.float64)
+    )
     shape = (n,) + (1,) * ndim
     variance = a.reshape(shape) + b.reshape(shape) * (model - fits.background.reshape(shape))
     weights = np.where(variance > 0, 1 / np.where(variance > 0, variance, 1), 1.0)
-    valid = np.isfinite(values)
-    r, _ = gaussian._censored(
-        np.where(valid, values, 0.0), model, valid, fits.upper.astype(np.float64), fits.lower.astype(np.float64)
-    )
     one_spot = (weights * r * r).reshape(n, -1).sum(axis=1)
     jobs = _Jobs(
         values,
