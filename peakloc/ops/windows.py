@@ -187,6 +187,20 @@ def robust_std(values: np.ndarray) -> np.ndarray:
     return 1.4826 * nanmedian_rows(np.abs(values - med[:, None]))
 
 
+def take_rows(record, index):
+    """A new dataclass like ``record``, whose fields are arrays with one row per peak (or job), cut to ``index``.
+
+    A field that is None stays None; one that is a list of arrays (per-axis coordinates) is cut in each.
+    """
+
+    def cut(value):
+        if value is None:
+            return None
+        return [a[index] for a in value] if isinstance(value, list) else value[index]
+
+    return type(record)(**{name: cut(getattr(record, name)) for name in record.__dataclass_fields__})
+
+
 @dataclass(frozen=True)
 class PeakShape:
     """Per peak, shape ``(N,)`` each: width (px), background, height above it, and noise level.
@@ -203,8 +217,7 @@ class PeakShape:
 
     def rows(self, index) -> PeakShape:
         """The estimates of peaks ``index``, a new :class:`PeakShape`."""
-        widths = None if self.widths is None else self.widths[index]
-        return PeakShape(self.sigma[index], self.background[index], self.amplitude[index], self.noise[index], widths)
+        return take_rows(self, index)
 
     def per_axis(self, ndim: int) -> np.ndarray:
         """``widths``, or ``sigma`` along every axis where they are not known, ``(N, ndim)``."""
@@ -229,12 +242,7 @@ def estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray)
         parts = [
             estimate_shape(heatmaps, owner[k : k + step], centres[k : k + step]) for k in range(0, len(centres), step)
         ]
-        return PeakShape(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("sigma", "background", "amplitude", "noise", "widths")
-            )
-        )
+        return PeakShape(*(np.concatenate([getattr(p, f) for p in parts]) for f in PeakShape.__dataclass_fields__))
     half = SIGMA_WINDOW[ndim]
     w = windows(heatmaps, owner, centres, half)
     flat = w.reshape(len(w), -1)

@@ -8,7 +8,7 @@ one shared width per axis, each with its own centre and amplitude, over one back
 fitted by :func:`.gaussian.fit_spots` (a peak's own fit is its one-spot case) over the union of the spots'
 windows, for spots chained within :data:`GROUP_LINK` widths. No centre ends more than
 :data:`GROUP_REACH` widths from its own local maximum; a group whose fit fails keeps its spots' own
-fits, flagged ``fallback``. Its uncertainty is :func:`.gaussian.uncertainty`'s.
+fits, flagged ``fallback``. Its uncertainty is :func:`.gaussian.pooled_errors`'.
 
 Two equal spots closer than 2 sigma have one maximum between them; the local-maximum rule then sees one
 peak. :func:`split_merged` fits the two-spot model to such a peak, started along the long axis of its
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, near_pairs, offsets, windows
+from ..windows import PeakShape, groups, near_pairs, offsets, take_rows, windows
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -305,10 +305,7 @@ class _Jobs:
 
     def rows(self, index) -> _Jobs:
         """The jobs ``index``, a new :class:`_Jobs`."""
-        weights = None if self.weights is None else self.weights[index]
-        return _Jobs(
-            self.values[index], [a[index] for a in self.axes], *(getattr(self, f)[index] for f in _PER_JOB), weights
-        )
+        return take_rows(self, index)
 
 
 #: :class:`_Jobs`' fields of one array each.
@@ -352,11 +349,10 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
     ndim = centres.shape[1]
     batches: dict[tuple, list[dict]] = {}
     spread = np.where(fits.fallback[:, None], fits.sigma[:, None], fits.widths)
-    seen = covered(fits)
     for members in close_groups(owner, centres, spread, fits.half, GROUP_LINK):
         b = owner[members[0]]
-        if not seen[members].all():
-            continue  # a spot wider than its window: nothing for a joint fit to tell apart (below)
+        if fits.capped[members].any():
+            continue  # a spot no window holds shows only its top: nothing for a joint fit to tell apart
         if len(members) > MAX_GROUP:
             fits.fallback[members] = True  # too crowded for a joint fit: each keeps its own
             continue
@@ -412,7 +408,6 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
             fits.amplitude[members] = fit.amplitudes
             fits.background[members] = fit.background
             fits.noise[members] = np.sqrt(fit.rss / max(fit.used - gaussian.parameters(len(members), ndim), 1))
-            fits.error[members] = fit.errors
             fits.spread0[members], fits.spread1[members] = fit.spread0, fit.spread1
             fits.stats[members] = fit.stats / len(members)  # its sums, once over the group's spots
 
@@ -425,17 +420,6 @@ SPLIT_THRESHOLD = 40.0
 SPLIT_TOLERANCE = 1e-5
 #: Only peaks at least this many noise levels high are tested for a second spot.
 SPLIT_MIN_SNR = 5.0
-
-
-def covered(fits) -> np.ndarray:
-    """Which peaks' windows hold their spot ``(N,)``: all but those ``capped`` (:class:`.gaussian.Fits`).
-
-    A spot wider than the shape estimate can measure (a broad blob of a saliency map), seen through a window
-    capped at :data:`.gaussian.FIT_MAX_HALF`, shows only its top there: two spots, or
-    neighbours' shares, cannot be told apart, and the fits only slide along a flat valley of widths and
-    heights (to their last iteration). It keeps its own fit: no two-spot test, no joint fit.
-    """
-    return ~fits.capped
 
 
 def split_merged(
@@ -452,7 +436,8 @@ def split_merged(
     with np.errstate(all="ignore"):
         standing = ~fits.fallback & (fits.amplitude >= SPLIT_MIN_SNR * fits.noise)
     # A fit narrower than half a pixel along an axis is one sample standing out: noise, not a blurred spot.
-    standing &= np.all(fits.widths >= 0.5, axis=1) & covered(fits)
+    # A spot no window holds (``capped``: a broad blob) shows only its top: no second spot to tell apart.
+    standing &= np.all(fits.widths >= 0.5, axis=1) & ~fits.capped
     # Only a neighbour that stands out of the noise crowds a peak: a bump of noise on the flank of a merged
     # pair (a local maximum too, where no threshold is given) must not keep the pair from being split.
     crowded = np.zeros(len(centres), bool)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import erf, erfc
 
 from ...backends import numpy_backend
-from ..windows import SIGMA_WINDOW, PeakShape, groups, near_pairs, nearer_to_others, offsets, windows
+from ..windows import SIGMA_WINDOW, PeakShape, groups, near_pairs, nearer_to_others, offsets, take_rows, windows
 from .quadratic import vertex
 
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
@@ -608,7 +608,6 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
             np.where(ok, theta[:, ndim], amplitude),
             np.where(ok, theta[:, ndim + 1], shape.background),
             np.sqrt(fitted.rss / dof),
-            np.where(ok[:, None], fitted.errors[:, :ndim], np.nan),
             widths,
             fitted.rss,
             np.broadcast_to(half, (n, ndim)).copy(),
@@ -638,10 +637,10 @@ class Fits:
 
     ``coords`` ``(N, ndim)``; ``fallback``, ``sigma``, ``amplitude``, ``background``, ``noise`` (residual
     standard deviation), ``rss`` (sum of squared residuals), ``lower`` and
-    ``upper`` (clip levels) ``(N,)``; ``error`` ``(N, ndim)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
+    ``upper`` (clip levels) ``(N,)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
     sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
     ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
-    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives ``error``;
+    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives the errors;
     ``capped`` ``(N,)``: the spot is wider than its window can hold (:func:`_capped`), which shows only its top.
     """
 
@@ -651,7 +650,6 @@ class Fits:
     amplitude: np.ndarray
     background: np.ndarray
     noise: np.ndarray
-    error: np.ndarray
     widths: np.ndarray
     rss: np.ndarray
     half: np.ndarray
@@ -669,7 +667,7 @@ class Fits:
 
     def rows(self, index) -> Fits:
         """The fits of peaks ``index``, a new :class:`Fits`."""
-        return Fits(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+        return take_rows(self, index)
 
 
 def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
@@ -712,7 +710,6 @@ def fit_peaks(
         shape.amplitude.copy(),
         shape.background.copy(),
         shape.noise.copy(),
-        np.full((n, ndim), np.nan),
         np.ones((n, ndim)),
         np.full(n, np.nan),
         np.zeros((n, ndim), np.int64),
