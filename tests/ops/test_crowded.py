@@ -135,8 +135,9 @@ def test_normal_equations_from_per_axis_profiles_match_a_numeric_jacobian():
     r = residuals(theta)
     for whole in (True, False):  # the per-axis route, and the one over the whole box
         jtj, jtr = gaussian._normal(theta, profiles, r, np.array([whole]), np.ones((1, r.size), bool), k)
-        np.testing.assert_allclose(jtj[0], want_jtj, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(jtr[0], want_jtr, rtol=1e-6, atol=1e-6)
+        # atol: the derivatives are the exact erf's; the values come from erfc_abs, within 1.2e-7 of it
+        np.testing.assert_allclose(jtj[0], want_jtj, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(jtr[0], want_jtr, rtol=1e-6, atol=1e-5)
 
 
 def test_a_group_in_a_volume_shares_one_width_per_axis():

@@ -276,11 +276,11 @@ def _components(n: int, first: np.ndarray, second: np.ndarray) -> list[np.ndarra
 
     Singles are left out; components come in order of their first member.
     """
+    if not len(first):
+        return []
     from scipy.sparse import coo_array
     from scipy.sparse.csgraph import connected_components
 
-    if not len(first):
-        return []
     graph = coo_array((np.ones(len(first), bool), (first, second)), shape=(n, n))
     _, label = connected_components(graph, directed=False)
     members = np.argsort(label, kind="stable")

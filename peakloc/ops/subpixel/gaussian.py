@@ -18,7 +18,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erf, erfc
 
 from ...backends import numpy_backend
 from ..windows import SIGMA_WINDOW, PeakShape, groups, near_pairs, nearer_to_others, offsets, take_rows, windows
@@ -137,7 +136,8 @@ def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[n
     profile is the Gaussian integrated over each pixel, as a camera's pixel collects light:
     ``e(x) = s sqrt(pi / 2) (erf((x + 1/2 - mu) / (sqrt(2) s)) - erf((x - 1/2 - mu) / (sqrt(2) s)))``,
     ``s = p^-1/2``; it is 1 at the centre of a wide spot, so the amplitude stays the spot's height. Where both
-    ends lie on one side of the centre, the difference is taken of ``erfc`` (no cancellation in the tails).
+    ends lie on one side of the centre, the difference is taken of ``erfc`` (no cancellation in the tails),
+    from :func:`erfc_abs`.
     """
     ndim = len(axes)
     mu = theta[:, : k * ndim].reshape(len(theta), k, ndim)
@@ -148,16 +148,47 @@ def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[n
         p = precision[:, a, None, None]
         scale = np.sqrt(0.5 * p)  # 1 / (sqrt(2) s)
         high, low = (d + 0.5) * scale, (d - 0.5) * scale
-        spread = np.where(
-            low >= 0, erfc(low) - erfc(high), np.where(high <= 0, erfc(-high) - erfc(-low), erf(high) - erf(low))
-        )
+        g_high, g_low = np.exp(-high * high), np.exp(-low * low)
+        c_high, c_low = erfc_abs(high, g_high), erfc_abs(low, g_low)
+        # erf(high) - erf(low), with erf(x) = sign(x) (1 - erfc|x|): a difference of two erfc where both
+        # ends lie on one side of the centre (no cancellation in the tails).
+        spread = np.where(low >= 0, c_low - c_high, np.where(high <= 0, c_high - c_low, 2 - c_high - c_low))
         e = (_SQRT_PI / 2) / scale * spread
-        at_high, at_low = (d + 0.5) * np.exp(-high * high), (d - 0.5) * np.exp(-low * low)
-        out.append((e, np.exp(-low * low) - np.exp(-high * high), (at_high - at_low - e) / (2 * p)))
+        at_high, at_low = (d + 0.5) * g_high, (d - 0.5) * g_low
+        out.append((e, g_low - g_high, (at_high - at_low - e) / (2 * p)))
     return out
 
 
+def erfc_abs(x: np.ndarray, gauss: np.ndarray) -> np.ndarray:
+    """``erfc(|x|)`` elementwise, given ``gauss = exp(-x^2)``; relative error below 1.2e-7 everywhere.
+
+    The Chebyshev fit of Press et al., *Numerical Recipes* (3rd ed., section 6.2, ``erfcc``). Not
+    ``scipy.special.erfc``: importing ``scipy.special`` takes 0.14 s per process (it loads SciPy's
+    array-API layer), half the time of a default run over 300 small PNGs, and the fit needs nothing else
+    from it. 1.2e-7 of a pixel's share of a spot is far below any photon count's noise.
+    """
+    t = 1.0 / (1.0 + 0.5 * np.abs(x))
+    poly = np.full_like(t, _ERFCC[-1])
+    for c in _ERFCC[-2::-1]:  # Horner
+        poly *= t
+        poly += c
+    return t * gauss * np.exp(poly)
+
+
 _SQRT_PI = float(np.sqrt(np.pi))
+#: erfc(z) = t exp(-z^2 + sum_i c_i t^i), t = 1 / (1 + z / 2): the coefficients c_0 .. c_9 of :func:`erfc_abs`.
+_ERFCC = (
+    -1.26551223,
+    1.00002368,
+    0.37409196,
+    0.09678418,
+    -0.18628806,
+    0.27886807,
+    -1.13520398,
+    1.48851587,
+    -0.82215223,
+    0.17087277,
+)
 
 
 def _value(theta: np.ndarray, profiles, k: int) -> np.ndarray:
