@@ -367,7 +367,7 @@ def realistic_calibration(n: int, rng: np.random.Generator) -> tuple[list[dict],
     settings = Settings(methods=("gaussian",), peaks=100, min_distance=2, threshold="5sd", extra=True)
     for name, shape, sigma, count, maps_n in (
         ("2d SMLM frames 64x64, sigma 1.3", (64, 64), (1.3, 1.3), 8, max(20, n)),
-        ("3d smFISH volumes 32x96x96, sigma 2/1.3/1.3", (32, 96, 96), (2.0, 1.3, 1.3), 24, max(2, n // 25)),
+        ("3d smFISH volumes 32x96x96, sigma 2/1.3/1.3", (32, 96, 96), (2.0, 1.3, 1.3), 24, max(2, n // 5)),
     ):
         stack, truths, flags = [], [], []
         for _ in range(maps_n):

@@ -19,7 +19,8 @@ decoding, argmax and soft-argmax of the PNG folder), measured in the same run as
   2048x2048 uint16 image: time, and RMSE to the true centres.
 - Microscopy (#22): an SMLM movie (1000 128x128 frames, pixel-integrated spots, camera offset, Poisson noise)
   vs Picasso `identify` + `gaussmle` and trackpy, and 48x512x512 volumes of 5000 and 500 anisotropic spots vs
-  trackpy's 3-D `locate`: whole commands, Jaccard index / share within 1.5 px, RMSE per axis, peak RSS.
+  trackpy's 3-D `locate`: whole commands, Jaccard index / share within 1.5 px, RMSE per axis, peak RSS; and
+  (#23) the SD of error / reported error per axis over the spots matched within 1 px (bar 0.9-1.1).
 - GPU (only where CUDA is present): forward and forward+backward vs x.sum() and kornia, on the issue's batches.
 - Cluster: `peakloc find DIR --dask FILE` over 20000 256x256 PNG heatmaps on a two-worker cluster on loopback
   (started before the clock) vs the local process pool on the same cores: the overhead of going through Dask.
@@ -676,6 +677,35 @@ def _table(path: Path, axes: str) -> np.ndarray:
     return np.array([[f, *(float(r[a]) for a in axes)] for f, r in zip(frame, rows)]).reshape(-1, 1 + len(axes))
 
 
+def _error_spread(path: Path, axes: str, truth: np.ndarray) -> tuple[np.ndarray, int]:
+    """SD per axis of (error / reported error) of the gaussian rows, and how many spots it is over (#23).
+
+    Found and true spots are paired where each is the other's nearest within 1 px, frame by frame; rows of
+    ``truth``: ``(frame, *coordinates)``.
+    """
+    import csv
+
+    from scipy.spatial import cKDTree
+
+    with open(path) as handle:
+        rows = [r for r in csv.DictReader(handle) if r["method"] == "gaussian"]
+    frame = np.array([int(r["index"].split("=")[1]) if r["index"] else 0 for r in rows])
+    found = np.array([[float(r[a]) for a in axes] for r in rows])
+    error = np.array([[float(r[f"{a}_err"] or "nan") for a in axes] for r in rows])
+    z = []
+    for f in np.unique(truth[:, 0]):
+        t, mine = truth[truth[:, 0] == f, 1:], np.flatnonzero(frame == f)
+        if not len(mine):
+            continue
+        d, nearest = cKDTree(t).query(found[mine])
+        back = cKDTree(found[mine]).query(t)[1]
+        mutual = (d <= 1.0) & (back[nearest] == np.arange(len(mine)))
+        z.append((found[mine][mutual] - t[nearest[mutual]]) / error[mine][mutual])
+    z = np.concatenate(z)
+    z = z[np.all(np.isfinite(z), axis=1)]
+    return z.std(axis=0), len(z)
+
+
 def _judge(group: str, name: str, ok: bool, detail: dict) -> None:
     """A row whose bar is not a time: ``detail`` holds the figures, ``ok`` whether the bar holds."""
     ROWS.append({"group": group, "case": name, **detail, "verdict": "PASS" if ok else "FAIL"})
@@ -718,6 +748,13 @@ def microscopy(quick: bool) -> None:
         runs = [bench_memory.measure([*command, "-o", str(tmp / "movie.csv")]) for _ in range(repeat)]
         ours_s, ours_rss = min(r["seconds"] for r in runs), max(r["anon_bytes"] for r in runs)
         hits, errors = _matched(_table(tmp / "movie.csv", "yx"), truth, 1.0)
+        spread, spots = _error_spread(tmp / "movie.csv", "yx", truth)
+        _judge(
+            "microscopy",
+            "SMLM movie: error bars (#23)",
+            bool(np.all((spread >= 0.9) & (spread <= 1.1))),
+            {"sd_error_over_reported_yx": spread.round(3).tolist(), "spots": spots},
+        )
         found = len(_table(tmp / "movie.csv", "yx"))
         ours_j, ours_rmse = hits / (found + len(truth) - hits), np.sqrt(np.mean(errors**2, axis=0))
 
@@ -807,6 +844,13 @@ def microscopy(quick: bool) -> None:
 
             (near, rmse), (their_near, their_rmse) = accuracy(ours), accuracy(theirs)
             label = f"volume {'x'.join(map(str, shape))}, {count} spots"
+            spread, spots = _error_spread(tmp / "volume.csv", "zyx", np.c_[np.zeros(len(centres)), centres])
+            _judge(
+                "microscopy",
+                f"{label}: error bars (#23)",
+                bool(np.all((spread >= 0.9) & (spread <= 1.1))),
+                {"sd_error_over_reported_zyx": spread.round(3).tolist(), "spots": spots},
+            )
             record("microscopy", f"{label}: peakloc", ours_s, "trackpy.locate 3-D", their_s, within=1.5)
             budget = 4 * volume.nbytes + (200 << 20)
             _judge(

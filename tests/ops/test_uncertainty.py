@@ -150,3 +150,37 @@ def test_the_noise_of_a_camera_frame_is_one_model_for_all_its_spots():
     z = np.concatenate(z)
     assert len(z) == 480 and np.all(np.isfinite(z))
     assert np.all((z.std(axis=0) > 0.9) & (z.std(axis=0) < 1.1))
+
+
+def test_the_noise_line_of_a_heatmap_leaves_out_a_fit_whose_residuals_exceed_it():
+    from peakloc.ops.subpixel.gaussian import pooled_noise
+
+    # Ten fits of 100 samples each with white noise of variance 1 (sums: count, x, x^2, y, x y; x = 0), and
+    # one spot with a neighbour's tail in its window: ten times the residuals. On their own heatmap, a fit
+    # whose residuals are those of the others is kept.
+    stats = np.array([[100, 0, 0, 100 * v, 0] for v in [1.0] * 10 + [10.0]], float)
+    a, b = pooled_noise(np.concatenate([stats, stats[:1]]), np.array([0] * 11 + [1]))
+    np.testing.assert_allclose(a, 1.0)
+    np.testing.assert_allclose(b, 0.0)
+
+
+def test_a_spot_wider_than_the_others_of_its_frame_has_an_error_bar_that_covers_the_pair_it_hides():
+    # Ten isolated spots and, at (36, 48), two spots 1.4 sigma apart along x: one peak, a little wider than
+    # the others, fitted between the two. Its x error must reach the half distance to them; the isolated
+    # spots' error bars keep to their noise.
+    from ..conftest import pixel_gaussian
+
+    rng = np.random.default_rng(5)
+    grid = np.array([(y, x) for y in (12, 60) for x in (12, 30, 48, 66, 84)], float)
+    pair = np.array([[36.2, 48.0 - 0.91], [36.2, 48.0 + 0.91]])
+    centres = np.concatenate([grid + rng.uniform(-1, 1, grid.shape), pair])
+    expected = 20 + sum(1000 / (2 * np.pi * 1.3**2) * pixel_gaussian((72, 96), c, 1.3) for c in centres)
+    frame = rng.poisson(expected) + 100.0
+    found = peakloc.find_peaks(frame, 2, num_peaks=11, min_distance=3)
+    result = peakloc.refine(frame, found, method="gaussian", full_output=True)
+    coords, error = result.coords, result.uncertainty
+    merged = np.argmin(np.linalg.norm(coords - pair.mean(axis=0), axis=1))
+    assert np.linalg.norm(coords[merged] - pair.mean(axis=0)) < 0.3  # one fit, between the two
+    assert error[merged, 1] >= 0.7 * 0.91
+    isolated = np.delete(np.arange(len(coords)), merged)
+    assert np.all(error[isolated] < 0.1)
