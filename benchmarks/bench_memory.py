@@ -11,6 +11,7 @@ Bombs: 30000^2 and 60000^2 8-bit PNG and tiled zlib TIFF (a few MB on disk, 0.8 
 with and without --overlay. Each must fail alone, with its size in the message, within the budget.
 Noise: a 512 MiB uniform-noise volume (millions of local maxima) and a 256 MiB uint16 Poisson-noise volume
 (ties and one-level bumps everywhere) with --peaks 50 in a quarter of the budget.
+HDF5 (#25): a 2 GiB float32 volume as a chunked gzip dataset with --peaks 100 in 512 MiB, against its NPY copy.
 
 Writes benchmarks/results/memory.{csv,json} with the machine's description.
 """
@@ -182,6 +183,42 @@ def as_ome_zarr(source: Path, path: Path) -> None:
     group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
 
 
+def hdf5_volume(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
+    """#25: a ``side/2 x side x side`` volume (1024: 2 GiB) as a chunked gzip HDF5 dataset, ``--peaks 100`` in
+    a ``budget`` (512 MiB), against its NPY copy: memory within the budget, and the same table."""
+    import h5py
+
+    limit = parse_size(budget)
+    volume = folder / "half.npy"
+    volume_npy(volume, side, side // 2)
+    data = np.load(volume, mmap_mode="r")
+    path = folder / "half.h5"
+    with h5py.File(path, "w") as f:
+        out = f.create_dataset(
+            "exported_data", data.shape, "f4", chunks=(32, 128, 128), compression="gzip", compression_opts=1
+        )
+        for z0 in range(0, data.shape[0], 32):
+            out[z0 : z0 + 32] = data[z0 : z0 + 32]
+    del data
+    tables = {}
+    for name, source in (("NPY", volume), ("HDF5 (chunked, gzip)", path)):
+        table = folder / "hdf5.csv"
+        got = measure([*PEAKLOC, "find", str(source), "--peaks", "100", "--max-memory", budget, "-q", "-o", str(table)])
+        tables[name] = [line.split(",", 1)[1] for line in table.read_text().splitlines()[1:]] if table.exists() else []
+        case = f"{side // 2}x{side}x{side} float32 volume as {name}, --peaks 100"
+        rows.append(row(case, got, limit, baseline))
+        print(
+            f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
+            f"{describe(limit)}), {got['seconds']} s, {len(tables[name])} rows, "
+            f"{'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
+        )
+    same = len(set(map(tuple, tables.values()))) == 1 and bool(tables["NPY"])
+    print(f"  the HDF5 table is the NPY's: {same}, {'PASS' if same else 'FAIL'}")
+    rows[-1]["identical_to_npy"] = same
+    volume.unlink()
+    path.unlink()
+
+
 def pose_npy(path: Path, count: int) -> None:
     """``count`` x 17 x 64 x 48 float32 pose heatmaps (a Gaussian keypoint per map), written in groups."""
     rng = np.random.default_rng(1)
@@ -304,7 +341,7 @@ def pose_batch(folder: Path, budget: str, baseline: dict, poses: int, rows: list
 
 
 #: The benchmark's parts, in the order they run.
-PARTS = ("bombs", "volume", "noise", "timing", "pose")
+PARTS = ("bombs", "volume", "noise", "timing", "pose", "hdf5")
 
 
 def main() -> None:
@@ -314,6 +351,7 @@ def main() -> None:
     parser.add_argument("--bomb-sides", default="30000,60000", help="sides of the bombs, comma-separated")
     parser.add_argument("--side", type=int, default=1024, help="the big volume's side (1024: 4 GiB)")
     parser.add_argument("--poses", type=int, default=10000, help="pose frames (10000: 2 GiB)")
+    parser.add_argument("--hdf5-budget", default="512MiB", help="budget of the HDF5 volume's run (#25)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, comma-separated: {','.join(PARTS)}")
     args = parser.parse_args()
     parts = [p for p in args.only.split(",") if p]
@@ -376,6 +414,8 @@ def main() -> None:
             timing(folder, args.budget, baseline, side, rows)
         if "pose" in parts:
             pose_batch(folder, args.budget, baseline, 500 if args.quick else args.poses, rows)
+        if "hdf5" in parts:
+            hdf5_volume(folder, args.hdf5_budget, baseline, side, rows)
     # A partial run writes its own files, beside the full run's.
     name = "memory" if parts == list(PARTS) else "memory-" + "-".join(parts)
     out = _common.write(name, rows, {"budget": args.budget, "baseline_anon_bytes": baseline["anon_bytes"]})

@@ -455,9 +455,10 @@ def main() -> None:
 def find(inputs: tuple[str, ...], **options) -> None:
     """Locate the peaks of every heatmap in INPUT... and write a table.
 
-    INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a .zarr store, a directory (its supported
-    files, sorted by name), '-' to read paths from standard input, one per line, or a URL read through
-    fsspec (s3://bucket/a.zarr, file:///data/a.npy).
+    INPUT is a file (.png, .npy, .tif/.tiff, .jpg, .bmp, ...), a .zarr store, an HDF5 file (.h5, .hdf5,
+    .hdf; FILE.h5:/group/dataset picks one of its datasets), a directory (its supported files, sorted by
+    name), '-' to read paths from standard input, one per line, or a URL read through fsspec
+    (s3://bucket/a.zarr, file:///data/a.npy).
 
     Columns: path, index, peak, method, x, y, z, value. Exit status: 0 all inputs done, 1 some failed
     (one 'peakloc: error: PATH: reason' line each), 2 usage error; after a signal 130 (SIGINT), 143
@@ -679,10 +680,12 @@ def _job(settings: Settings, paths: list[str], debug: bool, reraise: bool):
 
     if settings.overlay is None:
         return Job(settings, debug=debug, reraise=reraise)
+    from .io.hdf5 import split_selector
     from .output.overlay_files import base_names
 
     names = base_names(paths)
-    return Job(settings, names, frozenset(os.path.realpath(p) for p in paths), debug, reraise)
+    files = frozenset(os.path.realpath(split_selector(p)[0]) for p in paths)  # an HDF5 file, not its dataset
+    return Job(settings, names, files, debug, reraise)
 
 
 def _overlay_settings(folder, colormap, scale, sheet, background, value_range, spacing):

@@ -35,6 +35,15 @@ def _npy(array):
     return buffer.getvalue()
 
 
+def _hdf5(array, **kwargs):
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("exported_data", data=array, **kwargs)
+    return buffer.getvalue()
+
+
 def seeds():
     """Good files, one per kind: ``{name: bytes}``."""
     heat = _gaussian((40, 56), (17.3, 30.6), 3.0)
@@ -54,6 +63,8 @@ def seeds():
         "zlib.tif": _tiff(volume, compression="zlib", imagej=True, metadata={"axes": "ZYX"}),
         "lzw.tif": _tiff(grey, compression="lzw"),
         "tiled.tif": _tiff(np.pad(grey, ((0, 24), (0, 8))), tile=(32, 32), compression="zstd"),
+        "plain.h5": _hdf5(heat.astype(np.float32)),
+        "gzip.h5": _hdf5(volume, chunks=(2, 10, 12), compression="gzip"),
     }
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import peakloc
@@ -135,6 +136,26 @@ def test_a_gaussian_fit_of_isolated_peaks_imports_no_scipy():
         "peakloc.find_peaks(heat, 2, num_peaks=2)\n"
         "peakloc.refine(heat, [[20, 9], [8, 24]], method='gaussian')\n"
         "assert not [m for m in sys.modules if m.startswith('scipy')], sorted(sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_run_over_png_and_npy_files_imports_none_of_the_optional_readers(tmp_path):
+    # Start-up stays fast: zarr, h5py and Dask load only for the inputs or options that need them.
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.eye(8, dtype=np.uint8) * 200)
+    np.save(tmp_path / "b.npy", np.eye(8))
+    code = (
+        "import sys\n"
+        "from peakloc.cli import main\n"
+        "try:\n"
+        f"    main(['find', {str(tmp_path)!r}, '-q', '-o', {str(tmp_path / 'out.csv')!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = [m for m in ('zarr', 'h5py', 'dask', 'distributed', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -18,6 +18,8 @@ import numpy as np
 
 from ..errors import AxesError, InputError, PeaklocWarning
 from .axes import default_axes, validate_axes
+from .hdf5 import SUFFIXES as HDF5_SUFFIXES
+from .hdf5 import read_hdf5, split_selector
 from .remote import filesystem, is_url
 
 NPY_SUFFIXES = frozenset({".npy"})
@@ -45,7 +47,7 @@ IMAGE_SUFFIXES = frozenset(
     }
 )
 ZARR_SUFFIXES = frozenset({".zarr"})
-SUFFIXES = NPY_SUFFIXES | TIFF_SUFFIXES | IMAGE_SUFFIXES | ZARR_SUFFIXES
+SUFFIXES = NPY_SUFFIXES | TIFF_SUFFIXES | IMAGE_SUFFIXES | ZARR_SUFFIXES | HDF5_SUFFIXES
 #: TIFFs larger than this (decoded) are read in pieces: memory-mapped where the data is contiguous and
 #: uncompressed, else through tifffile's Zarr store (page, strip or tile at a time).
 TIFF_IN_PIECES = 64 * 1024**2
@@ -60,8 +62,12 @@ def suffix_of(path: str | os.PathLike) -> str:
     --------
     >>> suffix_of("a/b.PNG"), suffix_of("stack.ome.tif"), suffix_of("run.zarr/"), suffix_of(".npy"), suffix_of("a.")
     ('.png', '.tif', '.zarr', '', '')
+    >>> suffix_of("probabilities.h5:/exported_data")  # an HDF5 file's dataset: the file's suffix
+    '.h5'
     """
     text = os.fspath(path)
+    if isinstance(text, str) and ":" in text:
+        text = split_selector(text)[0]
     name = text.rstrip("/").rpartition("/")[2] if isinstance(text, str) and os.sep == "/" else ""
     if name in ("", ".", ".."):  # pathlib's rules for the rare rest: "a/.", "", bytes, Windows
         return Path(path).suffix.lower()
@@ -75,10 +81,12 @@ def is_supported(path: str | os.PathLike) -> bool:
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """``npy``, ``tiff``, ``zarr`` or ``image`` by extension (any case)."""
+    """``npy``, ``tiff``, ``zarr``, ``hdf5`` or ``image`` by extension (any case)."""
     suffix = suffix_of(path)
     if suffix in ZARR_SUFFIXES:
         return "zarr"
+    if suffix in HDF5_SUFFIXES:
+        return "hdf5"
     return "npy" if suffix in NPY_SUFFIXES else "tiff" if suffix in TIFF_SUFFIXES else "image"
 
 
@@ -91,7 +99,7 @@ def _reason(kind: str, exc: Exception) -> str:
     """What went wrong inside a decoder, in words: the library's error named, never a traceback."""
     import zlib
 
-    name = {"npy": "NPY", "tiff": "TIFF", "zarr": "Zarr", "image": "image"}[kind]
+    name = {"npy": "NPY", "tiff": "TIFF", "zarr": "Zarr", "hdf5": "HDF5", "image": "image"}[kind]
     module = type(exc).__module__.split(".")[0]
     if isinstance(exc, zlib.error):
         return f"corrupt {name} data (zlib: {_first_line(exc)})"
@@ -111,8 +119,10 @@ def read(
     Parameters
     ----------
     path : path-like or str
-        A ``.npy``, ``.tif``/``.tiff`` or image file (PNG, JPEG, BMP, ... anything in :data:`SUFFIXES`), or
-        a ``.zarr`` store; a URL (``s3://...``, ``file://...``) is read through fsspec.
+        A ``.npy``, ``.tif``/``.tiff``, HDF5 (``.h5``, ``.hdf5``, ``.hdf``) or image file (PNG, JPEG, BMP, ...
+        anything in :data:`SUFFIXES`), or a ``.zarr`` store; a URL (``s3://...``, ``file://...``) is read
+        through fsspec. ``FILE.h5:/group/dataset`` picks a dataset of an HDF5 file; without it, the file
+        must hold one.
     axes : str, optional
         Axis letters of the stored array, overriding the defaults. Given for a colour TIFF, it names the
         stored samples too (a planar ``(4, Y, X)`` stack is then read as it is, e.g. as ``ZYX``).
@@ -126,7 +136,7 @@ def read(
     array : ndarray or array-like
         As stored, in its own dtype (16-bit images stay 16-bit). Read lazily where the format allows: NPY
         files and large uncompressed TIFFs are memory-mapped, large compressed TIFFs and Zarr stores come as
-        Zarr arrays (read chunk by chunk when sliced).
+        Zarr arrays (read chunk by chunk when sliced), HDF5 datasets as ``h5py.Dataset`` (by hyperslab).
     axes : str
         One letter per axis of `array`.
 
@@ -189,6 +199,7 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
     store, never memory-mapped); NPY files and images are read whole.
     """
     fs, where = filesystem(url)
+    where, dataset = split_selector(where)
     suffix = suffix_of(where)
     if suffix not in SUFFIXES:
         raise _unsupported(suffix)
@@ -198,6 +209,8 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
             raise InputError("no such file or directory")
         if kind == "zarr":
             return read_zarr(url)
+        if kind == "hdf5":  # h5py reads through the file object, which stays open while the dataset lives
+            return read_hdf5(fs.open(where, "rb"), dataset)
         if fs.isdir(where):
             raise InputError("is a directory")
         if fs.size(where) == 0:
@@ -215,6 +228,8 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
 
 def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bool | None):
     """``(array, stored axes or None)`` of a file or Zarr folder on disk."""
+    path, dataset = split_selector(str(path))
+    path = Path(path)
     suffix = suffix_of(path)
     try:
         # One stat answers what Path.exists, is_dir, is_file and stat would each ask again.
@@ -241,6 +256,8 @@ def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bo
             return read_npy(path), None
         if kind == "tiff":
             return read_tiff(path, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
+        if kind == "hdf5":
+            return read_hdf5(path, dataset)
         return read_image(path, colormap), "YX"
 
 

@@ -1,7 +1,8 @@
 """Voxel size from a file's metadata, for overlays that keep the true aspect of anisotropic volumes.
 
 OME-TIFF (``PhysicalSizeZ/Y/X`` with their units), ImageJ TIFF (``spacing`` for Z, the resolution tags for Y
-and X), and OME-Zarr (the ``scale`` transformations of the full-resolution level). Only the ratios matter,
+and X), OME-Zarr (the ``scale`` transformations of the full-resolution level), and HDF5 (the dataset's
+``element_size_um``, as ilastik and Fiji's HDF5 plugin write it). Only the ratios matter,
 so any one unit does; sizes in different units are converted to micrometres first.
 """
 
@@ -11,6 +12,11 @@ import json
 import os
 import xml.etree.ElementTree as ElementTree
 
+from ..errors import PeaklocError
+from .hdf5 import SUFFIXES as HDF5_SUFFIXES
+from .hdf5 import element_size
+from .readers import suffix_of
+
 #: OME's length units, in micrometres.
 _MICROMETRES = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4}
 
@@ -18,7 +24,7 @@ _MICROMETRES = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 
 def voxel_size(path: str, spatial: str) -> tuple[float, ...] | None:
     """The size of a voxel along each axis of ``spatial`` (letters in ``Z, Y, X`` order), or None.
 
-    None where the file is no TIFF or Zarr store, says nothing, or names a size that is not positive.
+    None where the file is no TIFF, Zarr store or HDF5 file, says nothing, or names a size that is not positive.
 
     Examples
     --------
@@ -31,9 +37,11 @@ def voxel_size(path: str, spatial: str) -> tuple[float, ...] | None:
             found = _tiff(path)
         elif lower.endswith(".zarr") and os.path.isdir(path):
             found = _zarr(path)
+        elif suffix_of(path) in HDF5_SUFFIXES:
+            found = element_size(path)
         else:
             return None
-    except (OSError, ValueError, KeyError, TypeError, IndexError, ElementTree.ParseError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, ElementTree.ParseError, PeaklocError):
         return None  # metadata that cannot be read is metadata the overlay does without
     if not found or any(letter not in found for letter in spatial):
         return None

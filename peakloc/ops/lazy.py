@@ -1,4 +1,4 @@
-"""Heatmaps read in pieces: NumPy memmaps, Zarr arrays and Dask arrays behind one small interface.
+"""Heatmaps read in pieces: NumPy memmaps, Zarr arrays, Dask arrays and HDF5 datasets behind one interface.
 
 :class:`Maps` presents any array-like (anything with ``shape``, ``dtype`` and NumPy-style slicing) as a
 stack of maps ``(B, *spatial)``, its batch axes flattened in C order, optionally with its stored axes in
@@ -13,15 +13,32 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, PeaklocError
+
 
 def is_lazy(x: Any) -> bool:
-    """True for arrays to be read in pieces: memmaps, Zarr and Dask arrays (not in-memory ndarrays or tensors)."""
+    """True for arrays to be read in pieces: memmaps, Zarr, Dask and HDF5 arrays (not ndarrays or tensors)."""
     if isinstance(x, np.memmap):
         return True
     if isinstance(x, np.ndarray) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
         return False
     module = type(x).__module__.split(".")[0]
-    return module in ("zarr", "dask", "tifffile")
+    return module in ("zarr", "dask", "tifffile", "h5py")
+
+
+def _piece(array: Any, index: tuple) -> np.ndarray:
+    """``np.asarray(array[index])``; a store that fails to decode the piece is the input's error, in words.
+
+    A lazily read file is decoded long after it was opened: a corrupt chunk found then still fails its input
+    alone, with one line.
+    """
+    try:
+        return np.asarray(array[index])
+    except (PeaklocError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure inside a store's decoder is this input's
+        text = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
 
 
 def _get(array: Any, index: tuple) -> np.ndarray:
@@ -32,13 +49,15 @@ def _get(array: Any, index: tuple) -> np.ndarray:
     axis but its first, at chunk borders, so that each read decodes the chunks of one column only.
     """
     chunks = getattr(array, "chunks", None)
-    if isinstance(array, np.ndarray) or not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+    if isinstance(array, np.ndarray):
         return np.asarray(array[index])
+    if not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+        return _piece(array, index)
     index = index + (slice(None),) * (len(array.shape) - len(index))
     ranges = [(k, *i.indices(int(array.shape[k]))[:2]) for k, i in enumerate(index) if isinstance(i, slice)]
     split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
     if not split or any(i.step not in (None, 1) for i in index if isinstance(i, slice)):
-        return np.asarray(array[index])
+        return _piece(array, index)
     kept = [k for k, _, _ in ranges]
     out = None
     for corner in np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]):
@@ -48,7 +67,7 @@ def _get(array: Any, index: tuple) -> np.ndarray:
             stop = min(hi, (lo // int(chunks[k]) + n + 1) * int(chunks[k]))
             sub[k] = slice(start, stop)
             place[kept.index(k)] = slice(start - lo, stop - lo)
-        part = np.asarray(array[tuple(sub)])
+        part = _piece(array, tuple(sub))
         if out is None:
             shape = [hi - lo for _, lo, hi in ranges]
             out = np.empty(shape, part.dtype)

@@ -26,6 +26,18 @@ def sanitize(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("_").lstrip(".") or "_"
 
 
+def _parts(path: str) -> list[str]:
+    """The parts of an input's absolute path; an HDF5 dataset's path joins its file's name."""
+    from ..io.hdf5 import split_selector
+
+    file, dataset = split_selector(path)
+    parts = os.path.normpath(os.path.abspath(file)).split(os.sep)
+    if dataset:
+        stem, suffix = os.path.splitext(parts[-1])
+        parts[-1] = f"{stem}_{dataset.strip('/').replace('/', '_')}{suffix}"
+    return parts
+
+
 def base_names(paths: list[str]) -> dict[str, str]:
     """A unique overlay base name per input path: its stem, lengthened by parent folders on collisions.
 
@@ -35,9 +47,11 @@ def base_names(paths: list[str]) -> dict[str, str]:
     {'a/frame.png': 'a_frame', 'b/frame.png': 'b_frame', 'c/other.npy': 'other'}
     >>> base_names(["x/a.png", "x/a.npy"])
     {'x/a.png': 'a_png', 'x/a.npy': 'a_npy'}
+    >>> base_names(["run.h5:/predictions/heads"])  # an HDF5 file's dataset: the file and the dataset
+    {'run.h5:/predictions/heads': 'run_predictions_heads'}
     """
     unique = list(dict.fromkeys(paths))
-    parts = {p: os.path.normpath(os.path.abspath(p)).split(os.sep) for p in unique}
+    parts = {p: _parts(p) for p in unique}
     # Per path: how many trailing path parts name it, and whether the extension is added (a.png vs a.npy).
     state = {p: [1, False] for p in unique}
 

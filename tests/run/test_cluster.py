@@ -128,7 +128,7 @@ def _messages(stderr: str) -> list[str]:
 
 
 def _mixed_folder(folder: Path) -> None:
-    """Good heatmaps of every kind, and bad files of every kind, 40 in all (three chunks)."""
+    """Good heatmaps of every kind, and bad files of every kind, 42 in all (three chunks)."""
     rng = np.random.default_rng(0)
     folder.mkdir()
     for k in range(30):
@@ -145,6 +145,11 @@ def _mixed_folder(folder: Path) -> None:
     (folder / "zeros.png").write_bytes(b"\0" * 100)
     np.save(folder / "volume.npy", rng.random((6, 20, 20)))
     np.save(folder / "inf.npy", np.array([[1.0, np.inf], [2.0, -np.inf]]))
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(folder / "probabilities.h5", "w") as f:
+        f.create_dataset("exported_data", data=rng.random((2, 24, 30)).astype(np.float32), chunks=(1, 8, 10))
+    with h5py.File(folder / "two.h5", "w") as f:  # two datasets, none named: an error line
+        f["a"], f["b"] = np.eye(4), np.eye(5)
 
 
 def test_a_folder_of_good_and_bad_files_gives_the_local_table_and_errors(shared, tmp_path):
@@ -155,7 +160,7 @@ def test_a_folder_of_good_and_bad_files_gives_the_local_table_and_errors(shared,
     assert local.returncode == remote.returncode == 1
     assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
     assert _messages(remote.stderr) == _messages(local.stderr)
-    assert len([m for m in _messages(local.stderr) if "error" in m]) == 6
+    assert len([m for m in _messages(local.stderr) if "error" in m]) == 7
     assert shared.keys_run("peakloc-chunk") >= 3
 
 
@@ -182,6 +187,23 @@ def test_a_volume_larger_than_the_budget_runs_its_slabs_as_tasks(shared, tmp_pat
     # The header; argmax, softargmax and 4 refinements of peak 1; argmax and 4 refinements of peaks 2 to 8.
     assert len((tmp_path / "local.csv").read_text().splitlines()) == 1 + 6 + 7 * 5
     assert shared.keys_run("peakloc-slab") - before >= 9
+
+
+def test_an_hdf5_dataset_larger_than_the_budget_runs_on_the_workers_by_its_path(shared, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(2)
+    volume = rng.random((48, 64, 64)).astype(np.float32) * 0.1
+    for z, y, x in rng.integers(4, 44, (6, 3)):
+        volume[z, y, x] += 1 + rng.random()
+    with h5py.File(tmp_path / "run.h5", "w") as f:
+        f["raw"] = volume[:4]
+        f.create_dataset("maps/volume", data=volume, chunks=(8, 16, 16), compression="gzip")
+    options = ["run.h5:/maps/volume", "--peaks", "6", "--min-distance", "3", "-m", "all", "--max-memory", "128KiB"]
+    local = run([*options, "-o", "local.csv"], tmp_path)
+    remote = run([*options, "-o", "dask.csv", "--dask", shared.address], tmp_path)
+    assert local.returncode == remote.returncode == 0, remote.stderr
+    assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert len((tmp_path / "local.csv").read_text().splitlines()) == 1 + 6 + 5 * 5
 
 
 def test_overlays_are_written_by_the_workers_into_the_folder_given(shared, tmp_path):
