@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 
 from ..errors import InputError
 
@@ -40,7 +41,9 @@ def split_selector(path: str) -> tuple[str, str | None]:
     return found["file"], "/" + dataset.lstrip("/") if dataset.strip("/") else None
 
 
+@cache
 def _h5py():
+    """h5py, with hdf5plugin's filters registered where it is installed (looked for once per process)."""
     try:
         import h5py
     except ImportError:
@@ -56,7 +59,12 @@ def _open(path):
     """The file, open for reading; :class:`InputError` in words for anything that is no readable HDF5 file."""
     h5py = _h5py()
     try:
-        return h5py.File(path, "r")
+        try:
+            # Without file locking: a read needs none, and locks fail on read-only and many network file
+            # systems (and where the writer, ilastik say, still holds the file).
+            return h5py.File(path, "r", locking=False)
+        except (TypeError, ValueError):  # an h5py or HDF5 too old to choose
+            return h5py.File(path, "r")
     except OSError as exc:
         text = str(exc)
         if "truncated file" in text:
