@@ -10,7 +10,6 @@ would fail half-way through a run).
 
 from __future__ import annotations
 
-import json
 import re
 from functools import cache
 
@@ -205,6 +204,8 @@ def axes_of(dataset) -> str | None:
     tags = dataset.attrs.get("axistags") if hasattr(dataset, "attrs") else None
     if tags is None:
         return None
+    import json  # here: 1.3 ms of every start otherwise
+
     try:
         text = tags.decode() if isinstance(tags, bytes) else str(tags)
         keys = [str(a["key"]).lower() for a in json.loads(text)["axes"]]

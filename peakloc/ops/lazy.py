@@ -36,9 +36,17 @@ def _piece(array: Any, index: tuple) -> np.ndarray:
         return np.asarray(array[index])
     except (PeaklocError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure inside a store's decoder is this input's
+    except Exception as exc:
+        # A decoder's failure (h5py's OSError, a codec's own error) is the input's; anything else, an index
+        # this module got wrong say, stays a bug to report.
+        if not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] not in _DECODERS:
+            raise
         text = (str(exc).strip().splitlines() or ["unreadable"])[0]
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
+
+
+#: Libraries whose errors, raised while a piece is read, mean the stored data cannot be decoded.
+_DECODERS = frozenset({"h5py", "zarr", "numcodecs", "imagecodecs", "tifffile", "zlib", "blosc", "zstandard"})
 
 
 def _get(array: Any, index: tuple) -> np.ndarray:
