@@ -165,3 +165,17 @@ def test_an_hdf5_input_reads_nothing_until_a_piece_is_asked_for(tmp_path, classe
     path = _ilastik(tmp_path / "p.h5", classes, chunks=(6, 10, 12, 3), compression="gzip")
     array, axes = read(f"{path}:/exported_data")
     assert is_lazy(array) and axes == "ZYXC" and array.shape == (12, 20, 24, 3)
+
+
+def test_the_api_takes_an_h5py_dataset_where_it_takes_an_array(tmp_path, classes):
+    import peakloc
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_dataset("v", data=classes[1], chunks=(4, 10, 12), compression="gzip")
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        data = f["v"]
+        np.testing.assert_array_equal(
+            peakloc.find_peaks(data, ndim=3, num_peaks=2), peakloc.find_peaks(classes[1], ndim=3, num_peaks=2)
+        )
+        np.testing.assert_array_equal(peakloc.argmax(data, ndim=3), peakloc.argmax(classes[1], ndim=3))
+        np.testing.assert_allclose(peakloc.soft_argmax(data, ndim=3), peakloc.soft_argmax(classes[1], ndim=3))
