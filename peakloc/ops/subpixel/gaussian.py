@@ -745,7 +745,7 @@ def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
 #: A spot wider along an axis than its heatmap's typical spot by more than this many robust standard
 #: deviations of the heatmap's widths is taken for unresolved spots (:func:`unresolved_spread`). Measured
 #: on the SMLM movie and the 3-D volumes of make bench-accuracy: 4 leaves the movie at 1.11, 2 lowers
-#: isolated spots' spread to 0.95; 3 gives 1.06-1.07 on the movie and 0.99-1.06 on the volumes.
+#: isolated spots' spread to 0.95; 3 gives 1.08-1.09 on the movie and 0.98-1.04 on the volumes.
 WIDTH_GATE = 3.0
 #: Fewest spots of a heatmap (not fallen back, held by their window) for its typical width.
 WIDTH_SPOTS = 5
