@@ -127,8 +127,8 @@ class Located:
             if n and method == "gaussian":
                 messages.append(
                     f"gaussian fell back for {n} peak{'s' * (n != 1)}: the integer peak at a border, a flat or "
-                    "non-positive neighbourhood or a failed fit; each spot's own fit where a joint fit of "
-                    "neighbouring spots failed"
+                    "non-positive neighbourhood, a failed fit or a fit pulled towards a neighbour; each spot's "
+                    "own fit where a joint fit of neighbouring spots failed"
                 )
             elif n:
                 messages.append(

@@ -182,3 +182,21 @@ def test_a_spot_wider_than_its_window_is_left_to_its_own_fit():
     fits = gaussian.fit_peaks(heat[None], owner, centres, estimate_shape(heat[None], owner, centres))
     assert (~fits.capped).tolist() == [False, True]  # only the spot its window holds
     assert crowded.split_merged(heat[None], owner, centres, fits, crowded.SPLIT_THRESHOLD) == [None, None]
+
+
+def test_an_own_fit_pulled_over_1_5_px_towards_a_hidden_spot_keeps_the_integer_peak():
+    # A 3-D spot with a dimmer one 5 px away in z (2.5 widths: one local maximum for both), and a neighbour
+    # 7.5 px away in x whose window overlaps (so the fit leaves its samples out) but too far for a joint
+    # fit. The one-spot fit goes 1.9 px towards the hidden spot, between the two; the row keeps the integer
+    # peak, the true spot's, flagged fallback.
+    shape, sigma = (28, 32, 40), (2.0, 1.3, 1.3)
+    spot, hidden, neighbour = np.array([9.0, 16.0, 14.0]), np.array([14.0, 16.0, 14.0]), np.array([9.0, 16.0, 21.5])
+    volume = 100 + 300 * sum(
+        h * pixel_gaussian(shape, c, sigma) for c, h in ((spot, 1.0), (hidden, 0.75), (neighbour, 1.0))
+    )
+    peaks = peakloc.find_peaks(volume, 3, num_peaks=5, min_distance=2, threshold=150)
+    assert peaks.tolist() == [[9, 16, 14], [9, 16, 21]]
+    found = peakloc.refine(volume, peaks, method="gaussian", ndim=3, full_output=True)
+    assert found.fallback.tolist() == [True, False]
+    assert np.linalg.norm(found.coords[0] - spot) < 0.5
+    assert np.linalg.norm(found.coords[1] - neighbour) < 0.05

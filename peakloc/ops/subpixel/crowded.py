@@ -403,6 +403,7 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
             members = job["members"]
             fits.coords[members] = fit.centres
             fits.fallback[members] = False
+            fits.far[members] = False
             fits.sigma[members] = fit.sigma
             fits.widths[members] = fit.widths
             fits.amplitude[members] = fit.amplitudes
@@ -544,5 +545,6 @@ def locate(
     """
     fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
     fit_groups(heatmaps, owner, centres, fits, threads)
+    fits.settle(centres)
     fitted = PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise, fits.widths)
     return fits.coords, fits.fallback, fitted, gaussian.pooled_errors(fits, owner)

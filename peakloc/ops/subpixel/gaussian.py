@@ -34,6 +34,11 @@ COST_TOLERANCE = 1e-9
 #: peak keeps its integer position (``fallback``). In widths, not pixels: the one maximum of two merged
 #: spots 2 sigma apart lies anywhere on its flat top, and a spot is wider in z than in y and x.
 CROWDED_PULL = 1.0
+#: ... and no more than this many pixels (Euclidean) in the end, unless a joint fit of the spots took it
+#: further (:attr:`Fits.far`): in a crowded 3-D field, where a width in z is 2 px, own fits pulled 1.5-2 px
+#: towards a neighbour sat between two spots, 1.5 px and more from both (1 row in 50 of 5000 spots). Not
+#: at once: such a fit still decides whether the peak is two spots (:func:`.crowded.split_merged`).
+CROWDED_PULL_PX = 1.5
 #: Peaks fitted together: bounds the fit's Jacobian to a few tens of MB.
 FIT_CHUNK = 4096
 #: Most Jacobian values of a chunk (16 MiB of float64; a step holds several such arrays, on each thread).
@@ -653,6 +658,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
     with np.errstate(all="ignore"):
         pull = np.linalg.norm(theta[:, :ndim] * np.sqrt(np.abs(precision)), axis=1)  # in the fit's own widths
     ok &= ~crowded | (pull <= CROWDED_PULL)
+    far = ok & crowded & (np.linalg.norm(theta[:, :ndim], axis=1) > CROWDED_PULL_PX)
     with np.errstate(all="ignore"):
         widths = np.where(ok[:, None], precision, 1.0) ** -0.5
         dof = np.maximum(fitted.used - theta.shape[1], 1)
@@ -672,6 +678,7 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
             fitted.terms.spread1[:, :ndim],
             np.where(ok[:, None], fitted.terms.stats, 0.0),
             _capped(shape.per_axis(ndim)),
+            far,
         )
 
 
@@ -696,7 +703,9 @@ class Fits:
     sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
     ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
     fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives the errors;
-    ``capped`` ``(N,)``: the spot is wider than its window can hold (:func:`_capped`), which shows only its top.
+    ``capped`` ``(N,)``: the spot is wider than its window can hold (:func:`_capped`), which shows only its top;
+    ``far`` ``(N,)``: the fit left samples to a neighbour and went more than :data:`CROWDED_PULL_PX` from its
+    peak, so that the peak keeps its integer position unless a joint fit places it (:meth:`settle`).
     """
 
     coords: np.ndarray
@@ -714,6 +723,7 @@ class Fits:
     spread1: np.ndarray
     stats: np.ndarray
     capped: np.ndarray
+    far: np.ndarray
 
     def take(self, part, other: Fits) -> None:
         """Set peaks ``part`` from ``other`` (the fits of those peaks alone), in place."""
@@ -723,6 +733,12 @@ class Fits:
     def rows(self, index) -> Fits:
         """The fits of peaks ``index``, a new :class:`Fits`."""
         return take_rows(self, index)
+
+    def settle(self, centres: np.ndarray) -> None:
+        """The final positions: a fit still :attr:`far` from its peak ``centres`` ``(N, ndim)`` falls back."""
+        self.coords[self.far] = centres[self.far]
+        self.fallback |= self.far
+        self.far[:] = False
 
 
 def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
@@ -825,6 +841,7 @@ def fit_peaks(
         np.full((n, ndim), np.nan),
         np.full((n, ndim), np.nan),
         np.zeros((n, 5)),
+        np.zeros(n, bool),
         np.zeros(n, bool),
     )
     todo = np.arange(n)
