@@ -200,3 +200,35 @@ def test_an_own_fit_pulled_over_1_5_px_towards_a_hidden_spot_keeps_the_integer_p
     assert found.fallback.tolist() == [True, False]
     assert np.linalg.norm(found.coords[0] - spot) < 0.5
     assert np.linalg.norm(found.coords[1] - neighbour) < 0.05
+
+
+def test_among_spots_their_own_fits_explain_a_merged_pair_is_still_split_and_they_are_not_tested(monkeypatch):
+    # Six single spots and a pair 1.8 sigma apart on one map: the pooled noise model judges each own fit, and
+    # only a window it leaves unexplained (reduced chi-square above 1) gets a two-spot fit. Without the
+    # screen, all 7 would be.
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :128].astype(float)
+    singles = np.array([[16.0, 16], [16, 64], [16, 110], [78, 16], [78, 64], [78, 110]]) + rng.uniform(
+        -0.5, 0.5, (6, 2)
+    )
+    pair = np.array([[47.0, 62.2], [47.0, 65.8]])
+    heat = sum(np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / 8) for c in [*singles, *pair])
+    heat = heat + rng.normal(0, 0.02, heat.shape)
+    tested = []
+    run = crowded._run
+
+    def counting(jobs, starts, threads=None, cost_tolerance=0.0):
+        if cost_tolerance == crowded.SPLIT_TOLERANCE:
+            tested.append(len(starts))
+        return run(jobs, starts, threads, cost_tolerance)
+
+    monkeypatch.setattr(crowded, "_run", counting)
+    located = locate(
+        heat[None],
+        layout_of((1, 96, 128), "CYX"),
+        Settings(methods=("gaussian",), peaks=10, threshold="30%", extra=True),
+    )
+    g = located.peaks["gaussian"]
+    split = g.coords[0][g.present[0] & g.split[0]]
+    assert len(split) == 2 and np.all(_distances(split, pair) < 0.3)
+    assert sum(tested) == 4  # the pair, and the three singles whose own fits the noise left above 1

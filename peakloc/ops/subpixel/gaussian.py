@@ -291,16 +291,17 @@ def _normal(theta: np.ndarray, profiles, r: np.ndarray, whole: np.ndarray, activ
     return c @ gram @ c.transpose(0, 2, 1), (c @ t[..., None])[..., 0]
 
 
-def model_and_residuals(values, axes, theta, k: int, lower, upper) -> tuple[np.ndarray, np.ndarray]:
-    """The model of ``k`` spots at ``theta`` on each job's box, and the residuals that count ``(G, *box)``.
+def model_and_residuals(values, axes, theta, k: int, lower, upper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model of ``k`` spots at ``theta`` on each job's box, the residuals, and the samples that count.
 
-    ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` and ``theta`` as :func:`fit_spots` takes them. A
-    residual is 0 where the sample is missing, or clipped (``lower``, ``upper`` ``(G,)``) and the model agrees.
+    ``values`` ``(G, *box)`` (NaN: no sample), ``axes`` and ``theta`` as :func:`fit_spots` takes them; all
+    three ``(G, *box)``. A sample does not count (its residual is 0) where it is missing, or clipped
+    (``lower``, ``upper`` ``(G,)``) and the model agrees.
     """
     value = _value(theta, _profiles(theta, axes, k), k)
     valid = np.isfinite(values)
-    r, _ = _censored(np.where(valid, values, 0.0), value, valid, upper, lower)
-    return value, r
+    r, active = _censored(np.where(valid, values, 0.0), value, valid, upper, lower)
+    return value, r, active
 
 
 def _censored(y, value, valid, upper, lower):
