@@ -26,9 +26,13 @@ from .quadratic import vertex
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
 FIT_MAX_HALF = {1: 16, 2: 10, 3: 6}
 #: A fit also stops where its centres move less than this (px) for a cost that drops by less than
-#: COST_TOLERANCE of itself: the rest of the way is well below every error bar (10^-4 px and less).
-STEP_TOLERANCE = 1e-4
-COST_TOLERANCE = 1e-9
+#: COST_TOLERANCE of itself: Levenberg-Marquardt's steps shrink about tenfold each near the optimum, so the
+#: rest of the way is about a tenth of the last step, well below every error bar (a sparse 3-D volume's are
+#: 0.01-0.03 px). From 10^-4 px and 10^-9: one step fewer, 10% of the SMLM movie's and the dense volume's
+#: time; 99.9% of their rows moved less than 10^-3 px (the rest up to 0.004 px, and one split more in the
+#: movie's 15 000), as accurate (Jaccard 0.9844, RMSE 0.069 px; 98.15% within 1.5 px, RMSE 0.12 px).
+STEP_TOLERANCE = 1e-3
+COST_TOLERANCE = 1e-6
 #: Farthest a fit may take a peak from its own local maximum where it left samples to a neighbour, in the
 #: fit's own widths (``sqrt(sum_a (d_a / s_a)^2)``): beyond, the fit has taken in the neighbour, and the
 #: peak keeps its integer position (``fallback``). In widths, not pixels: the one maximum of two merged
