@@ -236,7 +236,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     points = centres[owner, rank]
     if not len(points):
         return centres, present, np.zeros(present.shape, bool), None
-    shape = estimate_shape(work, owner, points)
+    shape = estimate_shape(work, owner, points, settings.threads)
     fits = gaussian.fit_peaks(work, owner, points, shape, clip_levels, settings.threads)
     spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold, settings.threads)
     spatial = np.array(layout.spatial_shape)
@@ -357,7 +357,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
         # Once for every method (and the --extra columns): each would otherwise estimate it again. A peak's
         # estimate depends on its own window alone: the two-spot test's serve the peaks that stay.
         todo = np.flatnonzero(rows < 0)
-        fresh = estimate_shape(work, owner[todo], points[todo])
+        fresh = estimate_shape(work, owner[todo], points[todo], settings.threads)
         parts = [np.empty((len(points),) + getattr(fresh, name).shape[1:]) for name in PeakShape.__dataclass_fields__]
         for part, name in zip(parts, PeakShape.__dataclass_fields__):
             part[todo] = getattr(fresh, name)

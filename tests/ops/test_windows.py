@@ -3,6 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
+import peakloc.ops.windows as windows_module
 from peakloc.ops.windows import c_strides, estimate_shape, groups, nanpercentile_rows, near_pairs, offsets, windows
 
 from ..conftest import gaussian
@@ -109,3 +110,24 @@ def test_nanmedian_rows_equals_numpys_nanmedian_bit_for_bit(rng):
 def test_the_shape_of_no_peaks_is_empty():
     shape = estimate_shape(np.zeros((1, 8, 8)), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
     assert all(len(getattr(shape, name)) == 0 for name in ("sigma", "background", "amplitude", "noise"))
+
+
+def test_each_peaks_shape_is_the_same_on_threads_and_in_any_number_at_a_time_without_warnings(rng, monkeypatch):
+    # Spots on noise, a clipped background, and maps of 3x3 whose windows' outer rings lie wholly outside.
+    maps = np.clip(rng.normal(0.05, 0.05, (6, 40, 40)), 0, None)
+    maps[:, 10:13, 10:13] += 1.0
+    owner = np.repeat(np.arange(6), 40)
+    centres = rng.integers(0, 40, (240, 2))
+    tiny = rng.random((3, 3, 3))
+    tiny_owner, tiny_centres = np.arange(3), np.ones((3, 2), np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alone = estimate_shape(maps, owner, centres, threads=1)
+        tiny_alone = estimate_shape(tiny, tiny_owner, tiny_centres, threads=1)
+        monkeypatch.setattr(windows_module, "SHAPE_VALUES", 3000)  # a few peaks a chunk, chunks on threads
+        shared = estimate_shape(maps, owner, centres, threads=3)
+        tiny_shared = estimate_shape(tiny, tiny_owner, tiny_centres, threads=2)
+    for name in ("sigma", "background", "amplitude", "noise", "widths"):
+        np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name))
+        np.testing.assert_array_equal(getattr(tiny_shared, name), getattr(tiny_alone, name))
+    assert np.isnan(tiny_alone.noise).all()

@@ -128,7 +128,7 @@ def refine_flat(
         nothing = np.empty((0, heatmaps.ndim - 1))
         return Refined(nothing, np.empty(0, bool), empty, empty, empty, nothing.copy())
     if shape is None:
-        shape = estimate_shape(heatmaps, owner, centres)
+        shape = estimate_shape(heatmaps, owner, centres, threads)
     if sigma is not None:
         shape = PeakShape(np.full(n, float(sigma)), shape.background, shape.amplitude, shape.noise)
         known = None  # made with the estimated widths, not this one
