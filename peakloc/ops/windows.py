@@ -365,8 +365,8 @@ def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: in
     """``(n, M)`` bool: which samples of each window lie nearer to a neighbouring peak than to its own.
 
     ``d_base`` ``(M, ndim)``: the samples' offsets from the window's peak; ``i`` ``(k,)`` and ``delta``
-    ``(k, ndim)``: each neighbour's window and its offset from that window's peak. A sample exactly between
-    two peaks stays with its own.
+    ``(k, ndim)``: each neighbour's window and its offset from that window's peak, whole pixels both. A
+    sample exactly between two peaks stays with its own.
     """
     out = np.zeros((n, len(d_base)), bool)
     # A sample is nearer to the neighbour when 2 d.delta > |delta|^2; over the window's box d.delta is at most
@@ -378,10 +378,15 @@ def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: in
         return out
     order = np.argsort(i, kind="stable")
     i, delta = i[order], delta[order]
-    own = np.sum(d_base * d_base, axis=1)
+    square = np.sum(delta * delta, axis=1)
     for lo in range(0, len(i), 4096):  # (pairs, samples) at a time: a few MB
         part = slice(lo, lo + 4096)
-        theirs = np.sum((d_base[None] - delta[part, None, :]) ** 2, axis=2) < own[None]
+        # |d - delta|^2 < |d|^2, as 2 d.delta > |delta|^2: exact (whole pixels), with no (pairs, samples,
+        # ndim) array, and no BLAS (whose own threads would compete with the fits' threads).
+        dot = delta[part, :1] * d_base[:, 0]
+        for a in range(1, d_base.shape[1]):
+            dot += delta[part, a : a + 1] * d_base[:, a]
+        theirs = 2 * dot > square[part, None]
         rows, starts = np.unique(i[part], return_index=True)
         out[rows] |= np.logical_or.reduceat(theirs, starts, axis=0)
     return out
