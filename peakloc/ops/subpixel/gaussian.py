@@ -561,10 +561,17 @@ def noise_terms(
     used = jac[..., background_column] != 0  # the background's derivative is 1 on every sample the fit used
     x = value - background[:, None]
     kept = used & (y > lower[:, None]) & (y < upper[:, None])
-    a, b = noise_line(_noise_stats(r, jac, x, kept)[0])
+    first = _noise_stats(r, jac, x, kept)
+    a, b = noise_line(first[0])
     near = NEAR_CLIP * np.sqrt(np.maximum(a[:, None] + b[:, None] * x, 0))
-    kept &= (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
-    stats, jac, inverse = _noise_stats(r, jac, x, kept)
+    closer = kept & (np.minimum(y, value) > lower[:, None] + near) & (np.maximum(y, value) < upper[:, None] - near)
+    # Only the fits that lost samples near a clip level are summed again (most maps have none: no clip level).
+    again = np.flatnonzero(np.any(closer != kept, axis=1))
+    kept = closer
+    if len(again):
+        for whole, part in zip(first, _noise_stats(r[again], jac[again], x[again], kept[again])):
+            whole[again] = part  # first's arrays are its own
+    stats, jac, inverse = first
     x = np.where(kept, x, 0.0)
     spread = [
         np.einsum("nii->ni", inverse @ (jac.transpose(0, 2, 1) @ (w[..., None] * jac)) @ inverse)
