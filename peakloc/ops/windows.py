@@ -166,9 +166,9 @@ def nanmedian_rows(values: np.ndarray) -> np.ndarray:
 def _finite_rows(values: np.ndarray, reduce) -> np.ndarray:
     """``reduce`` of each row's finite values, rows with as many NaN taken together; NaN for rows of NaN only.
 
-    Rows with the same number of NaN are sorted (NaN last) and their finite values reduced together by
-    ``reduce``, which works on whole arrays: NumPy's nan-functions loop over rows in Python once a NaN is
-    present. Sorting keeps each row's values, so order statistics come out the same.
+    Rows with the same number of NaN are partitioned (NaN, made +inf, last) and their finite values reduced
+    together by ``reduce``, which works on whole arrays: NumPy's nan-functions loop over rows in Python once a
+    NaN is present. Partitioning keeps each row's values, so order statistics come out the same.
     """
     values = np.asarray(values)
     out = np.full(len(values), np.nan)
@@ -179,8 +179,10 @@ def _finite_rows(values: np.ndarray, reduce) -> np.ndarray:
             continue
         if count == values.shape[1]:
             out[rows] = reduce(values[rows])
-        else:  # only these rows sorted: most windows lie inside their map, with no NaN
-            out[rows] = reduce(np.sort(values[rows], axis=1)[:, :count])
+        else:  # only these rows partitioned: most windows lie inside their map, with no NaN
+            part = values[rows]
+            part[np.isnan(part)] = np.inf  # an infinite value of the row's own is the same value
+            out[rows] = reduce(np.partition(part, count - 1, axis=1)[:, :count])
     return out
 
 
