@@ -278,11 +278,31 @@ def _known_fits(tested, owner: np.ndarray, points: np.ndarray, rows: np.ndarray)
         return None
     tested_owner, tested_points, fits, _ = tested
     rows = rows.copy()
-    # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours.
-    before, after = _around(tested_owner, tested_points), _around(owner, points)
-    keys = [(int(b), *map(int, p)) for b, p in zip(owner, points)]
-    rows[[k for k, key in enumerate(keys) if rows[k] >= 0 and before.get(key) != after.get(key)]] = -1
+    # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours. A pair
+    # (peak, neighbour) found in one list and not in the other changed the peak's neighbours.
+    dims = tuple(np.maximum(points.max(axis=0, initial=0), tested_points.max(axis=0, initial=0)) + 1)
+    dims = (int(max(owner.max(initial=0), tested_owner.max(initial=0))) + 1, *map(int, dims))
+    pairs = np.concatenate([_neighbour_pairs(tested_owner, tested_points, dims), _neighbour_pairs(owner, points, dims)])
+    table, count = np.unique(pairs, axis=0, return_counts=True)
+    rows[np.isin(_peak_keys(owner, points, dims), table[count == 1, 0])] = -1
     return rows, fits
+
+
+def _peak_keys(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """One int64 per peak ``(heatmap, *position)``, within ``dims`` (heatmaps, then the positions' bounds)."""
+    return np.ravel_multi_index((owner, *points.T), dims).astype(np.int64)
+
+
+def _neighbour_pairs(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """``(E, 2)``: the :func:`_peak_keys` of each peak and of each of its neighbours.
+
+    Neighbours as :func:`~peakloc.ops.subpixel.gaussian.neighbours` finds them.
+    """
+    from ..ops.subpixel.gaussian import neighbours
+
+    i, j = neighbours(owner, points)
+    keys = _peak_keys(owner, points, dims)
+    return np.stack([keys[i], keys[j]], axis=1)
 
 
 def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -291,16 +311,6 @@ def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:
         return np.full(len(points), -1, np.int64)
     index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested[0], tested[1]))}
     return np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
-
-
-def _around(owner: np.ndarray, points: np.ndarray) -> dict:
-    """Per peak ``(heatmap, *position)``, the positions of its :func:`~peakloc.ops.subpixel.gaussian.neighbours`."""
-    from ..ops.subpixel.gaussian import neighbours
-
-    out: dict = {}
-    for i, j in zip(*neighbours(owner, points)):
-        out.setdefault((int(owner[i]), *map(int, points[i])), set()).add(tuple(map(int, points[j])))
-    return out
 
 
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:

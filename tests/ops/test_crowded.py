@@ -232,3 +232,23 @@ def test_among_spots_their_own_fits_explain_a_merged_pair_is_still_split_and_the
     split = g.coords[0][g.present[0] & g.split[0]]
     assert len(split) == 2 and np.all(_distances(split, pair) < 0.3)
     assert sum(tested) == 4  # the pair, and the three singles whose own fits the noise left above 1
+
+
+def test_a_spot_whose_neighbour_was_split_is_fitted_as_if_afresh():
+    # A merged pair 1.8 sigma apart, split in two, and 9 px away a spot too faint to crowd it (under 5 noise
+    # levels): the faint spot's window loses other samples to the two split spots than to the merged peak.
+    # Its fit is made again, equal to a fit of the final peaks from scratch (refine_flat, no earlier fits).
+    from peakloc.ops.subpixel import refine_flat
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:64, :64].astype(float)
+    spots = [(32.0, 26.2, 1.0), (32.0, 29.8, 1.0), (32.0, 38.4, 0.09)]
+    heat = sum(a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8) for y, x, a in spots) + rng.normal(0, 0.02, (64, 64))
+    settings = Settings(methods=("argmax", "gaussian"), peaks=5, min_distance=3, threshold=0.075, extra=True)
+    located = locate(heat[None], layout_of((1, 64, 64), "CYX"), settings)
+    g, present = located.peaks["gaussian"], located.peaks["gaussian"].present[0]
+    assert g.split[0][present].sum() == 2 and present.sum() == 3  # and the faint spot's own peak
+    # Kept, the earlier fit (beside the merged peak) would be 1.3e-4 px off.
+    points = located.peaks["argmax"].coords[0][present]
+    afresh = refine_flat(heat[None], np.zeros(len(points), np.int64), points, "gaussian")
+    np.testing.assert_array_equal(g.coords[0][present], afresh.coords)
