@@ -278,13 +278,13 @@ def _estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray
         else:
             sigma = np.cbrt(above / (4 / 3 * math.pi * k**1.5))
         ring = np.abs(offsets(half, ndim)).max(axis=1) >= half - 2
-        noise = robust_std(flat[:, ring])
+        samples = flat[:, ring]
+        noise = robust_std(samples)
         # A ring with a quarter or more of its samples at its minimum (a background clipped at 0) has a
         # median deviation that says little: its plain standard deviation then, so that a clipped
-        # background does not read as nearly noiseless.
-        samples = flat[:, ring]
-        # A ring wholly outside a tiny map stays NaN, as robust_std gives; its rows are left out of nanmin
-        # and nanstd, which would warn (and catching warnings is not safe on threads).
+        # background does not read as nearly noiseless. A ring wholly outside a tiny map stays NaN, as
+        # robust_std gives; its rows are left out of nanmin and nanstd, which would warn (and catching
+        # warnings is not safe on threads).
         count = np.sum(np.isfinite(samples), axis=1)
         some = np.flatnonzero(count)
         lowest, spread = np.full(len(samples), np.nan), np.full(len(samples), np.nan)
