@@ -183,6 +183,23 @@ def as_ome_zarr(source: Path, path: Path) -> None:
     group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
 
 
+def _table_run(command: list[str], table: Path, case: str, limit: int, baseline: dict, rows: list) -> list[str]:
+    """Run ``command`` (a ``peakloc find`` writing ``table``), record and print its row against ``limit`` bytes.
+
+    Returns the table's lines less the header and the ``path`` column (empty if none was written), for
+    comparing the tables of one volume stored in several formats.
+    """
+    got = measure(command)
+    lines = [line.split(",", 1)[1] for line in table.read_text().splitlines()[1:]] if table.exists() else []
+    rows.append(row(case, got, limit, baseline))
+    print(
+        f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
+        f"{describe(limit)}), {got['seconds']} s, {len(lines)} rows, "
+        f"{'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
+    )
+    return lines
+
+
 def hdf5_volume(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
     """#25: a ``side/2 x side x side`` volume (1024: 2 GiB) as a chunked gzip HDF5 dataset, ``--peaks 100`` in
     a ``budget`` (512 MiB), against its NPY copy: memory within the budget, and the same table."""
@@ -202,15 +219,9 @@ def hdf5_volume(folder: Path, budget: str, baseline: dict, side: int, rows: list
     tables = {}
     for name, source in (("NPY", volume), ("HDF5 (chunked, gzip)", path)):
         table = folder / "hdf5.csv"
-        got = measure([*PEAKLOC, "find", str(source), "--peaks", "100", "--max-memory", budget, "-q", "-o", str(table)])
-        tables[name] = [line.split(",", 1)[1] for line in table.read_text().splitlines()[1:]] if table.exists() else []
+        command = [*PEAKLOC, "find", str(source), "--peaks", "100", "--max-memory", budget, "-q", "-o", str(table)]
         case = f"{side // 2}x{side}x{side} float32 volume as {name}, --peaks 100, --max-memory {budget}"
-        rows.append(row(case, got, limit, baseline))
-        print(
-            f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
-            f"{describe(limit)}), {got['seconds']} s, {len(tables[name])} rows, "
-            f"{'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
-        )
+        tables[name] = _table_run(command, table, case, limit, baseline, rows)
     same = len(set(map(tuple, tables.values()))) == 1 and bool(tables["NPY"])
     print(f"  the HDF5 table is the NPY's: {same}, {'PASS' if same else 'FAIL'}")
     rows[-1]["identical_to_npy"] = same
@@ -245,15 +256,9 @@ def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: l
         if make is not None:
             make(volume, path)
         table = folder / f"{name}.csv"
-        got = measure([*PEAKLOC, "find", str(path), *options, "--max-memory", budget, "-o", str(table)])
-        tables[name] = [line.split(",", 1)[1] for line in table.read_text().splitlines()[1:]] if table.exists() else []
+        command = [*PEAKLOC, "find", str(path), *options, "--max-memory", budget, "-o", str(table)]
         case = f"{side}^3 float32 volume as {name.upper()}, --peaks 100 --min-distance 3 -m all --overlay"
-        rows.append(row(case, got, limit, baseline))
-        print(
-            f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
-            f"{describe(limit)}), {got['seconds']} s, {len(tables[name])} rows, "
-            f"{'PASS' if got['rc'] == 0 and got['anon_bytes'] <= limit else 'FAIL'}"
-        )
+        tables[name] = _table_run(command, table, case, limit, baseline, rows)
         if make is not None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     print(f"  the three tables are identical: {tables['npy'] == tables['tif'] == tables['ome.zarr']}")
