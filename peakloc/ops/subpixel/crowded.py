@@ -460,8 +460,9 @@ def split_merged(
     ndim = centres.shape[1]
     halves, which = np.unique(fits.half[tested].reshape(-1, ndim), axis=0, return_inverse=True)
     a, b = gaussian.pooled_noise(fits.stats, owner)
-    _, index, count = np.unique(owner, return_inverse=True, return_counts=True)
-    populous = (np.bincount(index.reshape(-1), standing, len(count)) >= SCREEN_SPOTS)[index.reshape(-1)]
+    maps, index = np.unique(owner, return_inverse=True)
+    index = index.reshape(-1)
+    populous = (np.bincount(index, standing, len(maps)) >= SCREEN_SPOTS)[index]
     for key, members in groups(which.reshape(-1)):
         peaks, half = tested[members], halves[key]
         jobs, one_spot, explained = _split_jobs(
