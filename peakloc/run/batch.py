@@ -12,8 +12,6 @@ not a :class:`~peakloc.errors.PeaklocError` nor a decoder's is peakloc's own bug
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -29,6 +27,7 @@ from ..output.table import rows
 from .capture import captured
 from .locate import Located, locate, read_heatmaps
 from .settings import Settings
+from .spread import helper_count, helpers, kill_children, locate_spread, quiet_child, spread_over
 
 if TYPE_CHECKING:
     from ..ops.streaming import Slabs
@@ -213,24 +212,41 @@ def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | Non
     return out
 
 
-def _one(job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None, slabs: Slabs | None) -> None:
-    """Locate one input (in pieces within ``budget``, its slabs on ``slabs``, where it was opened so) and finish it."""
+def _locate(job: Job, heatmaps, layout: Layout, budget: int | None, slabs, pool, notes: list[str]) -> Located:
+    """:func:`~peakloc.run.locate.locate`, on ``pool``'s helper processes where that pays (:mod:`.spread`)."""
+    groups = spread_over(pool, heatmaps, job.settings, budget)
+    if groups:
+        return locate_spread(pool, groups, heatmaps, layout, job.settings, notes)
+    return locate(heatmaps, layout, job.settings, budget, slabs)
 
-    def work() -> None:
-        _finish(job, item.path, locate(loaded[0], loaded[1], job.settings, budget, slabs), outcome)
 
+def _one(
+    job: Job, item: Input, loaded: tuple, outcome: Outcome, budget: int | None, slabs: Slabs | None, pool=None
+) -> None:
+    """Locate one input and finish it.
+
+    In pieces within ``budget``, its slabs on ``slabs``, where it was opened so; its maps on ``pool``'s
+    helpers, where that pays.
+    """
     with captured() as notes:
+
+        def work() -> None:
+            _finish(job, item.path, _locate(job, loaded[0], loaded[1], budget, slabs, pool, notes), outcome)
+
         _attempt(job, outcome, work)
     _noted(outcome, notes)
 
 
-def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs: Slabs | None = None) -> list[Outcome]:
+def run_chunk(
+    job: Job, items: Sequence[Input], budget: int | None = None, slabs: Slabs | None = None, pool=None
+) -> list[Outcome]:
     """Process inputs, each failing alone; single-map integer images of one shape are stacked and located together.
 
     Stacking changes no number: every method works per map (the tests hold every method to that). A stack
     that fails as a whole is located again input by input, so that one input's failure stays its own.
     ``budget`` is this process's share of the memory budget, in bytes; ``slabs`` runs the passes over the
-    slabs of inputs read in pieces (default: threads of this process).
+    slabs of inputs read in pieces (default: threads of this process); ``pool`` holds helper processes that
+    locate groups of a stack's maps (:mod:`.spread`).
     """
     outcomes = [Outcome(item.path) for item in items]
     loaded: dict[int, tuple[np.ndarray, Layout]] = {}
@@ -242,9 +258,9 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs
 
     def flush() -> None:
         for members in waiting.values():
-            if len(members) < 2 or not _stacked(job, items, loaded, members, outcomes):
+            if len(members) < 2 or not _stacked(job, items, loaded, members, outcomes, pool):
                 for k in members:
-                    _one(job, items[k], loaded[k], outcomes[k], budget, slabs)
+                    _one(job, items[k], loaded[k], outcomes[k], budget, slabs, pool)
             for k in members:
                 del loaded[k]
         waiting.clear()
@@ -257,7 +273,7 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs
             continue
         heatmaps, layout = found
         if not (isinstance(heatmaps, np.ndarray) and layout.count == 1 and heatmaps.dtype.kind in "iub"):
-            _one(job, item, found, outcomes[k], budget, slabs)
+            _one(job, item, found, outcomes[k], budget, slabs, pool)
             continue
         loaded[k] = found
         waiting.setdefault((heatmaps.shape, heatmaps.dtype.str, layout.spatial), []).append(k)
@@ -269,13 +285,14 @@ def run_chunk(job: Job, items: Sequence[Input], budget: int | None = None, slabs
     return outcomes
 
 
-def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome]) -> bool:
+def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome], pool=None) -> bool:
     """Locate single-map inputs of one shape in one call; False (nothing recorded) if the stack fails."""
     layout = loaded[members[0]][1]
     try:
         with captured() as notes:
             stack = np.concatenate([loaded[k][0] for k in members])
-            together = locate(stack, Layout("B", (len(members),), layout.spatial, layout.spatial_shape), job.settings)
+            stacked = Layout("B", (len(members),), layout.spatial, layout.spatial_shape)
+            together = _locate(job, stack, stacked, None, None, pool, notes)
     except Exception:  # noqa: BLE001 - located again one by one, where each failure is its own
         return False
     for i, k in enumerate(members):
@@ -296,30 +313,7 @@ _BUDGET: int | None = None
 def _init_worker(job: Job, budget: int | None, parent: int | None = None) -> None:
     global _JOB, _BUDGET
     _JOB, _BUDGET = job, budget
-    # The parent handles ^C, SIGTERM and SIGHUP and then ends the pool: a worker dies quietly (SIGTERM's
-    # default), never with a KeyboardInterrupt traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with(parent)
-
-
-def _die_with(parent: int | None) -> None:
-    """On Linux, have the kernel kill this worker when ``parent`` (the pool's process) ends.
-
-    A pool replaces a worker that a signal killed; one it forks in the instant before the parent exits
-    would outlive it, and print a broken pipe's traceback when it hands its result to nobody.
-    """
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent ended before the request was made
-        os._exit(0)
+    quiet_child(parent)
 
 
 def _run_in_worker(items: Sequence[Input]) -> list[Outcome]:
@@ -363,7 +357,9 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     budget = job.settings.max_memory
     if workers == 1:
-        yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, budget))
+        # Few inputs: the other cores help with the maps of each (:mod:`.spread`).
+        with helpers(helper_count(items, job.settings)) as pool:
+            yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, budget, pool=pool))
         return
     import multiprocessing
 
@@ -377,10 +373,8 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
         # imap keeps input order; results are rows, so the ones waiting for their turn stay small.
         yield (outcome for done in pool.imap(_run_in_worker, chunks) for outcome in done)
     except BaseException:
-        # A signal or an error in the parent: the workers are killed, not joined. A worker that the same
-        # signal ended may hold the task queue's lock, and Pool.terminate would wait for it forever; the
-        # caller ends the process without the pool's exit handlers (see peakloc.cli).
-        for child in multiprocessing.active_children():
-            child.kill()
+        # A signal or an error in the parent: the workers are killed, not joined (Pool.terminate could wait
+        # forever); the caller ends the process without the pool's exit handlers (see peakloc.cli).
+        kill_children()
         raise
     pool.terminate()

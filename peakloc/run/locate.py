@@ -464,12 +464,15 @@ def _locate_in_pieces(
                 parts.append(replace(locate(maps.load(start, stop), part_layout, settings), heatmaps=None))
             except NoFiniteValueError as exc:
                 raise _no_finite(layout, start + exc.position) from None
-        return _concatenate(parts, maps, layout, settings)
+        return concatenate(parts, maps, layout, settings)
     return _locate_slabs(maps, layout, settings, budget, slabs)
 
 
-def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Settings) -> Located:
-    """One Located from groups of maps located apart; the heatmaps stay the stack read in pieces."""
+def concatenate(parts: list[Located], heatmaps, layout: Layout, settings: Settings) -> Located:
+    """One Located from groups of consecutive maps located apart.
+
+    ``heatmaps`` are the whole stack's: in memory, or a :class:`~peakloc.ops.lazy.Maps` stack read in pieces.
+    """
     peaks = {}
     for method in parts[0].peaks:
         width = max(p.peaks[method].present.shape[1] for p in parts)
@@ -489,7 +492,7 @@ def _concatenate(parts: list[Located], maps: Maps, layout: Layout, settings: Set
             None if items[0].split is None else np.concatenate([padded(m.split, False) for m in items]),
         )
     nonfinite = np.concatenate([p.nonfinite for p in parts])
-    return Located(maps, layout, peaks, nonfinite, settings.threshold)
+    return Located(heatmaps, layout, peaks, nonfinite, settings.threshold)
 
 
 def _locate_slabs(
