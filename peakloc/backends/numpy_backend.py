@@ -19,9 +19,10 @@ that underflow.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from functools import cache
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache, partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -70,6 +71,79 @@ def map_in_threads(fn: Callable[..., T], items: Sequence, threads: int) -> list[
     if threads > 1 and len(items) > 1:
         return list(_pool(threads).map(fn, items))
     return [fn(item) for item in items]
+
+
+#: Helper processes of the run (:mod:`peakloc.run.spread`), while :func:`sharing` holds them; else None.
+_HELPERS = None
+
+
+@contextmanager
+def sharing(pool) -> Iterator[None]:
+    """Let :func:`map_shared` hand work to ``pool`` (an executor of helper processes, or None) in the block."""
+    global _HELPERS
+    before, _HELPERS = _HELPERS, pool
+    try:
+        yield
+    finally:
+        _HELPERS = before
+
+
+def share(pool, fn: Callable[[Any], T], items: Sequence) -> list[T]:
+    """``[fn(item) for item in items]``, on ``pool``'s helper processes and this process together.
+
+    Each process takes the next item left when it is free; ``fn`` must pickle (a module's function, or a
+    :func:`functools.partial` of one). The first exception, a helper's included, is raised.
+    """
+    import queue
+    from itertools import count
+
+    claims = count()  # the next item's index: taken by this process and by the helpers' callbacks
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    stopped: list[bool] = []
+
+    def feed(_done=None) -> None:
+        k = next(claims)
+        if k >= len(items) or stopped:
+            return
+        try:
+            future = pool.submit(fn, items[k])
+        except Exception as exc:  # noqa: BLE001 - a broken pool: raised below, in this process
+            finished.put((k, None, exc))
+            return
+        future.add_done_callback(lambda done, k=k: (finished.put((k, done, None)), feed(done)))
+
+    out: list = [None] * len(items)
+    try:
+        for _ in range(getattr(pool, "_max_workers", 1)):
+            feed()
+        done = 0
+        while (k := next(claims)) < len(items):
+            out[k] = fn(items[k])
+            done += 1
+        while done < len(items):
+            k, future, exc = finished.get()
+            if exc is not None:
+                raise exc
+            out[k] = future.result()
+            done += 1
+    except BaseException:
+        stopped.append(True)  # the helpers get no further item
+        raise
+    return out
+
+
+def map_shared(fn: Callable[..., T], items: Sequence, threads: int | None = None) -> list[T]:
+    """``[fn(item, threads) for item in items]``; on the run's helper processes too, where :func:`sharing` gave them.
+
+    There each call gets one thread (one process per core). A failure there (a helper that died) has every
+    item run here instead, which gives the same results or the error of a run without helpers.
+    """
+    if _HELPERS is not None and len(items) > 1:
+        try:
+            return share(_HELPERS, partial(fn, threads=1), items)
+        except Exception:  # noqa: BLE001 - run here: the same results, or this process's own error
+            pass
+    return [fn(item, threads) for item in items]
 
 
 def _flat_batch(x: np.ndarray, ndim: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from ..backends import numpy_backend
 from ..errors import PeaklocError
 from ..io.axes import Layout
 from ..io.inputs import Input
@@ -217,7 +218,9 @@ def _locate(job: Job, heatmaps, layout: Layout, budget: int | None, slabs, pool,
     groups = spread_over(pool, heatmaps, job.settings, budget)
     if groups:
         return locate_spread(pool, groups, heatmaps, layout, job.settings, notes)
-    return locate(heatmaps, layout, job.settings, budget, slabs)
+    # One map, or few: the helpers take batches of its fits instead.
+    with numpy_backend.sharing(pool):
+        return locate(heatmaps, layout, job.settings, budget, slabs)
 
 
 def _one(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from peakloc.backends import numpy_backend
 from peakloc.io.axes import Layout
 from peakloc.io.inputs import Input
 from peakloc.run import batch, spread
@@ -141,3 +142,44 @@ def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path
     assert helped.stdout == alone.stdout
     assert helped.stderr.splitlines()[:-1] == alone.stderr.splitlines()[:-1]  # all but the timing line
     assert len(table(helped.stdout)) > 48
+
+
+def test_shared_work_comes_back_in_item_order_from_the_helpers_and_this_process(pool):
+    items = list(range(-40, 0))
+    assert numpy_backend.share(pool, abs, items) == [abs(i) for i in items]
+
+
+def test_shared_work_whose_helper_died_runs_here():
+    with spread.helpers(1) as pool, numpy_backend.sharing(pool):
+        for process in list(pool._processes.values()):
+            process.kill()
+            process.join(5)
+        assert numpy_backend.map_shared(divmod, [7, 9, 11], 4) == [divmod(7, 4), divmod(9, 4), divmod(11, 4)]
+
+
+def test_a_crowded_volume_whose_joint_fits_ran_on_helpers_gives_the_table_of_one_process(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    shape = (24, 96, 96)
+    expected = np.full(shape, 100.0)
+    centres = rng.uniform(3, np.array(shape) - 4, (120, 3))
+    # Pairs closer than their widths: joint fits in batches of several sizes and box shapes.
+    centres = np.concatenate([centres, centres[:40] + rng.uniform(1.5, 2.5, (40, 3)) * rng.choice([-1, 1], (40, 3))])
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    for centre in np.clip(centres, 1, np.array(shape) - 2):
+        expected += 300 * np.exp(-sum(((g - c) / s) ** 2 for g, c, s in zip(grids, centre, (2.0, 1.3, 1.3))) / 2)
+    path = tmp_path / "volume.npy"
+    np.save(path, rng.poisson(expected).astype(np.uint16))
+    monkeypatch.setattr(spread, "cores", lambda: 2)
+    monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 10)
+    shared = []
+    real = numpy_backend.share
+    monkeypatch.setattr(numpy_backend, "share", lambda pool, fn, items: shared.append(len(items)) or real(pool, fn, items))  # noqa: E501
+    options = ["-m", "gaussian", "--peaks", "400", "--min-distance", "2", "--threshold", "180", "--extra"]
+    helped = find(path, *options)
+    assert shared and all(n > 1 for n in shared)
+    monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 40)
+    count = len(shared)
+    alone = find(path, *options)
+    assert len(shared) == count
+    assert helped.stdout == alone.stdout
+    assert len(table(helped.stdout)) > 100

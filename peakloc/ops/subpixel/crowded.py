@@ -339,6 +339,28 @@ def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_toler
     return [f for fitted in numpy_backend.map_in_threads(fit, chunks, threads) for f in fitted]
 
 
+def _fit_batch(batch: list[dict], threads: int | None = None) -> list[GroupFit]:
+    """Joint fits of a batch of groups of one size and box shape (:func:`fit_groups`' jobs), in job order.
+
+    Failed, or a spot pressed against the edge of its reach (a local minimum): the fit starts again from the
+    peaks' own fits, and the better one stays.
+    """
+    jobs = _stack(batch)
+    results = _run(jobs, jobs.start, threads)
+    redo = [
+        i
+        for i, f in enumerate(results)
+        if not f.ok
+        or np.any(np.linalg.norm((f.centres - jobs.start[i]) / jobs.widths[i], axis=1) > 0.75 * jobs.reach[i])
+    ]
+    if redo:
+        again = np.stack([batch[i]["again"] for i in redo])
+        for i, other in zip(redo, _run(jobs.rows(np.array(redo)), again, threads)):
+            if other.ok and (not results[i].ok or other.rss < results[i].rss):
+                results[i] = other
+    return results
+
+
 def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: int | None = None) -> None:
     """Fit jointly the peaks of one heatmap chained within :data:`GROUP_LINK` widths, in place of own fits.
 
@@ -380,22 +402,8 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
                 reach=GROUP_REACH,
             )
         )
-    for batch in batches.values():
-        jobs = _stack(batch)
-        results = _run(jobs, jobs.start, threads)
-        # Failed, or a spot pressed against the edge of its reach (a local minimum): start again from the
-        # peaks' own fits, and keep the better.
-        redo = [
-            i
-            for i, f in enumerate(results)
-            if not f.ok
-            or np.any(np.linalg.norm((f.centres - jobs.start[i]) / jobs.widths[i], axis=1) > 0.75 * jobs.reach[i])
-        ]
-        if redo:
-            again = np.stack([batch[i]["again"] for i in redo])
-            for i, other in zip(redo, _run(jobs.rows(np.array(redo)), again, threads)):
-                if other.ok and (not results[i].ok or other.rss < results[i].rss):
-                    results[i] = other
+    # Batches are independent: on helper processes where the run has them (each with one thread), else here.
+    for batch, results in zip(batches.values(), numpy_backend.map_shared(_fit_batch, list(batches.values()), threads)):
         for job, fit in zip(batch, results):
             if not fit.ok:  # abandoned: each spot keeps its own fit, flagged
                 fits.fallback[job["members"]] = True
