@@ -88,15 +88,17 @@ def sharing(pool) -> Iterator[None]:
         _HELPERS = before
 
 
-def share(pool, fn: Callable[[Any], T], items: Sequence) -> list[T]:
-    """``[fn(item) for item in items]``, on ``pool``'s helper processes and this process together.
+def share(pool, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any], Any] | None = None) -> list[T]:
+    """``[fn(prepare(item)) for item in items]``, on ``pool``'s helper processes and this process together.
 
-    Each process takes the next item left when it is free; ``fn`` must pickle (a module's function, or a
-    :func:`functools.partial` of one). The first exception, a helper's included, is raised.
+    Each process takes the next item left when it is free; ``prepare`` (default: none) runs here, when the
+    item's turn comes, so that only the items in flight are held prepared. ``fn`` must pickle (a module's
+    function, or a :func:`functools.partial` of one). The first exception, a helper's included, is raised.
     """
     import queue
     from itertools import count
 
+    ready = prepare or (lambda item: item)
     claims = count()  # the next item's index: taken by this process and by the helpers' callbacks
     finished: queue.SimpleQueue = queue.SimpleQueue()
     stopped: list[bool] = []
@@ -106,7 +108,7 @@ def share(pool, fn: Callable[[Any], T], items: Sequence) -> list[T]:
         if k >= len(items) or stopped:
             return
         try:
-            future = pool.submit(fn, items[k])
+            future = pool.submit(fn, ready(items[k]))
         except Exception as exc:  # noqa: BLE001 - a broken pool: raised below, in this process
             finished.put((k, None, exc))
             return
@@ -118,7 +120,7 @@ def share(pool, fn: Callable[[Any], T], items: Sequence) -> list[T]:
             feed()
         done = 0
         while (k := next(claims)) < len(items):
-            out[k] = fn(items[k])
+            out[k] = fn(ready(items[k]))
             done += 1
         while done < len(items):
             k, future, exc = finished.get()
@@ -132,18 +134,29 @@ def share(pool, fn: Callable[[Any], T], items: Sequence) -> list[T]:
     return out
 
 
-def map_shared(fn: Callable[..., T], items: Sequence, threads: int | None = None) -> list[T]:
-    """``[fn(item, threads) for item in items]``; on the run's helper processes too, where :func:`sharing` gave them.
+def map_shared(
+    fn: Callable[..., T],
+    items: Sequence,
+    threads: int | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+    on_threads: bool = False,
+) -> list[T]:
+    """``[fn(prepare(item), threads) for item in items]``, on the run's helper processes too.
 
-    There each call gets one thread (one process per core). A failure there (a helper that died) has every
-    item run here instead, which gives the same results or the error of a run without helpers.
+    Where :func:`sharing` gave helpers, each call, there and here, has one thread (a process per core).
+    Without helpers: one item after another, each call with ``threads``; or, ``on_threads``, the items
+    on ``threads`` threads, each call with one. A failure on the helpers (one that died) has every item run
+    here instead, which gives the same results or the error of a run without helpers.
     """
+    ready = prepare or (lambda item: item)
     if _HELPERS is not None and len(items) > 1:
         try:
-            return share(_HELPERS, partial(fn, threads=1), items)
+            return share(_HELPERS, partial(fn, threads=1), items, prepare)
         except Exception:  # noqa: BLE001 - run here: the same results, or this process's own error
             pass
-    return [fn(item, threads) for item in items]
+    if on_threads:
+        return map_in_threads(lambda item: fn(ready(item), 1), items, DEFAULT_THREADS if threads is None else threads)
+    return [fn(ready(item), threads) for item in items]
 
 
 def _flat_batch(x: np.ndarray, ndim: int) -> np.ndarray:

@@ -147,6 +147,7 @@ def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path
 def test_shared_work_comes_back_in_item_order_from_the_helpers_and_this_process(pool):
     items = list(range(-40, 0))
     assert numpy_backend.share(pool, abs, items) == [abs(i) for i in items]
+    assert numpy_backend.share(pool, abs, items, lambda i: 2 * i) == [abs(2 * i) for i in items]
 
 
 def test_shared_work_whose_helper_died_runs_here():
@@ -157,7 +158,7 @@ def test_shared_work_whose_helper_died_runs_here():
         assert numpy_backend.map_shared(divmod, [7, 9, 11], 4) == [divmod(7, 4), divmod(9, 4), divmod(11, 4)]
 
 
-def test_a_crowded_volume_whose_joint_fits_ran_on_helpers_gives_the_table_of_one_process(tmp_path, monkeypatch):
+def test_a_crowded_volume_whose_fits_ran_on_helpers_gives_the_table_of_one_process(tmp_path, monkeypatch):
     rng = np.random.default_rng(8)
     shape = (24, 96, 96)
     expected = np.full(shape, 100.0)
@@ -173,7 +174,7 @@ def test_a_crowded_volume_whose_joint_fits_ran_on_helpers_gives_the_table_of_one
     monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 10)
     shared = []
     real = numpy_backend.share
-    monkeypatch.setattr(numpy_backend, "share", lambda pool, fn, items: shared.append(len(items)) or real(pool, fn, items))  # noqa: E501
+    monkeypatch.setattr(numpy_backend, "share", lambda pool, fn, items, *more: shared.append(len(items)) or real(pool, fn, items, *more))  # noqa: E501
     options = ["-m", "gaussian", "--peaks", "400", "--min-distance", "2", "--threshold", "180", "--extra"]
     helped = find(path, *options)
     assert shared and all(n > 1 for n in shared)

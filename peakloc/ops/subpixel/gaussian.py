@@ -638,17 +638,23 @@ def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.n
     return near_pairs(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
 
 
-def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.ndarray, near=None):
+def _fit(job: tuple, threads: int | None = None) -> Fits:
     """Fit peaks that share window half-widths ``half`` ``(ndim,)``: coordinates, fallback, sigma, amplitude.
+
+    ``job`` is ``(w, spatial, centres, start, shape, upper, lower, half, near)``: the peaks' windows ``w``
+    ``(n, *(2 * half + 1))`` (:func:`~peakloc.ops.windows.windows`), their map's shape, their integer peaks and
+    starts ``(n, ndim)``, shape estimates, clip levels ``(n,)``. A pure function of its arrays, it runs on
+    the run's helper processes as well as here (``threads`` is unused: one chunk is one thread's work).
 
     ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
     peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
     neighbour's spot, which would pull a single Gaussian towards it (in crowded 3-D fields, one spot in four),
     and a fit that left samples to a neighbour may not move its peak more than :data:`CROWDED_PULL` widths.
     """
+    w, spatial, centres, start, shape, upper, lower, half, near = job
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
-    w = windows(heatmaps, owner, centres, half).reshape(n, -1)
+    w = w.reshape(n, -1)
     crowded = np.zeros(n, bool)
     if near is not None:
         d_base = offsets(half, ndim).astype(np.float64)
@@ -658,14 +664,13 @@ def _fit(heatmaps, owner, centres, start, shape: PeakShape, bounds, half: np.nda
     s0 = np.clip(shape.per_axis(ndim), 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
     theta = np.concatenate([start - centres, a0[:, None], shape.background[:, None], 1 / s0**2], axis=1)
-    upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
     axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
     inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half, axis=1)  # noqa: E731
     fitted = fit_spots(w.reshape((n,) + tuple(2 * half + 1)), axes, theta, lower, upper, 1, inside)
     theta = fitted.theta
     mu = centres + theta[:, :ndim]
     precision = theta[:, -ndim:]
-    spatial = np.array(heatmaps.shape[1:])
+    spatial = np.array(spatial)
     ok = np.all(precision > 0, axis=1) & (theta[:, ndim] > 0) & np.all(np.isfinite(theta), axis=1)
     ok &= np.all((mu >= 0) & (mu <= spatial - 1), axis=1) & np.all(np.abs(theta[:, :ndim]) <= half - 0.5, axis=1)
     # Beside a neighbour, a centre far from its own local maximum has fitted two spots as one (or the other).
@@ -877,20 +882,22 @@ def fit_peaks(
     ]
 
     first, second = neighbours(owner, centres)
+    upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
 
-    def fit(chunk: tuple[int, np.ndarray]) -> Fits:
+    def job(chunk: tuple[np.ndarray, np.ndarray]) -> tuple:
+        """A chunk's :func:`_fit` job: its windows gathered here, when its turn comes (memory: a chunk each)."""
         half, part = chunk
-        peak_shape = shape.rows(part)
         row = np.full(n, -1)
         row[part] = np.arange(len(part))
         mine = row[first] >= 0
         near = (row[first[mine]], centres[second[mine]] - centres[first[mine]])
-        fitted = _fit(heatmaps, owner[part], centres[part], start[part], peak_shape, bounds, half, near)
-        fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
-        return fitted
+        w = windows(heatmaps, owner[part], centres[part], half)
+        return w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], half, near
 
-    # The chunks are independent and NumPy releases the GIL in their loops: threads share them out.
+    # The chunks are independent: on the run's helper processes and here, else on threads (NumPy releases
+    # the GIL in their loops).
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    for (_, part), fitted in zip(chunks, numpy_backend.map_in_threads(fit, chunks, threads)):
+    for (_, part), fitted in zip(chunks, numpy_backend.map_shared(_fit, chunks, threads, job, on_threads=True)):
+        fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
         fits.take(part, fitted)
     return fits
