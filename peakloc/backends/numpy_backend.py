@@ -116,7 +116,9 @@ def share(pool, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any]
 
     out: list = [None] * len(items)
     try:
-        for _ in range(getattr(pool, "_max_workers", 1)):
+        # Two items in flight per helper: the next waits in its queue while this process prepares the one
+        # after, so that a helper never waits for this process (which prepares between its own items).
+        for _ in range(2 * getattr(pool, "_max_workers", 1)):
             feed()
         done = 0
         while (k := next(claims)) < len(items):
