@@ -116,9 +116,11 @@ def share(pool, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any]
 
     out: list = [None] * len(items)
     try:
-        # Two items in flight per helper: the next waits in its queue while this process prepares the one
-        # after, so that a helper never waits for this process (which prepares between its own items).
-        for _ in range(2 * getattr(pool, "_max_workers", 1)):
+        # Among many items, two in flight per helper: the next waits in its queue while this process
+        # prepares the one after (between its own items), so that a helper does not wait. Among few (a
+        # stack's groups, one per process), one: this process takes its share.
+        helpers = getattr(pool, "_max_workers", 1)
+        for _ in range(2 * helpers if len(items) >= 4 * (helpers + 1) else helpers):
             feed()
         done = 0
         while (k := next(claims)) < len(items):

@@ -1,6 +1,7 @@
 """A stack's maps located on helper processes: the numbers of one process, failures as in one process."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -150,6 +151,15 @@ def test_shared_work_comes_back_in_item_order_from_the_helpers_and_this_process(
     assert numpy_backend.share(pool, abs, items, lambda i: 2 * i) == [abs(2 * i) for i in items]
 
 
+def _pid(_item):
+    return os.getpid()
+
+
+def test_this_process_takes_its_share_of_few_items(pool):
+    pids = numpy_backend.share(pool, _pid, [0, 1])
+    assert os.getpid() in pids and len(set(pids)) == 2
+
+
 def test_shared_work_whose_helper_died_runs_here():
     with spread.helpers(1) as pool, numpy_backend.sharing(pool):
         for process in list(pool._processes.values()):
@@ -174,7 +184,9 @@ def test_a_crowded_volume_whose_fits_ran_on_helpers_gives_the_table_of_one_proce
     monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 10)
     shared = []
     real = numpy_backend.share
-    monkeypatch.setattr(numpy_backend, "share", lambda pool, fn, items, *more: shared.append(len(items)) or real(pool, fn, items, *more))  # noqa: E501
+    monkeypatch.setattr(
+        numpy_backend, "share", lambda pool, fn, items, *more: shared.append(len(items)) or real(pool, fn, items, *more)
+    )  # noqa: E501
     options = ["-m", "gaussian", "--peaks", "400", "--min-distance", "2", "--threshold", "180", "--extra"]
     helped = find(path, *options)
     assert shared and all(n > 1 for n in shared)
