@@ -12,7 +12,6 @@ not a :class:`~peakloc.errors.PeaklocError` nor a decoder's is peakloc's own bug
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,7 @@ from ..output.table import rows
 from .capture import captured
 from .locate import Located, locate, read_heatmaps
 from .settings import Settings
-from .spread import helper_count, helpers, kill_children, locate_spread, quiet_child, spread_over
+from .spread import budget_left, helper_count, helpers, kill_children, locate_spread, quiet_child, spread_over
 
 if TYPE_CHECKING:
     from ..ops.streaming import Slabs
@@ -341,28 +340,6 @@ def workers_for(count: int, settings: Settings) -> int:
     return min(cores, 8, count)
 
 
-#: Free memory glibc's allocator keeps at the top of its heap (``M_TOP_PAD``) in a run's processes.
-HEAP_PAD = 64 << 20
-
-
-def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
-    """Have glibc's ``malloc`` keep ``pad`` bytes of freed memory at the top of its heap; False where it cannot.
-
-    The fits allocate and free arrays of a few MB thousands of times; by default the heap is trimmed back to
-    the system after them and its pages are faulted in again at the next: 0.7-0.9 s of system time in the
-    dense volume's 4.2 s (``MALLOC_TOP_PAD_=64MiB``: 0.3 s, and 0.2-0.4 s less in all; its peak RSS the
-    same). Peak memory grows by at most ``pad``, pages that later arrays reuse. glibc only (Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL(None).mallopt(-2, int(pad)))  # M_TOP_PAD
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-
-
 @contextmanager
 def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator[Outcome]]:
     """Context giving each input's outcome, in input order; in a process pool when that pays.
@@ -378,15 +355,16 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
         with outcomes_on(client, job, items) as results:
             yield results
         return
-    keep_heap_pad()  # before any fork: the workers and helpers inherit it
     workers = workers_for(len(items), job.settings)
     size = chunk_size(len(items), workers)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     budget = job.settings.max_memory
     if workers == 1:
-        # Few inputs: the other cores help with the maps of each (:mod:`.spread`).
-        with helpers(helper_count(items, job.settings)) as pool:
-            yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, budget, pool=pool))
+        # Few inputs: the other cores help with the maps of each (:mod:`.spread`), out of the same budget.
+        count = helper_count(items, job.settings, budget)
+        left = budget_left(budget, count)
+        with helpers(count) as pool:
+            yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, left, pool=pool))
         return
     import multiprocessing
 

@@ -49,8 +49,11 @@ MIN_VALUES = 1 << 20
 #: Groups per process. One: a group's fits cost about 0.15 s whatever its size (their iterations run over
 #: chunks of peaks), so the SMLM movie's 1000 frames took 2.05 s in 2 groups on 2 cores, 2.8 s in 8.
 GROUPS_PER_PROCESS = 1
-#: Anonymous memory of a helper before it gets a group (the interpreter, NumPy and peakloc), for the budget.
+#: Anonymous memory of a helper before it gets a group (the interpreter, NumPy and peakloc: 22 MiB
+#: measured), set aside from the budget.
 HELPER_BYTES = 48 << 20
+#: Smallest budget a run starts helpers under (they and the heap's pad take 112 MiB of it on 2 cores).
+MIN_BUDGET = 1 << 30
 
 
 def cores() -> int:
@@ -81,14 +84,49 @@ def _stored_bytes(items: Sequence[Input]) -> int:
     return total
 
 
-def helper_count(items: Sequence[Input], settings: Settings) -> int:
-    """Helper processes for a run of ``items`` in this process: 0 where none pays.
+def helper_count(items: Sequence[Input], settings: Settings, budget: int | None = None) -> int:
+    """Helper processes for a run of ``items`` in this process, within ``budget`` bytes: 0 where none pays.
 
-    Else one per core beside this process's (which locates groups too), at most 7.
+    Else one per core beside this process's (which locates groups too), at most 7; none under a budget
+    below :data:`MIN_BUDGET`.
     """
     if not worth_helpers(settings) or _stored_bytes(items) < MIN_INPUT_BYTES:
         return 0
+    if budget is not None and budget < MIN_BUDGET:
+        return 0
     return min(cores(), 8) - 1
+
+
+def budget_left(budget: int | None, count: int) -> int | None:
+    """What a run's inputs may use of ``budget`` beside ``count`` helpers and the heap's pad (none without)."""
+    if budget is None or count < 1:
+        return budget
+    return budget - count * HELPER_BYTES - HEAP_PAD
+
+
+#: Free memory glibc's allocator keeps at the top of its heap (``M_TOP_PAD``) in a run's processes.
+HEAP_PAD = 64 << 20
+
+
+def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
+    """Have glibc's ``malloc`` keep ``pad`` bytes of freed memory at the top of its heap; False where it cannot.
+
+    The fits allocate and free arrays of a few MB thousands of times; by default the heap is trimmed back to
+    the system after them and its pages are faulted in again at the next: 0.7-0.9 s of system time in the
+    dense volume's 4.2 s (``MALLOC_TOP_PAD_=64MiB``: 0.3 s, and 0.2-0.4 s less in all; its peak RSS the
+    same). Peak memory grows by at most ``pad``, pages that later arrays reuse, which :func:`budget_left`
+    sets aside. A small pad is worse than none (setting it turns off glibc's adaptive mmap threshold:
+    16 MiB gave 1.8 s of system time, 128 KiB 5.4 s), so runs whose budget cannot spare 64 MiB get none
+    (:func:`helper_count`). glibc only (Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).mallopt(-2, int(pad)))  # M_TOP_PAD
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
 
 
 def quiet_child(parent: int | None) -> None:
@@ -145,6 +183,8 @@ def helpers(count: int) -> Iterator[Executor | None]:
         yield None  # a fresh interpreter per helper costs more than a run of a few inputs saves
         return
     from threadpoolctl import threadpool_limits
+
+    keep_heap_pad()  # before the fork: the helpers inherit it
 
     # One BLAS thread in every process: with a process per core, OpenBLAS's own threads, spinning after each
     # call, took the other process's core (the dense volume's joint fits shared over 2 processes took 2.1 s

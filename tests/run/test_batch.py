@@ -227,9 +227,3 @@ def test_small_images_wait_to_be_stacked_only_up_to_a_quarter_of_the_budget(tmp_
     # Past 1100 bytes held (at the third image), the three waiting are located together.
     assert events == ["read f0.png", "read f1.png", "read f2.png", "locate 3", "read f3.png", "read f4.png", "locate 2"]
     assert [o.rows[0]["y"] for o in outcomes] == [5, 6, 7, 8, 9]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_a_run_keeps_freed_memory_at_the_top_of_its_heap_on_linux():
-    # A refused value (glibc rejects none) or a missing mallopt would say False.
-    assert batch.keep_heap_pad(batch.HEAP_PAD) is True

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -121,8 +122,22 @@ def test_helpers_start_only_for_inputs_of_some_megabytes_that_need_per_map_work(
     assert spread.helper_count([Input(str(small))], SPOTS) == 0
     assert spread.helper_count([Input(str(large))], Settings()) == 0
     assert spread.helper_count([Input(str(tmp_path / "missing.npy"))], SPOTS) == 0
+    assert spread.helper_count([Input(str(large))], SPOTS, 1 << 30) == 1
+    assert spread.helper_count([Input(str(large))], SPOTS, (1 << 30) - 1) == 0  # a budget that cannot spare them
     monkeypatch.setattr(spread, "cores", lambda: 1)
     assert spread.helper_count([Input(str(large))], SPOTS) == 0
+
+
+def test_the_inputs_budget_leaves_room_for_the_helpers_and_the_heap_pad():
+    assert spread.budget_left(1 << 30, 1) == (1 << 30) - spread.HELPER_BYTES - spread.HEAP_PAD
+    assert spread.budget_left(1 << 30, 0) == 1 << 30
+    assert spread.budget_left(None, 3) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_run_with_helpers_keeps_freed_memory_at_the_top_of_its_heap_on_linux():
+    # A refused value or a missing mallopt would say False.
+    assert spread.keep_heap_pad(spread.HEAP_PAD) is True
 
 
 def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path, monkeypatch):
