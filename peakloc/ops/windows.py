@@ -333,7 +333,9 @@ def near_pairs(owner: np.ndarray, centres: np.ndarray, reach) -> tuple[np.ndarra
 
     ``reach`` is a distance, or one per peak ``(N,)``: then ``i`` and ``j`` are near where they are at most
     ``(reach_i + reach_j) / 2`` apart (windows of half-widths ``h`` overlap within ``2 h``: ``reach = 2 h``).
-    Found along one axis after sorting by heatmap, then position (each peak against the next few).
+    Found on a grid of cells as wide as the widest reach: a peak's neighbours lie in its own cell or the
+    ``3^ndim - 1`` around it, each found by a binary search among the peaks sorted by cell. The pairs come in
+    no particular order.
 
     Examples
     --------
@@ -341,26 +343,37 @@ def near_pairs(owner: np.ndarray, centres: np.ndarray, reach) -> tuple[np.ndarra
     >>> sorted(zip(i.tolist(), j.tolist()))
     [(0, 1), (1, 0)]
     """
-    n = len(centres)
+    n, ndim = centres.shape
     reach = np.broadcast_to(np.asarray(reach, np.float64), (n,))
-    # Along the axis the peaks spread most: along the 48 planes of a 48x512x512 volume, each peak would
-    # meet most others within reach.
-    axis = int(np.argmax(np.ptp(centres, axis=0))) if n else 0
-    order = np.lexsort((centres[:, axis], owner)) if n else np.zeros(0, np.int64)
-    widest = reach.max(initial=0)
+    empty = np.zeros(0, np.int64)
+    if n < 2:
+        return empty, empty
+    size = max(float(reach.max()), 1.0)
+    # Cells, shifted to start at 1: the ring of empty cells around them keeps every neighbour's index
+    # inside the grid (no wrapping from one row of cells into the next).
+    cells = np.floor((centres - centres.min(axis=0)) / size).astype(np.int64) + 1
+    if np.prod(cells.max(axis=0) + 2, dtype=np.float64) * (int(owner.max()) + 1) >= 2.0**62:
+        # Peaks spread far apart for their reach: the cells along each axis renumbered, keeping which are
+        # next to each other (a gap of more than one cell stays a gap).
+        for a in range(ndim):
+            found, back = np.unique(cells[:, a], return_inverse=True)
+            cells[:, a] = np.cumsum(np.r_[1, np.where(np.diff(found) == 1, 1, 2)])[back.reshape(-1)]
+    dims = (int(owner.max()) + 1, *(int(d) for d in cells.max(axis=0) + 2))
+    key = np.ravel_multi_index((owner, *cells.T), dims)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    strides = np.cumprod((1,) + dims[:0:-1])[::-1][1:]  # one cell along each spatial axis, in raveled keys
     first, second = [], []
-    for shift in range(1, n):
-        a, b = order[:-shift], order[shift:]
-        apart = centres[b, axis] - centres[a, axis]
-        if not np.any((owner[a] == owner[b]) & (apart <= widest)):
-            break
-        limit = (reach[a] + reach[b]) / 2
-        near = (owner[a] == owner[b]) & (apart <= limit) & (np.abs(centres[a] - centres[b]).max(axis=1) <= limit)
-        first.append(a[near])
-        second.append(b[near])
-    i = np.concatenate(first) if first else np.zeros(0, np.int64)
-    j = np.concatenate(second) if second else np.zeros(0, np.int64)
-    return np.concatenate([i, j]), np.concatenate([j, i])
+    for shift in np.ndindex(*(3,) * ndim):
+        wanted = key + int(np.dot(np.array(shift) - 1, strides))
+        lo = np.searchsorted(ordered, wanted, side="left")
+        count = np.searchsorted(ordered, wanted, side="right") - lo
+        i = np.repeat(np.arange(n), count)
+        j = order[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(len(i))]
+        near = (i != j) & (np.abs(centres[i] - centres[j]).max(axis=1) <= (reach[i] + reach[j]) / 2)
+        first.append(i[near])
+        second.append(j[near])
+    return np.concatenate(first), np.concatenate(second)
 
 
 def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: int) -> np.ndarray:

@@ -151,12 +151,44 @@ def quiet_child(parent: int | None) -> None:
         os._exit(0)
 
 
+#: Modules a run's fits may need late, imported on a thread of this process as soon as its helpers are forked:
+#: SciPy's graph module (the crowded groups' components) costs 0.18-0.2 s to import (its array-API layer),
+#: which then overlaps with the reading and the local maxima, whose NumPy loops leave the interpreter free.
+EARLY_IMPORTS = ("scipy.sparse.csgraph",)
+
+
 def _start_helper(parent: int) -> None:
     """A helper's start: its signals, and the modules that locate maps imported while the parent reads them."""
     quiet_child(parent)
+    import importlib
+
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
+
+    for name in EARLY_IMPORTS + ("scipy.ndimage",):
+        importlib.import_module(name)
+
+
+def _import_early():
+    """Import :data:`EARLY_IMPORTS` on a daemon thread, which is returned (:func:`helpers` joins it).
+
+    Only after every fork of the run, and joined before the run ends: a child forked while this thread held
+    an import lock would wait on it forever.
+    """
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in EARLY_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the fits import it again, and say so there
+                return
+
+    thread = threading.Thread(target=work, name="peakloc-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def kill_children() -> None:
@@ -191,10 +223,12 @@ def helpers(count: int) -> Iterator[Executor | None]:
     # instead of 0.9 s). Set before the fork, the helpers inherit it.
     limits = threadpool_limits(1, user_api="blas")
     pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(),))
+    importing = None
     try:
         # With fork, the first task starts every helper: now, while this process is small and has no thread.
         # Not waited for: the helpers import what they need while this process reads the first input.
         pool.submit(int)
+        importing = _import_early()
         yield pool
     except BaseException:
         kill_children()
@@ -202,6 +236,8 @@ def helpers(count: int) -> Iterator[Executor | None]:
         raise
     finally:
         limits.restore_original_limits()
+        if importing is not None:
+            importing.join(10)  # an import: done long before, unless the run was very short
     pool.shutdown(wait=True, cancel_futures=True)
 
 

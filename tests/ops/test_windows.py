@@ -75,8 +75,37 @@ def test_near_pairs_with_a_reach_per_peak_take_the_mean_of_the_two():
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # 0 and 2: 9 > 5
 
 
+def _pairs_by_brute_force(owner, centres, reach):
+    reach = np.broadcast_to(np.asarray(reach, np.float64), (len(centres),))
+    d = np.abs(centres[:, None] - centres[None]).max(axis=2)
+    close = (d <= (reach[:, None] + reach[None]) / 2) & (owner[:, None] == owner[None])
+    return {(a, b) for a, b in zip(*np.nonzero(close)) if a != b}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_near_pairs_are_every_pair_of_one_heatmap_within_reach_once_and_no_other(seed):
+    rng = np.random.default_rng(seed)
+    n, ndim = int(rng.integers(0, 50)), int(rng.integers(1, 4))
+    owner = rng.integers(0, 3, n)
+    centres = rng.integers(-5, 30, (n, ndim)) + (rng.random((n, ndim)) if seed % 2 else 0)
+    reach = rng.uniform(0, 10, n) if seed % 3 else float(rng.choice([0.0, 0.5, 7.0]))
+    i, j = near_pairs(owner, centres, reach)
+    found = list(zip(i.tolist(), j.tolist()))
+    assert len(found) == len(set(found))
+    assert set(found) == _pairs_by_brute_force(owner, centres, reach)
+
+
+def test_near_pairs_of_peaks_far_apart_for_their_reach_are_found_too():
+    # Cells of 1.5 px over 10^7 px in 3-D would be too many to number: they are renumbered.
+    rng = np.random.default_rng(7)
+    centres = rng.integers(0, 4, (60, 3)) * rng.choice([1, 10**7], (60, 3)) + rng.integers(0, 3, (60, 3))
+    owner = rng.integers(0, 2, 60)
+    i, j = near_pairs(owner, centres, 1.5)
+    assert set(zip(i.tolist(), j.tolist())) == _pairs_by_brute_force(owner, centres, 1.5)
+
+
 def test_near_pairs_of_a_thin_volume_are_all_found():
-    # 48 planes deep and wide in y and x: found along the axis the peaks spread most, the same pairs.
+    # 48 planes deep and wide in y and x: the same pairs as by brute force.
     rng = np.random.default_rng(2)
     centres = np.stack([rng.integers(0, 48, 300), rng.integers(0, 512, 300), rng.integers(0, 512, 300)], axis=1)
     i, j = near_pairs(np.zeros(300, int), centres, 20)
