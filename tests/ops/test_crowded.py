@@ -218,10 +218,10 @@ def test_among_spots_their_own_fits_explain_a_merged_pair_is_still_split_and_the
     tested = []
     run = crowded._run
 
-    def counting(jobs, starts, threads=None, cost_tolerance=0.0):
+    def counting(jobs, starts, threads=None, cost_tolerance=0.0, shared=False):
         if cost_tolerance == crowded.SPLIT_TOLERANCE:
             tested.append(len(starts))
-        return run(jobs, starts, threads, cost_tolerance)
+        return run(jobs, starts, threads, cost_tolerance, shared)
 
     monkeypatch.setattr(crowded, "_run", counting)
     located = locate(

@@ -321,22 +321,37 @@ def _stack(jobs: list[dict]) -> _Jobs:
     )
 
 
-def _run(jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_tolerance: float = 0.0) -> list[GroupFit]:
-    """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order."""
+def _run(
+    jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_tolerance: float = 0.0, shared: bool = False
+) -> list[GroupFit]:
+    """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order.
+
+    ``shared``: the chunks go to the run's helper processes too, where it has them
+    (:func:`~peakloc.backends.numpy_backend.map_shared`); not from inside work already shared.
+    """
     g, k, ndim = jobs.start.shape
     size = gaussian.chunk(int(np.prod(jobs.values.shape[1:])), ndim, k)
     chunks = [np.arange(lo, min(lo + size, g)) for lo in range(0, g, size)]
-
-    def fit(rows: np.ndarray) -> list[GroupFit]:
-        part = jobs.rows(rows)
-        return fit_groups_of(
-            part.values, part.axes, starts[rows], part.amplitudes, part.background, part.widths, part.lower,
-            part.upper, part.reach, part.start, cost_tolerance, part.weights,
-        )  # fmt: skip
-
-    # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    return [f for fitted in numpy_backend.map_in_threads(fit, chunks, threads) for f in fitted]
+    if shared:
+        fitted = numpy_backend.map_shared(
+            _fit_chunk, chunks, threads, lambda rows: (jobs.rows(rows), starts[rows], cost_tolerance), on_threads=True
+        )
+    else:
+        # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
+        fitted = numpy_backend.map_in_threads(
+            lambda rows: _fit_chunk((jobs.rows(rows), starts[rows], cost_tolerance)), chunks, threads
+        )
+    return [f for part in fitted for f in part]
+
+
+def _fit_chunk(job: tuple, threads: int | None = None) -> list[GroupFit]:
+    """:func:`fit_groups_of` of ``job`` ``(jobs, starts, cost_tolerance)``: a pure function of its arrays."""
+    part, starts, cost_tolerance = job
+    return fit_groups_of(
+        part.values, part.axes, starts, part.amplitudes, part.background, part.widths, part.lower,
+        part.upper, part.reach, part.start, cost_tolerance, part.weights,
+    )  # fmt: skip
 
 
 def _fit_batch(batch: list[dict], threads: int | None = None) -> list[GroupFit]:
@@ -480,7 +495,7 @@ def split_merged(
         peaks, jobs, one_spot = peaks[keep], jobs.rows(keep), one_spot[keep]
         if not len(peaks):
             continue
-        fitted = _run(jobs, jobs.start, threads, SPLIT_TOLERANCE)
+        fitted = _run(jobs, jobs.start, threads, SPLIT_TOLERANCE, shared=True)
         split = _statistic(fitted, one_spot, ndim) > threshold
         for i, fit in zip(peaks[split], [f for f, s in zip(fitted, split) if s]):
             spots = fit.centres
