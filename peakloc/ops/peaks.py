@@ -16,7 +16,6 @@ from functools import partial
 
 import numpy as np
 
-from ..backends import numpy_backend
 from ..errors import NoFiniteValueError, PeaklocValueError
 from . import regions
 from .filters import maximum_filter
@@ -128,9 +127,7 @@ def _points(candidates: np.ndarray, batch: int = 4096):
         yield from map(tuple, candidates[start : start + batch].tolist())
 
 
-def band_keys(
-    x: np.ndarray, coords: np.ndarray, values: np.ndarray, threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def band_keys(x: np.ndarray, coords: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shoulders and region keys of the candidates of an integer map (tolerance one level).
 
     A candidate at level ``l`` belongs to the region of pixels joined to it by pixels ``>= l - 1``. Its
@@ -146,9 +143,6 @@ def band_keys(
         Candidates: no neighbour of theirs is higher than they are.
     values : ndarray, ``(k,)``
         ``x`` at ``coords`` (any dtype holding them exactly).
-    threads : int, optional
-        1: the two labellings one after the other; else (default) at once on two threads, for a map of at
-        least :data:`PARALLEL_BAND_SIZE` pixels.
 
     Returns
     -------
@@ -157,38 +151,26 @@ def band_keys(
     keys : ndarray of int64 ``(k,)``
         Candidates with the same key (which share their value) share their region.
     """
-    # The two labellings are independent, and their NumPy loops and SciPy's leave the interpreter free: on
-    # two threads (unless ``threads`` is 1) for a map large enough to pay for them.
-    threads = numpy_backend.DEFAULT_THREADS if threads is None else threads
-    both = min(2, threads) if x.size >= PARALLEL_BAND_SIZE else 1
-    return keyed_by_band(coords, values, partial(_band_parts, x), both)
+    return keyed_by_band(coords, values, partial(_band_parts, x))
 
 
-#: Maps of at least this many pixels have their two band labellings on two threads.
-PARALLEL_BAND_SIZE = 1 << 20
-
-
-def keyed_by_band(coords: np.ndarray, values: np.ndarray, parts, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def keyed_by_band(coords: np.ndarray, values: np.ndarray, parts) -> tuple[np.ndarray, np.ndarray]:
     """:func:`band_keys` from ``parts(points, parity, floor)``, one labelling per parity of the values.
 
     ``parts`` labels the band tops of :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` at or above
     ``floor`` and gives each point's component ``(j,)`` and, per component, whether it is flagged (no regional
-    maximum): in memory (:func:`_band_parts`) or slab by slab (``peakloc.ops.streaming``). With ``threads``
-    2, the two parities' labellings run at once (``parts`` must then be safe on threads).
+    maximum): in memory (:func:`_band_parts`) or slab by slab (``peakloc.ops.streaming``).
     """
     shoulder = np.zeros(len(coords), bool)
     keys = np.zeros(len(coords), np.int64)
     parity = np.asarray(values).astype(np.int64) & 1
-    chosen = [parity == p for p in (0, 1)]
-    todo = [p for p in (0, 1) if chosen[p].any()]
-
-    def label(p: int):
-        # A candidate's band lies at or above its value less one: nothing lower needs a label.
-        return parts(coords[chosen[p]], p, int(values[chosen[p]].min()) - 1)
-
-    for p, (found, flagged) in zip(todo, numpy_backend.map_in_threads(label, todo, threads)):
-        shoulder[chosen[p]] = flagged[found]
-        keys[chosen[p]] = found * 2 + p
+    for p in (0, 1):
+        chosen = parity == p
+        if chosen.any():
+            # A candidate's band lies at or above its value less one: nothing lower needs a label.
+            found, flagged = parts(coords[chosen], p, int(values[chosen].min()) - 1)
+            shoulder[chosen] = flagged[found]
+            keys[chosen] = found * 2 + p
     return shoulder, keys
 
 
@@ -307,7 +289,6 @@ def local_maxima(
     candidates: np.ndarray | None = None,
     merge_plateaus: bool = True,
     threshold_sd: float | None = None,
-    threads: int | None = None,
 ) -> np.ndarray:
     """Peaks of one heatmap.
 
@@ -329,8 +310,6 @@ def local_maxima(
         One peak per plateau of equal values (default), or scikit-image's rule (False). In integer maps
         a candidate joined to a higher pixel by a ridge at most one level lower is also dropped, and
         candidates so joined to a kept peak merge with it: rounding makes such bumps, not the data.
-    threads : int, optional
-        Threads for the plateau labelling of a large integer map (:func:`band_keys`); 1 for none.
 
     Returns
     -------
@@ -370,8 +349,7 @@ def local_maxima(
     order = np.argsort(-values.astype(np.float64), kind="stable")
     flat, values = flat[order], values[order]
     coords = np.stack(np.unravel_index(flat, x.shape), axis=1)
-    integer = np.asarray(heatmap).dtype.kind in "iu"
-    return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, integer, threads)
+    return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
 
 
 def pick(
@@ -382,7 +360,6 @@ def pick(
     num_peaks: int,
     merge_plateaus: bool,
     integer: bool,
-    threads: int | None = None,
 ) -> np.ndarray:
     """:func:`choose` among the candidates ``coords`` (best first) of the map ``x``, its regions found in ``x``.
 
@@ -393,7 +370,7 @@ def pick(
     if not merge_plateaus:
         return choose(coords, values, min_distance, num_peaks, x.shape)
     if integer:
-        shoulder, keys = band_keys(x, coords, values, threads)
+        shoulder, keys = band_keys(x, coords, values)
         return choose(coords, values, min_distance, num_peaks, x.shape, shoulder, keys)
     return choose(coords, values, min_distance, num_peaks, x.shape, joined=partial(level_keys, x))
 

@@ -202,7 +202,6 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
             threshold_rel,
             candidates=None if candidates is None else candidates[b],
             threshold_sd=threshold_sd,
-            threads=settings.threads,
         )
         for b, h in enumerate(heatmaps)
     ]

@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import peakloc
-from peakloc.backends import numpy_backend
 from peakloc.errors import PeaklocValueError
 from peakloc.ops import peaks
 from peakloc.ops.filters import maximum_filter
@@ -183,15 +182,9 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
     want = reference(x, threshold_abs=absolute, threshold_rel=relative, **options)
     maps = Maps(x[np.newaxis], len(shape))
     stats = streaming.map_stats(maps, 0, 1)
-    # Band tops labelled over the whole map, and gathered pixel by pixel (where few pixels are high enough);
-    # the two parities' labellings on two threads, as for a large map.
+    # Band tops labelled over the whole map, and gathered pixel by pixel (where few pixels are high enough).
     for share in (0, 1 << 62):
-        with (
-            mock.patch.object(peaks, "SPARSE_SHARE", share),
-            mock.patch.object(peaks, "SPARSE_SIZE", 0),
-            mock.patch.object(peaks, "PARALLEL_BAND_SIZE", 0),
-            mock.patch.object(numpy_backend, "DEFAULT_THREADS", 2),
-        ):
+        with mock.patch.object(peaks, "SPARSE_SHARE", share), mock.patch.object(peaks, "SPARSE_SIZE", 0):
             got = peakloc.find_peaks(x, ndim=len(shape), threshold=threshold, **options)
             np.testing.assert_array_equal(got, want)
             in_slabs = streaming.local_maxima(
