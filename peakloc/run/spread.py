@@ -154,20 +154,17 @@ def quiet_child(parent: int | None) -> None:
 #: Modules a run's fits may need late, imported on a thread of this process as soon as its helpers are forked:
 #: SciPy's graph module (the crowded groups' components) costs 0.18-0.2 s to import (its array-API layer),
 #: which then overlaps with the reading and the local maxima, whose NumPy loops leave the interpreter free.
+#: Not in the helpers: there it would cost 20 MiB of memory to a helper whose work (a volume's fits) never
+#: needs it.
 EARLY_IMPORTS = ("scipy.sparse.csgraph",)
 
 
 def _start_helper(parent: int) -> None:
     """A helper's start: its signals, and the modules that locate maps imported while the parent reads them."""
     quiet_child(parent)
-    import importlib
-
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
-
-    for name in EARLY_IMPORTS + ("scipy.ndimage",):
-        importlib.import_module(name)
 
 
 def _import_early():
