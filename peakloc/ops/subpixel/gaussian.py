@@ -897,7 +897,11 @@ def fit_peaks(
     # The chunks are independent: on the run's helper processes and here, else on threads (NumPy releases
     # the GIL in their loops).
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    for (_, part), fitted in zip(chunks, numpy_backend.map_shared(_fit, chunks, threads, job, on_threads=True)):
+    if isinstance(heatmaps, np.ndarray):
+        found = numpy_backend.map_shared(_fit, chunks, threads, job, on_threads=True)
+    else:  # a stack read in pieces: its boxes come from one file handle, one chunk after another
+        found = [_fit(job(c)) for c in chunks]
+    for (_, part), fitted in zip(chunks, found):
         fitted.noise = np.where(fitted.fallback, shape.noise[part], fitted.noise)
         fits.take(part, fitted)
     return fits
