@@ -1,6 +1,7 @@
 """A stack's maps located on helper processes: the numbers of one process, failures as in one process."""
 
 import dataclasses
+import multiprocessing
 import os
 import sys
 
@@ -149,6 +150,7 @@ def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path
     real = batch.locate_spread
     monkeypatch.setattr(batch, "locate_spread", lambda *args: used.append(args[1]) or real(*args))
     options = ["-m", "all", "--peaks", "8", "--min-distance", "3", "--threshold", "5sd", "--extra"]
+    before = set(multiprocessing.active_children())
     helped = find(path, *options)
     assert used == [2]
     monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 40)
@@ -157,6 +159,7 @@ def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path
     assert helped.exit_code == alone.exit_code == 0
     assert helped.stdout == alone.stdout
     assert helped.stderr.splitlines()[:-1] == alone.stderr.splitlines()[:-1]  # all but the timing line
+    assert set(multiprocessing.active_children()) <= before  # the run's helpers ended with it
     assert len(table(helped.stdout)) > 48
 
 
