@@ -638,7 +638,7 @@ def _stack(array, letters: str) -> tuple[Maps, Layout]:
 BOMB_RATIO = 1100
 
 
-def _regular_size(path: str) -> int | None:
+def regular_size(path: str) -> int | None:
     """Size in bytes of a regular file (symbolic links followed), None for anything else or nothing."""
     try:
         status = os.stat(path)
@@ -662,7 +662,7 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     # Decoded whole: images, small TIFFs, and NPY files from a URL (no memory map there).
     whole = ("image", "tiff", "npy") if url else ("image", "tiff")
     probed = kind in whole and is_supported(path)
-    stored = _regular_size(path) if probed and not url else None
+    stored = regular_size(path) if probed and not url else None
     if probed and (url or stored is not None):
         try:
             found, size = probe(path, kind), (remote.size(path) if url else stored)

@@ -11,10 +11,9 @@ method to that), so groups located apart give the table of the whole stack locat
 
 The helpers are forked when the run starts, before any input is read and before the progress bar's thread:
 they are small (the interpreter and NumPy), and a fork then copies no heatmap and no lock that another thread
-holds. This process locates groups too: each process takes the next group left when it is free. Each group goes
-to its helper pickled; a helper that dies (out of memory) breaks the pool, and the input is then located in
-this process, as are the
-inputs after it.
+holds. This process locates groups too: each process takes the next group left when it is free. Each group
+goes to its helper pickled; a helper that dies (out of memory) breaks the pool, and the input is then located
+in this process, as are the inputs after it.
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ from ..io.inputs import Input
 from ..io.remote import is_url
 from .budget import needed
 from .capture import captured
-from .locate import Located, concatenate, locate
-from .settings import Settings
+from .locate import Located, concatenate, locate, regular_size
+from .settings import REFINE_METHODS, Settings
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -65,23 +64,7 @@ def worth_helpers(settings: Settings) -> bool:
     """Whether ``settings`` ask for per-map work (local maxima, sub-pixel fits) that pays for helper processes."""
     if settings.device != "cpu":
         return False
-    return (
-        settings.peaks > 1
-        or settings.threshold is not None
-        or any(m not in ("argmax", "softargmax") for m in settings.methods)
-    )
-
-
-def _stored_bytes(items: Sequence[Input]) -> int:
-    total = 0
-    for item in items:
-        if item.problem or is_url(item.path):
-            continue
-        try:
-            total += os.stat(item.path).st_size
-        except (OSError, ValueError):
-            continue
-    return total
+    return settings.peaks > 1 or settings.threshold is not None or any(m in REFINE_METHODS for m in settings.methods)
 
 
 def helper_count(items: Sequence[Input], settings: Settings, budget: int | None = None) -> int:
@@ -90,7 +73,8 @@ def helper_count(items: Sequence[Input], settings: Settings, budget: int | None 
     Else one per core beside this process's (which locates groups too), at most 7; none under a budget
     below :data:`MIN_BUDGET`.
     """
-    if not worth_helpers(settings) or _stored_bytes(items) < MIN_INPUT_BYTES:
+    stored = sum(regular_size(item.path) or 0 for item in items if not item.problem and not is_url(item.path))
+    if not worth_helpers(settings) or stored < MIN_INPUT_BYTES:
         return 0
     if budget is not None and budget < MIN_BUDGET:
         return 0
