@@ -333,15 +333,15 @@ def _run(
     size = gaussian.chunk(int(np.prod(jobs.values.shape[1:])), ndim, k)
     chunks = [np.arange(lo, min(lo + size, g)) for lo in range(0, g, size)]
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+
+    def job(rows: np.ndarray) -> tuple:
+        return jobs.rows(rows), starts[rows], cost_tolerance
+
     if shared:
-        fitted = numpy_backend.map_shared(
-            _fit_chunk, chunks, threads, lambda rows: (jobs.rows(rows), starts[rows], cost_tolerance), on_threads=True
-        )
+        fitted = numpy_backend.map_shared(_fit_chunk, chunks, threads, job, on_threads=True)
     else:
         # Chunks are independent and NumPy releases the GIL in their loops: threads share them out.
-        fitted = numpy_backend.map_in_threads(
-            lambda rows: _fit_chunk((jobs.rows(rows), starts[rows], cost_tolerance)), chunks, threads
-        )
+        fitted = numpy_backend.map_in_threads(lambda rows: _fit_chunk(job(rows)), chunks, threads)
     return [f for part in fitted for f in part]
 
 
