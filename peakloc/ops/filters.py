@@ -47,38 +47,162 @@ def lowest(dtype: np.dtype):
     return np.iinfo(dtype).min
 
 
-def maximum_filter(x: np.ndarray, radius: int) -> np.ndarray:
+#: Values of the pieces the maximum filter works on at once (a few 4-byte buffers of this many stay in a
+#: core's 1-2 MiB cache), and of the pieces it hands on: fewer make the per-call overhead count.
+TILE_VALUES = 1 << 17
+
+
+def maximum_filter(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None) -> np.ndarray:
     """Maximum over the ``(2 * radius + 1)`` box around each element (values outside count as -inf).
 
-    In ``x``'s own dtype (a maximum is exact in any), one axis at a time, each by doubling: the maximum over
-    ``2^k`` neighbours from that over ``2^(k-1)``, so a window of ``w`` costs about ``log2(w) + 1`` passes.
+    In ``x``'s own dtype (a maximum is exact in any). ``rows`` ``(start, stop)`` of the first axis asks for
+    those rows only; the other rows are read as their neighbours (a slab's halo). The work goes in pieces of
+    about :data:`TILE_VALUES` values, each axis in ``log2(2 * radius + 1) + 1`` passes that stay in the
+    CPU's cache (:func:`_tiles`).
 
     Examples
     --------
     >>> maximum_filter(np.array([0.0, 3.0, 0.0, 0.0, 1.0]), 1)
     array([3., 3., 3., 1., 1.])
     """
-    out = np.asarray(x)
-    for axis in range(out.ndim):
-        # Beyond the axis's length a window adds only -inf: the maximum over the whole axis is the same.
-        out = _maximum_along(out, min(radius, max(out.shape[axis] - 1, 0)), axis)
-    return out if out is not x else out.copy()
+    x = np.asarray(x)
+    start, stop = (0, len(x)) if rows is None else rows
+    out = np.empty((stop - start, *x.shape[1:]), x.dtype)
+    for index, peak in _tiles(x, radius, start, stop):
+        out[index] = peak
+    return out
 
 
-def _maximum_along(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    if radius == 0:
-        return x
-    n, width = x.shape[axis], 2 * radius + 1
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (radius, radius)
-    m = np.pad(x, widths, mode="constant", constant_values=lowest(x.dtype))
-    moved = np.moveaxis(m, axis, 0)
-    span = 1
-    while 2 * span <= width:  # moved[j] becomes the maximum of the padded values j .. j + 2 span - 1
-        moved = np.maximum(moved[:-span], moved[span:])
+def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None, above=None) -> np.ndarray:
+    """Where ``x`` equals its :func:`maximum_filter` (and, given ``above``, lies strictly above it), as bool.
+
+    The same rows as :func:`maximum_filter`; the comparison with ``above`` (a float) is exact whatever
+    ``x``'s dtype (:func:`_exact_bound`). Neither the filtered map nor a float copy is ever held whole:
+    memory is the mask's one byte a value.
+    """
+    x = np.asarray(x)
+    start, stop = (0, len(x)) if rows is None else rows
+    inner = x[start:stop]
+    mask = np.empty(inner.shape, bool)
+    bound = None if above is None else _exact_bound(above, x.dtype)
+    for index, peak in _tiles(x, radius, start, stop):
+        np.equal(inner[index], peak, out=mask[index])
+        if bound is not None:
+            mask[index] &= inner[index] > bound
+    return mask
+
+
+def _exact_bound(value: float, dtype: np.dtype):
+    """A scalar of ``dtype`` such that ``x > bound`` equals ``float64(x) > value`` for every ``x`` of ``dtype``."""
+    dtype = np.dtype(dtype)
+    value = float(value)
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            bound = np.array(value).astype(dtype)[()]
+        # The largest value of ``dtype`` at or below ``value``: nothing of the dtype lies between the two.
+        return np.nextafter(bound, dtype.type(-np.inf)) if float(bound) > value else bound
+    if dtype.kind == "b":
+        return value  # compared as float: booleans are 0 and 1
+    info = np.iinfo(dtype)
+    if np.isnan(value) or value >= info.max:
+        return None if np.isnan(value) else dtype.type(info.max)  # nothing is above it
+    if value < info.min:
+        return value  # everything is above it; a float comparison says so
+    return dtype.type(np.floor(value))
+
+
+def _spans(width: int) -> list[int]:
+    """Shifts whose maxima, taken one after another, cover a window of ``width``: 1, 2, 4, ..., then the rest."""
+    spans, span = [], 1
+    while 2 * span <= width:
+        spans.append(span)
         span *= 2
-    # Two windows of ``span`` (span <= width < 2 span) cover each window of ``width``.
-    return np.moveaxis(np.maximum(moved[:n], moved[width - span : width - span + n]), 0, axis)
+    if width > span:
+        spans.append(width - span)
+    return spans
+
+
+def _along(src: np.ndarray, radius: int, axis: int, lo: int, hi: int, buffers: list[np.ndarray]) -> np.ndarray:
+    """The maximum over ``src[j - radius : j + radius + 1]`` along ``axis`` for ``lo <= j < hi`` (outside: -inf).
+
+    ``src``'s positions along ``axis`` beyond ``lo .. hi`` are read as neighbours. The rows needed are copied,
+    padded with the dtype's lowest value, into ``buffers[0]`` laid out as ``(outer, hi - lo + 2 radius,
+    inner)``; the maxima then double over the flat buffer, shifts of whole lines of ``inner`` values (a
+    window never reaches past its own line's padded rows). Returns a view of one of the two buffers.
+    """
+    n = src.shape[axis]
+    count = hi - lo
+    length = count + 2 * radius
+    shape = (*src.shape[:axis], length, *src.shape[axis + 1 :])
+    size = int(np.prod(shape, dtype=np.int64))
+    inner = int(np.prod(src.shape[axis + 1 :], dtype=np.int64))
+    padded = buffers[0][:size].reshape(shape)
+    first, last = lo - radius, hi + radius
+    have_first, have_last = max(first, 0), min(last, n)
+    low = lowest(src.dtype)
+    before = (slice(None),) * axis
+    if have_first > first:
+        padded[(*before, slice(0, have_first - first))] = low
+    padded[(*before, slice(have_first - first, have_last - first))] = src[(*before, slice(have_first, have_last))]
+    if last > have_last:
+        padded[(*before, slice(have_last - first, length))] = low
+    now, spare = buffers[0][:size], buffers[1][:size]
+    for span in _spans(2 * radius + 1):
+        step = span * inner
+        np.maximum(now[:-step], now[step:], out=spare[:-step])
+        spare[-step:] = now[-step:]
+        now, spare = spare, now
+    return now.reshape(shape)[(*before, slice(0, count))]
+
+
+def _tiles(x: np.ndarray, radius: int, start: int, stop: int):
+    """Pieces of :func:`maximum_filter` of rows ``start .. stop``: ``(index, maxima)``, index relative to ``start``.
+
+    A piece is a few rows of the first axis (one, where a row holds more than :data:`TILE_VALUES` values)
+    and, in 3-D, a band of the second axis; it is read with ``radius`` rows of halo on both. The first axis
+    is reduced first (a maximum over its ``2 * radius + 1`` rows), then each other axis in turn. Buffers
+    are allocated once for all pieces.
+    """
+    radii = [min(radius, max(n - 1, 0)) for n in x.shape]
+    plane = int(np.prod(x.shape[1:], dtype=np.int64))
+    group = max(1, TILE_VALUES // max(plane, 1))
+    band = x.shape[1] if x.ndim >= 2 else 1
+    if x.ndim >= 3 and plane > TILE_VALUES:
+        band = max(1, TILE_VALUES // int(np.prod(x.shape[2:], dtype=np.int64)))
+    # The largest padded piece any axis's step copies: its own axis grown by twice the radius, the first two
+    # cut to the piece.
+    sides = [n + 2 * r for n, r in zip(x.shape, radii)]
+    sides[0] = group + 2 * radii[0]
+    if x.ndim >= 3:
+        sides[1] = band + 2 * radii[1]
+    size = int(np.prod(sides, dtype=np.int64))
+    buffers = [[np.empty(size, x.dtype), np.empty(size, x.dtype)] for _ in range(x.ndim)]
+    for a in range(start, stop, group):
+        b = min(a + group, stop)
+        for c in range(0, band if x.ndim < 3 else x.shape[1], band):
+            d = min(c + band, x.shape[1]) if x.ndim >= 3 else band
+            if x.ndim >= 3:
+                c0, d0 = max(c - radii[1], 0), min(d + radii[1], x.shape[1])
+                src = x[:, c0:d0]
+            else:
+                c0, d0, src = c, d, x
+            a0, b0 = max(a - radii[0], 0), min(b + radii[0], len(x))
+            piece = src[a0:b0]
+            if radii[0] == 0:
+                peak = piece
+            elif b - a == 1:  # one row: the maximum over its rows is cheaper than doubling over them
+                out = buffers[0][0][: piece[0].size].reshape((1, *piece.shape[1:]))
+                peak = np.maximum.reduce(piece, axis=0, keepdims=True, out=out)
+            else:
+                peak = _along(piece, radii[0], 0, a - a0, b - a0, buffers[0])
+            if x.ndim >= 3 and radii[1]:
+                peak = _along(peak, radii[1], 1, c - c0, d - c0, buffers[1])
+            elif x.ndim >= 3:
+                peak = peak[:, c - c0 : d - c0]
+            for axis in range(2 if x.ndim >= 3 else 1, x.ndim):
+                if radii[axis]:
+                    peak = _along(peak, radii[axis], axis, 0, x.shape[axis], buffers[axis])
+            yield (slice(a - start, b - start), slice(c, d)) if x.ndim >= 3 else (slice(a - start, b - start),), peak
 
 
 def correlate(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:

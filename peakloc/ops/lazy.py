@@ -109,6 +109,11 @@ class Maps:
         self.ndim = 1 + ndim
         #: How to open the same stack in another process (a :class:`peakloc.run.locate.Source`), or None.
         self.source = None
+        #: What a pass over map ``b`` found that would otherwise take another read of it: ``seen[b]`` holds
+        #: ``"projections"`` (a volume's maximum projections along Z, Y, X, float64, NaN where nothing is
+        #: finite) and ``"range"`` (its finite minimum and maximum). Filled by
+        #: :func:`peakloc.ops.streaming.map_stats`; read by the overlay.
+        self.seen: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return self.count
@@ -158,6 +163,11 @@ class Map:
         self.shape = maps.spatial
         self.ndim = len(maps.spatial)
         self.dtype = maps.dtype
+
+    @property
+    def seen(self) -> dict:
+        """What a pass over this map already found (:attr:`Maps.seen`); empty before one."""
+        return self.maps.seen.get(self.b, {})
 
     def __getitem__(self, index) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import NoFiniteValueError, PeaklocValueError
 from . import regions
-from .filters import maximum_filter
+from .filters import maxima_mask
 
 
 def parse_threshold(text: str | float | None) -> tuple[float | None, float | None, float | None]:
@@ -342,8 +342,9 @@ def local_maxima(
         return first if hi > asked else np.empty((0, x.ndim), np.int64)
     threshold = max(asked, lo) if threshold_abs is None else asked
     if candidates is None:
-        candidates = x == maximum_filter(x, min_distance)
-    mask = candidates & (x > np.float64(threshold))
+        mask = maxima_mask(x, min_distance, above=threshold)
+    else:
+        mask = candidates & (x > np.float64(threshold))
     flat = np.flatnonzero(mask)
     values = x.reshape(-1)[flat]
     order = np.argsort(-values.astype(np.float64), kind="stable")

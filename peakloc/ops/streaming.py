@@ -25,7 +25,7 @@ from ..backends import numpy_backend
 from ..errors import NoFiniteValueError
 from . import peaks as in_memory
 from . import regions as labelling
-from .filters import maximum_filter
+from .filters import maxima_mask
 from .lazy import Maps
 from .normalize import coefficient
 from .smoothing import smooth_one, smoothing_kernels
@@ -130,8 +130,24 @@ def _runner(slabs: Slabs | None, threads: int | None) -> Slabs:
     return Slabs(threads) if slabs is None else slabs
 
 
-def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool):
-    return _finite_extremes(piece.reshape(-1), counts)
+def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool, project: bool = False):
+    """A slab's :func:`_finite_extremes`, and with ``project`` its maximum projections (:func:`_projections_of`)."""
+    extremes = _finite_extremes(piece.reshape(-1), counts)
+    if not project:
+        return extremes
+    finite = extremes is not None and all(np.isfinite(extremes[:2]))
+    return extremes, _projections_of(piece, finite)
+
+
+def _projections_of(piece: np.ndarray, finite: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximum projections of a ``(rows, Y, X)`` slab along each axis, in its dtype; NaN where nothing is finite.
+
+    ``finite``: the slab has no NaN or inf (else they are set aside: inf as NaN, which ``fmax`` skips).
+    """
+    if finite or piece.dtype.kind != "f":
+        return piece.max(axis=0), piece.max(axis=1), piece.max(axis=2)  # the same as fmax, and faster
+    piece = np.where(np.isinf(piece), np.nan, piece)
+    return np.fmax.reduce(piece, axis=0), np.fmax.reduce(piece, axis=1), np.fmax.reduce(piece, axis=2)
 
 
 def _finite_extremes(flat: np.ndarray, counts: bool):
@@ -150,9 +166,15 @@ def _finite_extremes(flat: np.ndarray, counts: bool):
             return None
         hi, lo = np.where(finite, flat, -np.inf).max(), np.where(finite, flat, np.inf).min()
         count = int(finite.sum())
+        if not counts:
+            return hi, lo, count, 0, 0
+        return hi, lo, count, int((flat == hi).sum()), int((flat == lo).sum())
     if not counts:
         return hi, lo, count, 0, 0
-    return hi, lo, count, int((flat == hi).sum()), int((flat == lo).sum())
+    # Only the pieces whose own extreme is the slab's can hold it.
+    count_hi = sum(int((pieces[k] == hi).sum()) for k in np.flatnonzero(extremes[:, 0] == hi))
+    count_lo = sum(int((pieces[k] == lo).sum()) for k in np.flatnonzero(extremes[:, 1] == lo))
+    return hi, lo, count, count_hi, count_lo
 
 
 def _first_at(flat: np.ndarray, value: np.generic, block: int = 4096) -> int:
@@ -175,18 +197,42 @@ def _first_at(flat: np.ndarray, value: np.generic, block: int = 4096) -> int:
 
 
 def map_stats(
-    maps: Maps, b: int, rows: int, counts: bool = True, threads: int | None = None, slabs: Slabs | None = None
+    maps: Maps,
+    b: int,
+    rows: int,
+    counts: bool = True,
+    threads: int | None = None,
+    slabs: Slabs | None = None,
+    project: bool = False,
 ) -> MapStats:
     """Extremes, finite count, first maximum (C order), and how many values equal each extreme.
 
     One pass of max and min over slabs of ``rows`` rows (on ``slabs``, default :class:`Slabs` of
     ``threads`` threads); the argmax (a slower reduction than the max) then runs on the first slab holding
     the maximum only, read again. Without ``counts`` (only the Gaussian fit needs them) the two equality
-    counts are skipped and left 0.
+    counts are skipped and left 0. With ``project`` (a volume), the same pass takes its maximum projections
+    along Z, Y and X, which an overlay draws, and keeps them with the map's finite range in ``maps.seen[b]``
+    (:attr:`~peakloc.ops.lazy.Maps.seen`): the overlay then reads the map no more.
     """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
     boxes = _boxes(maps.spatial[0], rows)
-    parts = _runner(slabs, threads).map(_extremes_of, maps, b, boxes, counts)
+    runner = _runner(slabs, threads)
+    project = project and len(maps.spatial) == 3
+    if project:
+        # Folded as they come, a few slabs at a time: every slab's Y x X projection at once could outgrow the
+        # budget.
+        parts, along_z = [], None
+        along_y = np.empty((maps.spatial[0], maps.spatial[2]), np.float64)
+        along_x = np.empty((maps.spatial[0], maps.spatial[1]), np.float64)
+        step = 2 * max(1, getattr(runner, "threads", 1))
+        for k in range(0, len(boxes), step):
+            some = boxes[k : k + step]
+            for box, (extremes, (z, y, x)) in zip(some, runner.map(_extremes_of, maps, b, some, counts, True)):
+                parts.append(extremes)
+                along_z = z if along_z is None else np.fmax(along_z, z)
+                along_y[box[0] : box[1]], along_x[box[0] : box[1]] = y, x
+    else:
+        parts = runner.map(_extremes_of, maps, b, boxes, counts)
     found = [(box[:2], p) for box, p in zip(boxes, parts) if p is not None]
     if not found:
         raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
@@ -198,6 +244,8 @@ def map_stats(
     count_hi = sum(p[3] for _, p in found if p[0] == hi)
     count_lo = sum(p[4] for _, p in found if p[1] == lo)
     total = maps.spatial[0] * per_row
+    if project:
+        maps.seen[b] = {"projections": (along_z.astype(np.float64), along_y, along_x), "range": (float(lo), float(hi))}
     return MapStats(hi, lo, count, total - count, first, count_hi, count_lo)
 
 
@@ -257,31 +305,53 @@ def _as_float(piece: np.ndarray) -> np.ndarray:
 SLAB_CANDIDATES = 1 << 14
 
 
+def _comparable(x: np.ndarray, finite: bool) -> np.ndarray:
+    """A slab as local maxima compare it, as :func:`peakloc.ops.peaks.local_maxima` does.
+
+    Its own dtype (floats of fewer than 4 bytes and booleans as float32); non-finite values -inf, copied only
+    where the map has any.
+    """
+    if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
+        x = x.astype(np.float32)
+    elif x.dtype.kind not in "iuf":
+        x = x.astype(np.float64)
+    if x.dtype.kind == "f" and not finite:
+        x = np.where(np.isfinite(x), x, x.dtype.type(-np.inf))
+    return x
+
+
 def _candidates_of(
-    x: np.ndarray, box: tuple[int, int, int], rows: int, min_distance: int, threshold: float, most: int | None
+    x: np.ndarray,
+    box: tuple[int, int, int],
+    rows: int,
+    min_distance: int,
+    threshold: float,
+    most: int | None,
+    finite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, tuple | None]:
     """Local-maximum candidates of one slab of ``rows`` rows: the ``most`` best, and the best one left out.
 
-    ``x`` is the slab read with its halo (``box``: see :class:`Slabs`). Returns coords ``(k, ndim)`` and
-    values ``(k,)``, best first (ties in C order), and ``(value, coords)`` of the first candidate left out,
-    or None when none was.
+    ``x`` is the slab read with its halo (``box``: see :class:`Slabs`); ``finite``: the map holds no NaN or
+    inf. Returns coords ``(k, ndim)`` and float64 values ``(k,)``, best first (ties in C order), and
+    ``(value, coords)`` of the first candidate left out, or None when none was. The slab is compared in its
+    own dtype, in cache-sized pieces (:func:`~peakloc.ops.filters.maxima_mask`): one byte a value is held.
     """
-    x = _as_float(x)
+    x = _comparable(x, finite)
     low, high, start = box
-    inner = slice(start - low, min(start + rows, high) - low)
-    candidate = (x == maximum_filter(x, min_distance))[inner]
-    x = x[inner]
-    mask = candidate & (x > threshold) & np.isfinite(x)
+    inner = (start - low, min(start + rows, high) - low)
+    mask = maxima_mask(x, min_distance, inner, above=threshold)
+    x = x[inner[0] : inner[1]]
     # Flat positions first, coordinates only of the candidates handed on: a noisy slab has many.
     flat = np.flatnonzero(mask)
-    values = x.reshape(-1)[flat]
+    del mask
+    values = x.reshape(-1)[flat].astype(np.float64)
     order = np.argsort(-values, kind="stable")
     left_out = None
     if most is not None and len(order) > most:
-        first = np.unravel_index(flat[order[most]], mask.shape)
+        first = np.unravel_index(flat[order[most]], x.shape)
         left_out = (float(values[order[most]]), (int(first[0]) + start, *map(int, first[1:])))
         order = order[:most]
-    coords = np.stack(np.unravel_index(flat[order], mask.shape), axis=1)
+    coords = np.stack(np.unravel_index(flat[order], x.shape), axis=1)
     coords[:, 0] += start
     return coords, values[order], left_out
 
@@ -466,7 +536,9 @@ def local_maxima(
     # Many thin slabs would hand on 16 Ki candidates each: a few times the peaks asked are enough at first.
     most = min(SLAB_CANDIDATES, max(8 * num_peaks, 256))
     while True:
-        found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, min_distance, threshold, most)
+        found = _runner(slabs, threads).map(
+            _candidates_of, maps, b, boxes, rows, min_distance, threshold, most, stats.nonfinite == 0
+        )
         coords = np.concatenate([c for c, _, _ in found]) if found else np.empty((0, ndim), np.int64)
         values = np.concatenate([v for _, v, _ in found]) if found else np.empty(0)
         order = np.argsort(-values, kind="stable")  # slabs in C order: ties stay in C order

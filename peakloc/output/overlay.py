@@ -343,8 +343,12 @@ def _slabs(n: int, per_item: int, scale: int = 1) -> list[slice]:
 def finite_range(heatmap) -> tuple[float, float]:
     """The finite minimum and maximum, read slab by slab along the first axis; ``(0, 0)`` where none.
 
-    ``heatmap`` is an ndarray or a map read in pieces (:class:`~peakloc.ops.lazy.Map`).
+    ``heatmap`` is an ndarray or a map read in pieces (:class:`~peakloc.ops.lazy.Map`), whose range a pass
+    over it may already have found (``heatmap.seen``).
     """
+    seen = getattr(heatmap, "seen", {}).get("range")
+    if seen is not None:
+        return seen
     lo, hi = np.inf, -np.inf
     for part in _slabs(heatmap.shape[0], int(np.prod(heatmap.shape[1:], dtype=np.int64)), 8):
         block = _without_infinities(np.asarray(heatmap[part]))
@@ -356,8 +360,12 @@ def finite_range(heatmap) -> tuple[float, float]:
 def projections(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximum-intensity projections of a ``(Z, Y, X)`` volume along Z, Y and X, NaN where nothing is finite.
 
-    Read slab by slab along Z, in the volume's own dtype.
+    Read slab by slab along Z, in the volume's own dtype, unless a pass over a volume read in pieces already
+    took them (``volume.seen``).
     """
+    seen = getattr(volume, "seen", {}).get("projections")
+    if seen is not None:
+        return seen
     z, y, x = volume.shape
     along_z = np.full((y, x), np.nan)
     along_y = np.empty((z, x))

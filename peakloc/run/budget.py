@@ -80,12 +80,12 @@ LABEL_BYTES = 24 * 1024**2
 OVERLAY_BYTES = 192 * 1024**2
 
 
-def working_bytes(values: int, settings: Settings) -> int:
-    """Working memory beyond the decoded array for ``values`` heatmap values, by what the run computes.
+def value_bytes(settings: Settings) -> int:
+    """Working memory per heatmap value, by what the run computes.
 
     Measured on a 4000x4000 map (``/usr/bin/time -v``): the global methods keep about 3 bytes a value, the
     sub-pixel methods 8 more (a float copy for the clip levels), local maxima (``--peaks``, ``--threshold``)
-    about 40, the smoothing about 72; an overlay's pictures stay below :data:`OVERLAY_BYTES` in all.
+    about 40, the smoothing about 72.
     """
     per_value = 4
     if any(m not in ("argmax", "softargmax") for m in settings.methods):
@@ -94,7 +94,20 @@ def working_bytes(values: int, settings: Settings) -> int:
         per_value += 40
     if settings.smooth:
         per_value += 80
-    return values * per_value + (OVERLAY_BYTES if settings.overlay is not None else 0)
+    return per_value
+
+
+def fixed_bytes(settings: Settings) -> int:
+    """Working memory whatever the input's size: an overlay's pictures stay below :data:`OVERLAY_BYTES`."""
+    return OVERLAY_BYTES if settings.overlay is not None else 0
+
+
+def working_bytes(values: int, settings: Settings) -> int:
+    """Working memory beyond the decoded array for ``values`` heatmap values.
+
+    :func:`value_bytes` a value and :func:`fixed_bytes` in all.
+    """
+    return values * value_bytes(settings) + fixed_bytes(settings)
 
 
 def needed(decoded: int, values: int, settings: Settings) -> int:

@@ -25,7 +25,7 @@ from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import Maps, is_lazy
 from ..output.table import SHAPE_COLUMNS
-from .budget import LABEL_BYTES, check, needed, working_bytes
+from .budget import LABEL_BYTES, check, fixed_bytes, needed, value_bytes
 from .settings import REFINE_METHODS, Settings
 
 if TYPE_CHECKING:
@@ -507,7 +507,14 @@ def _locate_slabs(
     from ..ops import streaming
     from ..ops.peaks import parse_threshold
 
-    per_value = maps.dtype.itemsize + working_bytes(1, settings)
+    # Per value: the slab and its working memory; the overlay's pictures are a fixed sum, set aside once. A
+    # float map's slab passes hold little beside the slab: its local maxima a copy where it has NaN or inf and
+    # a byte a value of mask (:func:`peakloc.ops.filters.maxima_mask`); the rest work in fixed-size blocks.
+    # An integer map's plateau labelling and a smoothing need what a value needs in memory.
+    if maps.dtype.kind == "f" and not settings.smooth:
+        per_value = 2 * maps.dtype.itemsize + 2
+    else:
+        per_value = maps.dtype.itemsize + value_bytes(settings)
     # A store whose chunks hold many rows is read a band of whole chunks at a time (each decoded once), when
     # a band (twice, while the next is joined on) fits a quarter of the budget; the slabs share the rest.
     band = maps.chunk_rows()
@@ -520,7 +527,7 @@ def _locate_slabs(
     slabs = here if slabs is None else slabs
     # Up to one slab per thread in memory, one read again, and room for the rest of the run.
     threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
-    left = None if budget is None else budget - band_bytes
+    left = None if budget is None else budget - band_bytes - fixed_bytes(settings)
     if left is not None and (settings.peaks > 1 or settings.threshold is not None):
         left -= LABEL_BYTES  # SciPy, where plateaus are labelled slab by slab
     block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
@@ -530,7 +537,9 @@ def _locate_slabs(
     smoothed = []
     for b in range(maps.count):
         try:
-            first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs)
+            # An overlay's projections and colour range come from the same read.
+            project = settings.overlay is not None
+            first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, project)
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None
         raw_stats.append(first)
@@ -545,7 +554,7 @@ def _locate_slabs(
     maxima = slabs
     if slabs is here and budget is not None:
         per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
-        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab - 2)), here.band)
+        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab)), here.band)
 
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}

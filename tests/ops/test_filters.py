@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from peakloc.ops import filters
 from peakloc.ops.filters import correlate, maximum_filter
 
 
@@ -45,3 +46,42 @@ def test_maximum_filter_keeps_the_dtype_and_matches_scipy(rng, dtype, radius):
     got = maximum_filter(x, radius)
     assert got.dtype == x.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("tile", [1, 7, 64, 1 << 17])
+@pytest.mark.parametrize("shape", [(23,), (9, 13), (6, 11, 7)])
+@pytest.mark.parametrize("radius", [1, 3, 5])
+def test_maximum_filter_in_pieces_of_any_size_matches_scipy(monkeypatch, rng, tile, shape, radius):
+    monkeypatch.setattr(filters, "TILE_VALUES", tile)
+    x = rng.random(shape).astype(np.float32)
+    expected = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=-np.inf)
+    np.testing.assert_array_equal(maximum_filter(x, radius), expected)
+
+
+@pytest.mark.parametrize("tile", [5, 1 << 17])
+@pytest.mark.parametrize("rows", [(0, 3), (2, 6), (4, 9), (8, 9)])
+def test_maximum_filter_of_some_rows_reads_the_others_as_neighbours(monkeypatch, rng, tile, rows):
+    monkeypatch.setattr(filters, "TILE_VALUES", tile)
+    x = rng.random((9, 8, 10))
+    expected = ndimage.maximum_filter(x, size=5, mode="constant", cval=-np.inf)[rows[0] : rows[1]]
+    np.testing.assert_array_equal(maximum_filter(x, 2, rows), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64])
+def test_maxima_mask_is_the_filter_comparison_and_the_float64_threshold(rng, dtype):
+    x = (rng.random((7, 9, 12)) * 40 - (20 if dtype == np.int16 else 0)).astype(dtype)
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(dtype).min
+    peak = ndimage.maximum_filter(x, size=3, mode="constant", cval=lowest)
+    for above in (None, 3.5, 7.0, float(np.float32(7.3)) + 1e-9, -1e300, 1e300, -np.inf):
+        expected = x == peak
+        if above is not None:
+            expected &= x.astype(np.float64) > above
+        np.testing.assert_array_equal(filters.maxima_mask(x, 1, (1, 6), above), expected[1:6], err_msg=str(above))
+
+
+def test_maxima_mask_threshold_between_two_float32_values_is_exact():
+    x = np.array([0.0, np.float32(0.1), 0.0], np.float32)
+    just_below, just_above = np.nextafter(np.float64(np.float32(0.1)), 0), np.nextafter(np.float64(np.float32(0.1)), 1)
+    assert filters.maxima_mask(x, 1, above=just_below).tolist() == [False, True, False]
+    assert filters.maxima_mask(x, 1, above=just_above).tolist() == [False, False, False]
+    assert filters.maxima_mask(x, 1, above=float(np.float32(0.1))).tolist() == [False, False, False]
