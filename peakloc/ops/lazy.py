@@ -23,7 +23,7 @@ def is_lazy(x: Any) -> bool:
     if isinstance(x, np.ndarray) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
         return False
     module = type(x).__module__.split(".")[0]
-    return module in ("zarr", "dask", "tifffile", "h5py")
+    return module in ("zarr", "dask", "tifffile", "h5py") or getattr(x, "read_in_pieces", False)
 
 
 def _piece(array: Any, index: tuple) -> np.ndarray:
@@ -45,29 +45,34 @@ def _piece(array: Any, index: tuple) -> np.ndarray:
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
 
 
+def _into(out: np.ndarray, part) -> np.ndarray:
+    out[...] = part
+    return out
+
+
 #: Libraries whose errors, raised while a piece is read, mean the stored data cannot be decoded.
 _DECODERS = frozenset({"h5py", "zarr", "numcodecs", "imagecodecs", "tifffile", "zlib", "blosc", "zstandard"})
 
 
-def _get(array: Any, index: tuple) -> np.ndarray:
-    """``np.asarray(array[index])``, a chunked store read one chunk column at a time.
+def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.asarray(array[index])``, a chunked store read one chunk column at a time; into ``out`` if given.
 
     A Zarr store decodes every chunk a selection crosses at once, with several copies of each: a slab across
     a wide map would hold all its chunks decoded together. Here the selection is split along every sliced
-    axis but its first, at chunk borders, so that each read decodes the chunks of one column only.
+    axis but its first, at chunk borders, so that each read decodes the chunks of one column only. With
+    ``out`` (a memory-mapped file, say) each column goes straight there: nothing slab-sized is held.
     """
     chunks = getattr(array, "chunks", None)
     if isinstance(array, np.ndarray):
-        return np.asarray(array[index])
+        return np.asarray(array[index]) if out is None else _into(out, array[index])
     if not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
-        return _piece(array, index)
+        return _piece(array, index) if out is None else _into(out, _piece(array, index))
     index = index + (slice(None),) * (len(array.shape) - len(index))
     ranges = [(k, *i.indices(int(array.shape[k]))[:2]) for k, i in enumerate(index) if isinstance(i, slice)]
     split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
     if not split or any(i.step not in (None, 1) for i in index if isinstance(i, slice)):
-        return _piece(array, index)
+        return _piece(array, index) if out is None else _into(out, _piece(array, index))
     kept = [k for k, _, _ in ranges]
-    out = None
     for corner in np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]):
         sub, place = list(index), [slice(None)] * len(kept)
         for (k, lo, hi), n in zip(split, corner):
@@ -118,18 +123,24 @@ class Maps:
     def __len__(self) -> int:
         return self.count
 
-    def read(self, b: int, box: tuple[slice, ...] = ()) -> np.ndarray:
-        """Map ``b`` (or the ``box`` of it: one slice per spatial axis) as an ndarray in spatial order."""
+    def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
+        """Map ``b`` (or the ``box`` of it: one slice per spatial axis) as an ndarray in spatial order.
+
+        With ``out`` (the box's shape, spatial order), the values are written there and ``out`` returned.
+        """
         box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
         moved = tuple(int(i) for i in np.unravel_index(b, self.batch_shape)) + box
         stored = [None] * len(self.order)
         for position, axis in enumerate(self.order):
             stored[axis] = moved[position]
-        piece = _get(self.array, tuple(stored))
         # The slices stay, in stored order; put them in spatial order.
         kept = [axis for axis in sorted(self.order[len(self.batch_shape) :])]
         wanted = list(self.order[len(self.batch_shape) :])
-        return np.transpose(piece, [kept.index(axis) for axis in wanted])
+        to_spatial = [kept.index(axis) for axis in wanted]
+        if out is not None:
+            _get(self.array, tuple(stored), np.transpose(out, np.argsort(to_spatial)))
+            return out
+        return np.transpose(_get(self.array, tuple(stored)), to_spatial)
 
     def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Maps ``start:stop`` in memory, ``(k, *spatial)``."""
@@ -175,3 +186,45 @@ class Map:
         squeeze = tuple(k for k, i in enumerate(index) if not isinstance(i, slice))
         piece = self.maps.read(self.b, box)
         return piece.reshape([n for k, n in enumerate(piece.shape) if k not in squeeze]) if squeeze else piece
+
+
+class KeptBoxes(Maps):
+    """A stack read in pieces whose small boxes are read with a margin once, then served from memory.
+
+    The windows around a peak are read by every method, the shape estimate, the two-spot test and the value
+    columns, each a little differently sized. From a store that decodes, each read decodes the chunks or
+    tiles it crosses again; here the first read around a place takes ``margin`` more pixels a side, and a
+    later box inside a kept one is cut from it. Boxes are kept up to ``limit`` bytes, the oldest dropped
+    first; a box of more than a sixteenth of that is read directly. Reads hold a lock: the windows' threads
+    share the boxes.
+    """
+
+    def __init__(self, maps: Maps, margin: int = 16, limit: int = 64 << 20) -> None:
+        import threading
+
+        self.__dict__.update(maps.__dict__)  # the same stack: array, order, shapes, what was seen
+        self.inner, self.margin, self.limit = maps, margin, limit
+        self.kept: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.lock = threading.Lock()
+
+    def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`Maps.read`, a small box cut from a kept one where one holds it."""
+        box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
+        ranges = [s.indices(n) for s, n in zip(box, self.spatial)]
+        lo = np.array([r[0] for r in ranges])
+        hi = np.maximum(lo, [r[1] for r in ranges])
+        size = int(np.prod(hi - lo)) * self.dtype.itemsize
+        if out is not None or any(r[2] != 1 for r in ranges) or size > self.limit // 16:
+            return self.inner.read(b, box, out)
+        with self.lock:
+            for owner, start, stop, values in reversed(self.kept):
+                if owner == b and np.all(start <= lo) and np.all(hi <= stop):
+                    return values[tuple(slice(a - s, z - s) for a, z, s in zip(lo, hi, start))].copy()
+            start = np.maximum(lo - self.margin, 0)
+            stop = np.minimum(hi + self.margin, self.spatial)
+            values = self.inner.read(b, tuple(slice(int(a), int(z)) for a, z in zip(start, stop)))
+            self.kept.append((b, start, stop, values))
+            total = sum(v.nbytes for _, _, _, v in self.kept)
+            while total > self.limit and len(self.kept) > 1:
+                total -= self.kept.pop(0)[3].nbytes
+            return values[tuple(slice(a - s, z - s) for a, z, s in zip(lo, hi, start))].copy()

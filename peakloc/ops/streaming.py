@@ -17,6 +17,7 @@ slabs to check it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,14 @@ class Slabs:
         self.band = band
 
     def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
-        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order."""
-        rows = _Band(maps, b, self.band) if self.band > 1 else None
+        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order.
+
+        A store that decodes is read through a band (:class:`_Band`) where slabs overlap (their halos), so
+        that each row is decoded once a pass.
+        """
+        overlap = any(box[0] < previous[1] for previous, box in zip(boxes, boxes[1:]))
+        band = max(self.band, 1) if self.band > 1 or (overlap and decodes(maps)) else 0
+        rows = _Band(maps, b, band) if band else None
         out = []
         for k in range(0, len(boxes), self.threads):
             pending = [
@@ -135,7 +142,7 @@ def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool, pro
     extremes = _finite_extremes(piece.reshape(-1), counts)
     if not project:
         return extremes
-    finite = extremes is not None and all(np.isfinite(extremes[:2]))
+    finite = extremes is not None and extremes[2] == piece.size  # every value counted finite
     return extremes, _projections_of(piece, finite)
 
 
@@ -278,16 +285,27 @@ def soft_argmax(
     ``rows`` must be a multiple of :func:`~peakloc.backends.numpy_backend.large_map_rows`: the sums are
     taken in exactly the back end's slabs and added in the same order.
     """
-    step = numpy_backend.large_map_rows(maps.spatial)
-    if maps.spatial[0] * int(np.prod(maps.spatial[1:])) <= numpy_backend.BLOCK_ELEMENTS:
+    plan = _soft_plan(maps, stats, beta, normalize)
+    if plan is None:
         coords, _ = numpy_backend.soft_argmax(maps.read(b), beta, len(maps.spatial), normalize, threads)
         return coords
-    dtype = numpy_backend.work_dtype(maps.dtype)
+    boxes = _boxes(maps.spatial[0], rows)
+    return _soft_coords(_runner(slabs, threads).map(_sums_of, maps, b, boxes, *plan))
+
+
+def _soft_plan(maps: Maps, stats: MapStats, beta: float, normalize: str) -> tuple | None:
+    """What :func:`_sums_of` needs beside a slab, or None for a map of one block (read whole instead)."""
+    if maps.spatial[0] * int(np.prod(maps.spatial[1:])) <= numpy_backend.BLOCK_ELEMENTS:
+        return None
     hi = np.array([stats.hi], maps.dtype)
     lo = np.array([stats.lo], maps.dtype) if normalize == "minmax" else None
     coef = coefficient(beta, normalize, hi, lo)
-    boxes = _boxes(maps.spatial[0], rows)
-    parts = _runner(slabs, threads).map(_sums_of, maps, b, boxes, hi, coef, dtype, step, stats.nonfinite == 0)
+    step = numpy_backend.large_map_rows(maps.spatial)
+    return hi, coef, numpy_backend.work_dtype(maps.dtype), step, stats.nonfinite == 0
+
+
+def _soft_coords(parts: list) -> np.ndarray:
+    """The soft-argmax ``(ndim,)`` from every slab's :func:`_sums_of`, added in order."""
     total = np.sum([s for part in parts for s in part], axis=0)
     return (total[:, 1:] / total[:, :1])[0]
 
@@ -354,6 +372,17 @@ def _candidates_of(
     coords = np.stack(np.unravel_index(flat[order], x.shape), axis=1)
     coords[:, 0] += start
     return coords, values[order], left_out
+
+
+def _candidates_and_sums_of(piece: np.ndarray, box: tuple[int, int, int], rows: int, *args) -> tuple:
+    """One read of a slab for two passes: its :func:`_candidates_of` and the soft-argmax's :func:`_sums_of`.
+
+    ``args`` are the former's after ``rows`` (four), then the latter's after ``box``.
+    """
+    low, high, start = box
+    stop = min(start + rows, high)
+    inner = piece[start - low : stop - low]
+    return _candidates_of(piece, box, rows, *args[:4]), _sums_of(inner, (start, stop, start), *args[4:])
 
 
 #: Candidates of an integer map read in pieces whose regions are labelled at first (more where the greedy
@@ -512,13 +541,55 @@ def local_maxima(
     threads: int | None = None,
     slabs: Slabs | None = None,
     threshold_sd: float | None = None,
-) -> np.ndarray:
+    soft: tuple[float, str] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order.
 
     Candidates come slab by slab, each slab read with ``min_distance`` rows of halo; the greedy spacing then
-    runs here, reading the boxes that plateau growing asks for.
+    runs here, reading the boxes that plateau growing asks for. With ``soft`` ``(beta, normalize)``, returns
+    ``(peaks, soft-argmax)``: the first read of each slab serves both (a compressed store decodes once),
+    and the soft-argmax equals :func:`soft_argmax`'s.
     """
+    found, soft_at = _local_maxima(
+        maps,
+        b,
+        stats,
+        rows,
+        num_peaks,
+        min_distance,
+        threshold_abs,
+        threshold_rel,
+        merge_plateaus,
+        threads,
+        slabs,
+        threshold_sd,
+        None if soft is None else _soft_plan(maps, stats, *soft),
+    )
+    if soft is None:
+        return found
+    if soft_at is None:  # one block, or no candidate pass: read apart
+        soft_at = soft_argmax(maps, b, stats, *soft, rows, threads, slabs)
+    return found, soft_at
+
+
+def _local_maxima(
+    maps: Maps,
+    b: int,
+    stats: MapStats,
+    rows: int,
+    num_peaks: int,
+    min_distance: int,
+    threshold_abs: float | None,
+    threshold_rel: float | None,
+    merge_plateaus: bool,
+    threads: int | None,
+    slabs: Slabs | None,
+    threshold_sd: float | None,
+    plan: tuple | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`local_maxima`'s peaks, and the soft-argmax of ``plan`` (:func:`_soft_plan`) if one was given."""
     ndim = len(maps.spatial)
+    soft_at = None
     if threshold_sd is not None:
         background, sd = in_memory.noise_floor(noise_sample(maps, b, rows))
         threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
@@ -528,7 +599,7 @@ def local_maxima(
         asked = max(asked, threshold_rel * hi)
     if lo == hi:
         first = argmax(stats, maps.spatial)[None]
-        return first if hi > asked else np.empty((0, ndim), np.int64)
+        return (first if hi > asked else np.empty((0, ndim), np.int64)), None
     threshold = max(asked, lo) if threshold_abs is None else asked
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
@@ -536,9 +607,12 @@ def local_maxima(
     # Many thin slabs would hand on 16 Ki candidates each: a few times the peaks asked are enough at first.
     most = min(SLAB_CANDIDATES, max(8 * num_peaks, 256))
     while True:
-        found = _runner(slabs, threads).map(
-            _candidates_of, maps, b, boxes, rows, min_distance, threshold, most, stats.nonfinite == 0
-        )
+        options = (min_distance, threshold, most, stats.nonfinite == 0)
+        if plan is not None and soft_at is None:
+            both = _runner(slabs, threads).map(_candidates_and_sums_of, maps, b, boxes, rows, *options, *plan)
+            found, soft_at = [f for f, _ in both], _soft_coords([s for _, s in both])
+        else:
+            found = _runner(slabs, threads).map(_candidates_of, maps, b, boxes, rows, *options)
         coords = np.concatenate([c for c, _, _ in found]) if found else np.empty((0, ndim), np.int64)
         values = np.concatenate([v for _, v, _ in found]) if found else np.empty(0)
         order = np.argsort(-values, kind="stable")  # slabs in C order: ties stay in C order
@@ -567,7 +641,7 @@ def local_maxima(
         else:
             peaks = in_memory.choose(coords, values, min_distance, num_peaks, maps.spatial, joined=joins.level)
         if not left_out or len(peaks) >= num_peaks:
-            return peaks
+            return peaks, soft_at
         most *= 16
 
 
@@ -581,17 +655,67 @@ def _c_order_before(coords: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
     return before
 
 
+def decodes(maps: Maps) -> bool:
+    """Whether reading ``maps`` decodes (a compressed or remote store), rather than reading memory or a memmap."""
+    return not isinstance(maps.array, np.ndarray)
+
+
+def decoded_copy(maps: Maps, b: int, rows: int, threads: int | None = None, folder: str | None = None) -> Maps:
+    """Map ``b`` decoded once into an uncompressed memory-mapped temporary NPY file, as a single-map stack.
+
+    Every later pass and window then reads the copy, at the speed of an NPY file, instead of decoding the
+    store again. The store is read in bands of whole chunks (``rows`` rows where its chunks are thinner), each
+    written straight into the file a chunk column at a time (:meth:`~peakloc.ops.lazy.Maps.read` with
+    ``out``), bands on ``threads`` threads: a codec releases the GIL. The file's pages are the kernel's cache,
+    not the run's memory; the file is deleted with the stack.
+    """
+    handle, out = temporary_npy("peakloc-decoded-", maps.dtype, maps.spatial, folder)
+    n, chunk = maps.spatial[0], maps.chunk_rows()
+    band = chunk if chunk > 1 else rows
+
+    def copy(start: int) -> None:
+        stop = min(start + band, n)
+        maps.read(b, (slice(start, stop),), out=out[start:stop])
+
+    # Zarr decodes on threads and reads thread-safely; tifffile decodes a band's pages on its own threads, and
+    # h5py reads one at a time: those take their bands in turn.
+    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
+    zarr = type(maps.array).__module__.split(".")[0] == "zarr"
+    numpy_backend.map_in_threads(copy, range(0, n, band), threads if zarr else 1)
+    out.flush()
+    copied = Maps(out[np.newaxis], len(maps.spatial))
+    copied.keepalive = handle  # the file lives as long as the stack
+    return copied
+
+
+def temporary_npy(prefix: str, dtype, shape: tuple[int, ...], folder: str | None = None) -> tuple:
+    """``(handle, memmap)``: a temporary NPY file of ``shape``, deleted when ``handle`` is, its disk reserved.
+
+    The file's blocks are allocated before it is mapped: a disk without room fails here, with ``OSError``,
+    rather than with SIGBUS on the first write to a page it cannot hold.
+    """
+    import tempfile  # only here: start-up of the runs that never write one stays short
+
+    handle = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".npy", dir=folder)  # noqa: SIM115
+    out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(handle.name))
+        except OSError:
+            del out
+            handle.close()
+            raise
+    return handle, out
+
+
 def smooth(maps: Maps, b: int, stats: MapStats, sigma: float, rows: int, folder: str | None = None) -> Maps:
     """Map ``b`` smoothed as :func:`peakloc.smooth` does it, into a float64 memory-mapped temporary file.
 
     Slabs are read with the filter's radius of halo, so that every row sees the neighbours it would see in
     memory; non-finite values are filled with the map's finite minimum first and NaN again after, as there.
     """
-    import tempfile  # only here: start-up of the runs that never smooth a map in pieces stays short
-
     radius = len(smoothing_kernels(sigma)[0]) // 2
-    handle = tempfile.NamedTemporaryFile(prefix="peakloc-smooth-", suffix=".npy", dir=folder)  # noqa: SIM115
-    out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float64, shape=maps.spatial)
+    handle, out = temporary_npy("peakloc-smooth-", np.float64, maps.spatial, folder)
     n = maps.spatial[0]
     fill = float(stats.lo)
     for start in range(0, n, rows):

@@ -23,7 +23,7 @@ from ..io.readers import kind_of
 from ..io.remote import is_url
 from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
-from ..ops.lazy import Maps, is_lazy
+from ..ops.lazy import KeptBoxes, Maps, is_lazy
 from ..output.table import SHAPE_COLUMNS
 from .budget import LABEL_BYTES, check, fixed_bytes, needed, value_bytes
 from .settings import REFINE_METHODS, Settings
@@ -532,6 +532,14 @@ def _locate_slabs(
         left -= LABEL_BYTES  # SciPy, where plateaus are labelled slab by slab
     block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
+    if slabs is here and _copy_worth_it(maps, settings, rows):
+        # Decoded once into temporary files: every pass after reads those at an NPY file's speed.
+        try:
+            copies = [streaming.decoded_copy(maps, b, rows, settings.threads) for b in range(maps.count)]
+        except OSError:  # no room on the temporary disk: each pass decodes the store again
+            pass
+        else:
+            return _locate_slabs(_Stacked(copies, maps), layout, settings, budget)
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     work, stats, raw_stats = maps, [], []
     smoothed = []
@@ -558,17 +566,17 @@ def _locate_slabs(
 
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
-    if "softargmax" in settings.methods:
+    soft = (settings.beta, settings.normalize) if "softargmax" in settings.methods else None
+    peaks_asked = settings.peaks > 1 or settings.threshold is not None
+    if soft is not None and not peaks_asked:
         found["softargmax"] = np.stack(
-            [
-                streaming.soft_argmax(work, b, s, settings.beta, settings.normalize, rows, settings.threads, slabs)
-                for b, s in enumerate(stats)
-            ]
+            [streaming.soft_argmax(work, b, s, *soft, rows, settings.threads, slabs) for b, s in enumerate(stats)]
         )
-    if settings.peaks == 1 and settings.threshold is None:
+    if not peaks_asked:
         centres, present = found["argmax"][:, None, :], np.ones((maps.count, 1), bool)
     else:
         threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
+        # With the soft-argmax asked too, one read of each slab serves both passes.
         lists = [
             streaming.local_maxima(
                 work,
@@ -582,9 +590,13 @@ def _locate_slabs(
                 threads=settings.threads,
                 slabs=maxima,
                 threshold_sd=threshold_sd,
+                soft=soft,
             )
             for b, s in enumerate(stats)
         ]
+        if soft is not None:
+            found["softargmax"] = np.stack([soft_at for _, soft_at in lists])
+            lists = [f for f, _ in lists]
         count = max([len(f) for f in lists] + [1])
         centres = np.zeros((maps.count, count, ndim), np.int64)
         present = np.zeros((maps.count, count), bool)
@@ -597,7 +609,34 @@ def _locate_slabs(
         from ..ops.subpixel import gaussian
 
         clip = gaussian.clip_levels_of(stats, work.dtype)
+    if streaming.decodes(work):
+        # Every method reads windows around the same peaks: a store that decodes gives each place once.
+        kept = KeptBoxes(work)
+        maps, work = (kept, kept) if work is maps else (maps, kept)
     return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
+
+
+def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
+    """Whether a stack read in pieces is worth a decoded copy on disk (:func:`~peakloc.ops.streaming.decoded_copy`).
+
+    When its chunks are deeper than the slabs of ``rows`` rows (each slab's read would decode whole chunks
+    for a few of their rows, and each window around a peak a whole chunk), the run reads it more than once
+    (soft-argmax, local maxima, windows around peaks), and the temporary folder has room for it with a tenth
+    to spare. Stores of thin chunks (a TIFF's pages) are decoded once a pass instead: writing the copy costs
+    about as much as decoding them again (measured on a 4 GiB zlib TIFF).
+    """
+    import shutil
+    import tempfile
+
+    from ..ops import streaming
+
+    if not streaming.decodes(maps) or maps.chunk_rows() <= rows:
+        return False
+    peaks_asked = settings.peaks > 1 or settings.threshold is not None
+    if not (peaks_asked or any(m == "softargmax" or m in REFINE_METHODS for m in settings.methods)):
+        return False
+    size = maps.count * int(np.prod(maps.spatial, dtype=np.int64)) * maps.dtype.itemsize
+    return shutil.disk_usage(tempfile.gettempdir()).free > 1.1 * size
 
 
 class _Stacked(Maps):
@@ -614,9 +653,10 @@ class _Stacked(Maps):
         self.array = members[0].array
         self.order = members[0].order
         self.source = None  # files of this process
+        self.seen: dict[int, dict] = {}
 
-    def read(self, b: int, box: tuple[slice, ...] = ()) -> np.ndarray:
-        return self.members[b].read(0, box)
+    def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
+        return self.members[b].read(0, box, out)
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,52 @@ def test_inputs_read_in_pieces_under_a_tiny_budget_give_the_same_table(tmp_path,
     for path in (tmp_path / "v.npy", tmp_path / "v.tif"):
         assert rows(path, *options, "--max-memory", "64KiB") == expected
     assert rows(tmp_path / "v.ome.zarr", *options[2:], "--max-memory", "64KiB") == expected
+
+
+def test_a_compressed_tiff_read_in_pieces_gives_pages_and_boxes_as_stored(tmp_path, rng, monkeypatch):
+    from peakloc.io import readers
+
+    monkeypatch.setattr(readers, "TIFF_IN_PIECES", 0)
+    data = rng.random((3, 5, 20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "v.tif", data, tile=(16, 16), compression="zlib", photometric="minisblack")
+    array, _ = readers.read_tiff(tmp_path / "v.tif")
+    assert isinstance(array, readers.TiffPages) and array.shape == data.shape and array.dtype == data.dtype
+    for index in [
+        (1,),
+        (slice(0, 2), 3),
+        (2, slice(1, 4)),
+        (slice(1, 1),),
+        (0, 1, slice(3, 9), slice(5, 20)),
+        (slice(None), slice(None), slice(0, 20)),
+        (1, 2, 4, 7),
+    ]:
+        np.testing.assert_array_equal(np.asarray(array[index]), data[index], err_msg=str(index))
+
+
+def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without_room(tmp_path, volume, monkeypatch):
+    import errno
+    import os
+
+    from peakloc.ops import streaming
+
+    # 800 Ki values: slabs of 81 rows (the soft-argmax's own), inside chunks of 128.
+    rng = np.random.default_rng(5)
+    big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
+    big[40:52, 30:50, 34:58] += 4 * volume[0]
+    np.save(tmp_path / "v.npy", big)
+    store = zarr.open(str(tmp_path / "v.zarr"), mode="w", shape=big.shape, chunks=(128, 40, 40), dtype="f4")
+    store[:] = big
+    options = ["-m", "all", "--peaks", "3", "--extra", "--max-memory", "1MiB"]
+    expected = rows(tmp_path / "v.npy", *options)
+    copies = []
+    real = streaming.decoded_copy
+    monkeypatch.setattr(streaming, "decoded_copy", lambda *a, **k: copies.append(a[1]) or real(*a, **k))
+    assert rows(tmp_path / "v.zarr", *options) == expected
+    assert copies == [0]  # chunks deeper than the slabs: worth one decoded copy
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    assert rows(tmp_path / "v.zarr", *options) == expected
+    assert copies == [0, 0]

@@ -124,3 +124,96 @@ def test_peaks_read_in_slabs_from_few_candidates_each_are_the_in_memory_ones(
     options = {"num_peaks": num_peaks, "min_distance": min_distance, "merge_plateaus": merge}
     got = streaming.local_maxima(maps, 0, streaming.map_stats(maps, 0, 2), 2, **options)
     np.testing.assert_array_equal(got, in_memory(heat, **options))
+
+
+def test_a_decoding_store_read_in_slabs_with_halos_decodes_each_row_once_a_pass(rng):
+    heat = rng.random((1, 50, 6, 5))
+    boxes = streaming._boxes(50, 4, 3)
+    direct = streaming.Slabs(threads=2).map(_slab_copy, Maps(heat, 3), 0, boxes)
+    store = _Counting(heat, (1, 1, 6, 5))
+    banded = streaming.Slabs(threads=2).map(_slab_copy, Maps(store, 3), 0, boxes)
+    for (box, want), (same, got) in zip(direct, banded):
+        assert box == same
+        np.testing.assert_array_equal(got, want)
+    rows = sorted(store.reads)
+    assert sum(hi - lo for lo, hi in rows) == 50 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
+def test_the_soft_argmax_taken_in_the_peak_pass_is_the_soft_argmax_pass_bit_for_bit(rng, normalize):
+    from peakloc.backends import numpy_backend
+
+    heat = rng.random((60, 120, 100)).astype(np.float32)  # 720 Ki values: more than one block
+    heat[30, 50, 40] = 3.0
+    heat[10, 5, 7] = np.nan
+    maps = Maps(heat[np.newaxis], 3)
+    rows = 2 * numpy_backend.large_map_rows(heat.shape)
+    stats = streaming.map_stats(maps, 0, rows)
+    alone = streaming.soft_argmax(maps, 0, stats, 2.0, normalize, rows)
+    peaks, soft = streaming.local_maxima(maps, 0, stats, rows, 5, 2, soft=(2.0, normalize))
+    in_memory, _ = numpy_backend.soft_argmax(heat, 2.0, 3, normalize)
+    assert soft.tolist() == alone.tolist() == in_memory.tolist()
+    np.testing.assert_array_equal(peaks, streaming.local_maxima(maps, 0, stats, rows, 5, 2))
+
+
+@pytest.mark.parametrize("rows", [1, 4, 30])
+def test_the_extremes_pass_takes_a_volumes_projections_and_finite_range(rng, rows):
+    heat = rng.random((30, 9, 11)).astype(np.float32)
+    heat[3, 2, :] = np.nan
+    heat[5, 4, 6] = np.inf
+    heat[7, :, 3] = -np.inf
+    maps = Maps(heat[np.newaxis], 3)
+    streaming.map_stats(maps, 0, rows, project=True)
+    seen = maps.seen[0]
+    plain = np.where(np.isinf(heat), np.nan, heat).astype(np.float64)
+    for axis, got in enumerate(seen["projections"]):
+        np.testing.assert_array_equal(got, np.fmax.reduce(plain, axis=axis))
+    finite = heat[np.isfinite(heat)]
+    assert seen["range"] == (float(finite.min()), float(finite.max()))
+    assert maps[0].seen is seen
+
+
+def test_a_decoded_copy_reads_each_chunk_once_holds_the_map_and_goes_with_its_stack(rng):
+    import gc
+    import os
+
+    heat = rng.random((2, 50, 6, 5)).astype(np.float32)
+    store = _Counting(heat, (1, 16, 6, 5))
+    copy = streaming.decoded_copy(Maps(store, 3), 1, rows=4, threads=2)
+    np.testing.assert_array_equal(copy.read(0), heat[1])
+    assert sorted(store.reads) == [(0, 16), (16, 32), (32, 48), (48, 50)]
+    path = copy.keepalive.name
+    assert os.path.exists(path)
+    del copy
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+def test_a_temporary_file_the_disk_cannot_hold_fails_before_it_is_mapped(monkeypatch, tmp_path):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match="No space"):
+        streaming.temporary_npy("t-", np.float32, (4, 5), str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kept_boxes_serve_windows_inside_a_box_read_before_without_reading_again(rng):
+    from peakloc.ops.lazy import KeptBoxes
+
+    heat = rng.random((1, 60, 40, 30))
+    store = _Counting(heat, (1, 60, 40, 30))
+    kept = KeptBoxes(Maps(store, 3), margin=4, limit=1 << 20)
+    boxes = [(slice(20, 25), slice(10, 13), slice(5, 9)), (slice(18, 27), slice(8, 15), slice(3, 11)), (slice(21, 22),)]
+    for box in boxes:
+        np.testing.assert_array_equal(kept.read(0, box), heat[(0, *box)])
+    assert len(store.reads) == 2  # the third box, whole rows, is larger than the margin: read itself
+    assert kept[0, 22, 11, 6] == heat[0, 22, 11, 6] and len(store.reads) == 2
+    small = KeptBoxes(Maps(store, 3), margin=0, limit=16000)  # room for sixteen 5x5x5 float64 boxes
+    for z in range(20):
+        small.read(0, (slice(z, z + 5), slice(0, 5), slice(0, 5)))
+    assert [start[0] for _, start, _, _ in small.kept] == list(range(4, 20))  # the oldest went first
