@@ -245,12 +245,20 @@ def pose_npy(path: Path, count: int) -> None:
 
 
 def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
-    """A ``side``^3 volume (1024: 4 GiB) as NPY, tiled zlib TIFF and OME-Zarr: memory, and one table for all three."""
+    """A ``side``^3 volume (1024: 4 GiB) as NPY, tiled zlib TIFF and OME-Zarr: memory, and one table for all three.
+
+    Time too (#24): the NPY run against NumPy's max over the same file's memory map (warm page cache; bar 25x),
+    the TIFF and OME-Zarr runs against the NPY run (bar 2x).
+    """
     limit = parse_size(budget)
     volume = folder / "big.npy"
     volume_npy(volume, side)
+    numpy_max = [sys.executable, "-c", f"import numpy as np; np.load({str(volume)!r}, mmap_mode='r').max()"]
+    measure(numpy_max)  # warm the page cache
+    base = min(measure(numpy_max)["seconds"] for _ in range(3))
+    print(f"NumPy's max over the {side}^3 NPY's memory map: {base} s")
     options = ["--peaks", "100", "--min-distance", "3", "-m", "all", "--overlay", str(folder / "ov"), "-q"]
-    tables = {}
+    tables, seconds = {}, {}
     for name, make in (("npy", None), ("tif", as_tiff), ("ome.zarr", as_ome_zarr)):
         path = volume if make is None else folder / f"big.{name}"
         if make is not None:
@@ -259,6 +267,14 @@ def volume_formats(folder: Path, budget: str, baseline: dict, side: int, rows: l
         command = [*PEAKLOC, "find", str(path), *options, "--max-memory", budget, "-o", str(table)]
         case = f"{side}^3 float32 volume as {name.upper()}, --peaks 100 --min-distance 3 -m all --overlay"
         tables[name] = _table_run(command, table, case, limit, baseline, rows)
+        seconds[name] = rows[-1]["seconds"]
+        if make is None:
+            ratio, bar, against = seconds[name] / base, 25, "NumPy's max over its memory map"
+            rows[-1].update(numpy_max_seconds=base, time_vs_numpy_max=round(ratio, 3))
+        else:
+            ratio, bar, against = seconds[name] / seconds["npy"], 2, "the NPY run"
+            rows[-1].update(time_vs_npy_run=round(ratio, 3))
+        print(f"  {seconds[name]} s = {ratio:.2f}x {against} (bar {bar}x): {'PASS' if ratio <= bar else 'FAIL'}")
         if make is not None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     print(f"  the three tables are identical: {tables['npy'] == tables['tif'] == tables['ome.zarr']}")

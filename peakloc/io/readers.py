@@ -141,8 +141,8 @@ def read(
         One letter per axis of `array`.
 
     in_pieces : bool, optional
-        TIFF only: read in pieces (memory-mapped or tile by tile), or whole; default: pieces above
-        :data:`TIFF_IN_PIECES` bytes decoded.
+        TIFF only: read in pieces (memory-mapped, or compressed pages as :class:`TiffPages`), or whole;
+        default: pieces above :data:`TIFF_IN_PIECES` bytes decoded.
 
     Raises
     ------
@@ -195,8 +195,8 @@ def _decoding(kind: str) -> Iterator[None]:
 def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool | None):
     """``(array, stored axes or None)`` of the file or Zarr store at ``url``.
 
-    Zarr stores and TIFFs are read in pieces as from a disk (TIFFs tile by tile through tifffile's Zarr
-    store, never memory-mapped); NPY files and images are read whole.
+    Zarr stores and TIFFs are read in pieces as from a disk (compressed TIFFs as :class:`TiffPages`, never
+    memory-mapped); NPY files and images are read whole.
     """
     fs, where = filesystem(url)
     where, dataset = split_selector(where)
@@ -363,8 +363,9 @@ def read_tiff(
 def _tiff_in_pieces(path: Path, tif, series):
     """A large TIFF series read in pieces, or None without Zarr.
 
-    A memmap where the data is contiguous and uncompressed, else a Zarr array over tifffile's store (the
-    file stays open while the array lives).
+    A memmap where the data is contiguous and uncompressed, else :class:`TiffPages` over the series and a
+    Zarr array over tifffile's store (the file stays open while the array lives); the Zarr array alone where
+    a page is not one plane of the series.
     """
     import tifffile
 
