@@ -73,19 +73,43 @@ def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
     if not split or any(i.step not in (None, 1) for i in index if isinstance(i, slice)):
         return _piece(array, index) if out is None else _into(out, _piece(array, index))
     kept = [k for k, _, _ in ranges]
-    for corner in np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]):
+    if out is None:
+        out = np.empty([hi - lo for _, lo, hi in ranges], np.dtype(array.dtype))
+
+    def column(corner: tuple[int, ...]) -> None:
         sub, place = list(index), [slice(None)] * len(kept)
         for (k, lo, hi), n in zip(split, corner):
             start = max(lo, (lo // int(chunks[k]) + n) * int(chunks[k]))
             stop = min(hi, (lo // int(chunks[k]) + n + 1) * int(chunks[k]))
             sub[k] = slice(start, stop)
             place[kept.index(k)] = slice(start - lo, stop - lo)
-        part = _piece(array, tuple(sub))
-        if out is None:
-            shape = [hi - lo for _, lo, hi in ranges]
-            out = np.empty(shape, part.dtype)
-        out[tuple(place)] = part
+        out[tuple(place)] = _piece(array, tuple(sub))
+
+    corners = list(np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]))
+    # Zarr reads thread-safely and its codecs release the GIL: its columns decode on every core, on threads
+    # of their own (a read may come from a thread of the compute pool). h5py and other stores read one
+    # column after another.
+    if type(array).__module__.split(".")[0] == "zarr" and len(corners) > 1:
+        list(_read_pool().map(column, corners))
+    else:
+        for corner in corners:
+            column(corner)
     return out
+
+
+def _read_pool():
+    """Threads that decode a store's chunk columns, one per core (at most 8), started on first use."""
+    global _READERS
+    if _READERS is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..backends.numpy_backend import DEFAULT_THREADS
+
+        _READERS = ThreadPoolExecutor(max_workers=DEFAULT_THREADS, thread_name_prefix="peakloc-read")
+    return _READERS
+
+
+_READERS = None
 
 
 class Maps:

@@ -660,14 +660,14 @@ def decodes(maps: Maps) -> bool:
     return not isinstance(maps.array, np.ndarray)
 
 
-def decoded_copy(maps: Maps, b: int, rows: int, threads: int | None = None, folder: str | None = None) -> Maps:
+def decoded_copy(maps: Maps, b: int, rows: int, folder: str | None = None) -> Maps:
     """Map ``b`` decoded once into an uncompressed memory-mapped temporary NPY file, as a single-map stack.
 
     Every later pass and window then reads the copy, at the speed of an NPY file, instead of decoding the
     store again. The store is read in bands of whole chunks (``rows`` rows where its chunks are thinner), each
     written straight into the file a chunk column at a time (:meth:`~peakloc.ops.lazy.Maps.read` with
-    ``out``), bands on ``threads`` threads: a codec releases the GIL. The file's pages are the kernel's cache,
-    not the run's memory; the file is deleted with the stack.
+    ``out``). The file's pages are the kernel's cache, not the run's memory; the file is deleted with the
+    stack.
     """
     handle, out = temporary_npy("peakloc-decoded-", maps.dtype, maps.spatial, folder)
     n, chunk = maps.spatial[0], maps.chunk_rows()
@@ -677,11 +677,10 @@ def decoded_copy(maps: Maps, b: int, rows: int, threads: int | None = None, fold
         stop = min(start + band, n)
         maps.read(b, (slice(start, stop),), out=out[start:stop])
 
-    # Zarr decodes on threads and reads thread-safely; tifffile decodes a band's pages on its own threads, and
-    # h5py reads one at a time: those take their bands in turn.
-    threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
-    zarr = type(maps.array).__module__.split(".")[0] == "zarr"
-    numpy_backend.map_in_threads(copy, range(0, n, band), threads if zarr else 1)
+    # One band after another: a Zarr band's chunk columns decode on threads (:func:`~peakloc.ops.lazy._get`),
+    # a TIFF band's pages on tifffile's.
+    for start in range(0, n, band):
+        copy(start)
     out.flush()
     copied = Maps(out[np.newaxis], len(maps.spatial))
     copied.keepalive = handle  # the file lives as long as the stack

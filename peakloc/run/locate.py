@@ -535,7 +535,7 @@ def _locate_slabs(
     if slabs is here and _copy_worth_it(maps, settings, rows):
         # Decoded once into temporary files: every pass after reads those at an NPY file's speed.
         try:
-            copies = [streaming.decoded_copy(maps, b, rows, settings.threads) for b in range(maps.count)]
+            copies = [streaming.decoded_copy(maps, b, rows) for b in range(maps.count)]
         except OSError:  # no room on the temporary disk: each pass decodes the store again
             pass
         else:

@@ -86,3 +86,15 @@ def test_a_chunked_store_is_read_one_chunk_column_at_a_time(tmp_path, rng):
     maps = Maps(store, 2)
     for b, box in [(3, ()), (0, (slice(5, 30),)), (19, (slice(2, 3), slice(1, 46))), (7, (slice(0, 33), slice(8, 9)))]:
         np.testing.assert_array_equal(maps.read(b, box), heat[(b, *box)])
+
+
+def test_a_read_into_out_writes_the_same_values_in_any_stored_axis_order(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    stored = rng.random((9, 3, 31)).astype(np.float32)  # Y, C, X
+    store = zarr.open_array(tmp_path / "s.zarr", mode="w", shape=stored.shape, chunks=(4, 1, 8), dtype="f4")
+    store[:] = stored
+    for array in (stored, store):
+        maps = Maps(array, 2, order=(1, 0, 2))
+        out = np.full((5, 26), np.nan, np.float32)
+        assert maps.read(1, (slice(2, 7), slice(3, 29)), out=out) is out
+        np.testing.assert_array_equal(out, stored[2:7, 1, 3:29])

@@ -179,7 +179,7 @@ def test_a_decoded_copy_reads_each_chunk_once_holds_the_map_and_goes_with_its_st
 
     heat = rng.random((2, 50, 6, 5)).astype(np.float32)
     store = _Counting(heat, (1, 16, 6, 5))
-    copy = streaming.decoded_copy(Maps(store, 3), 1, rows=4, threads=2)
+    copy = streaming.decoded_copy(Maps(store, 3), 1, rows=4)
     np.testing.assert_array_equal(copy.read(0), heat[1])
     assert sorted(store.reads) == [(0, 16), (16, 32), (32, 48), (48, 50)]
     path = copy.keepalive.name
