@@ -534,6 +534,15 @@ def command_line(quick: bool, files: int, tiny_files: int, broad_files: int) -> 
                 "naive one-process loop",
                 naive_s,
             )
+            # #24: peakloc's own work per file (checks, error capture, the table) brought close to nothing.
+            record(
+                "cli",
+                f"peakloc find DIR ({files} PNG 256x256) against that floor",
+                ours_s,
+                "start-up, decoding, argmax and soft-argmax alone",
+                floor_s,
+                within=1.25,
+            )
 
         # Broad peaks: every method and several peaks against the default run, on the same folder (issue #21).
         broad = tmp / "broad"
