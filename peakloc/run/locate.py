@@ -611,7 +611,7 @@ def _locate_slabs(
         clip = gaussian.clip_levels_of(stats, work.dtype)
     if streaming.decodes(work):
         # Every method reads windows around the same peaks: a store that decodes gives each place once.
-        kept = KeptBoxes(work)
+        kept = KeptBoxes(work, limit=KEPT_BYTES if budget is None else min(KEPT_BYTES, max(budget // 8, 1 << 20)))
         maps, work = (kept, kept) if work is maps else (maps, kept)
     return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
 
@@ -621,9 +621,10 @@ def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
 
     When its chunks are deeper than the slabs of ``rows`` rows (each slab's read would decode whole chunks
     for a few of their rows, and each window around a peak a whole chunk), the run reads it more than once
-    (soft-argmax, local maxima, windows around peaks), and the temporary folder has room for it with a tenth
-    to spare. Stores of thin chunks (a TIFF's pages) are decoded once a pass instead: writing the copy costs
-    about as much as decoding them again (measured on a 4 GiB zlib TIFF).
+    (soft-argmax, local maxima, windows around peaks), and the temporary folder is on a disk (not tmpfs:
+    there the copy would be memory beside the budget) with room for it and a tenth to spare. Stores of thin
+    chunks (a TIFF's pages) are decoded once a pass instead: writing the copy costs about as much as
+    decoding them again (measured on a 4 GiB zlib TIFF).
     """
     import shutil
     import tempfile
@@ -636,7 +637,29 @@ def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
     if not (peaks_asked or any(m == "softargmax" or m in REFINE_METHODS for m in settings.methods)):
         return False
     size = maps.count * int(np.prod(maps.spatial, dtype=np.int64)) * maps.dtype.itemsize
-    return shutil.disk_usage(tempfile.gettempdir()).free > 1.1 * size
+    folder = tempfile.gettempdir()
+    return not _in_memory_filesystem(folder) and shutil.disk_usage(folder).free > 1.1 * size
+
+
+def _in_memory_filesystem(path: str) -> bool:
+    """Whether ``path`` lies on tmpfs or ramfs (a file there is memory, not disk), by ``/proc/self/mountinfo``."""
+    try:
+        with open("/proc/self/mountinfo") as table:
+            mounts = [line.split(" - ") for line in table]
+    except OSError:
+        return False  # not Linux: a temporary folder in memory is not the default there
+    path = os.path.realpath(path)
+    best, kind = "", ""
+    for head, tail in (m for m in mounts if len(m) == 2):
+        point = head.split()[4].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, tail.split()[0]
+    return kind in ("tmpfs", "ramfs")
+
+
+#: Windows kept around peaks of a store that decodes (:class:`~peakloc.ops.lazy.KeptBoxes`), at most an eighth
+#: of the budget.
+KEPT_BYTES = 64 << 20
 
 
 class _Stacked(Maps):

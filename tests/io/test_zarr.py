@@ -128,3 +128,9 @@ def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without
     monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
     assert rows(tmp_path / "v.zarr", *options) == expected
     assert copies == [0, 0]
+
+    from peakloc.run import locate
+
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: True)  # a tmpfs: no copy tried
+    assert rows(tmp_path / "v.zarr", *options) == expected
+    assert copies == [0, 0]
