@@ -641,10 +641,10 @@ def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
     return not _in_memory_filesystem(folder) and shutil.disk_usage(folder).free > 1.1 * size
 
 
-def _in_memory_filesystem(path: str) -> bool:
-    """Whether ``path`` lies on tmpfs or ramfs (a file there is memory, not disk), by ``/proc/self/mountinfo``."""
+def _in_memory_filesystem(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``path`` lies on tmpfs or ramfs (a file there is memory, not disk), by the mount table."""
     try:
-        with open("/proc/self/mountinfo") as table:
+        with open(mountinfo) as table:
             mounts = [line.split(" - ") for line in table]
     except OSError:
         return False  # not Linux: a temporary folder in memory is not the default there

@@ -114,3 +114,20 @@ def test_gaussian_after_the_two_spot_test_equals_its_fits_made_afresh(rng, monke
     np.testing.assert_array_equal(reused.error, afresh.error)
     for column, values in reused.shape.items():
         np.testing.assert_array_equal(values, afresh.shape[column])
+
+
+def test_a_temporary_folder_on_tmpfs_is_memory_and_one_on_a_disk_is_not(tmp_path):
+    from peakloc.run.locate import _in_memory_filesystem
+
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 253:1 / / rw,relatime - ext4 /dev/vda rw\n"
+        "25 22 0:23 / /tmp rw,nosuid - tmpfs tmpfs rw,size=1024k\n"
+        "26 22 0:24 / /tmp/disk rw - xfs /dev/vdb rw\n"
+        "27 22 0:25 / /my\\040space rw - ramfs ramfs rw\n"
+    )
+    found = {
+        p: _in_memory_filesystem(p, str(table)) for p in ("/tmp", "/tmp/a/b", "/tmp/disk/x", "/tmpx", "/my space/z")
+    }
+    assert found == {"/tmp": True, "/tmp/a/b": True, "/tmp/disk/x": False, "/tmpx": False, "/my space/z": True}
+    assert not _in_memory_filesystem("/tmp", str(tmp_path / "missing"))
