@@ -3,16 +3,20 @@
 Each method reads with the halo it needs, and the answers equal the in-memory ones (the tests force tiny
 slabs to check it).
 
-- Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`).
+- Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`). The same pass takes a
+  volume's maximum projections and finite range for an overlay.
 - Soft-argmax: a second pass in exactly the slabs of the NumPy back end's large-map path, so that its sums
-  add in the same order (:func:`soft_argmax`).
-- Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter, then the greedy spacing,
-  its plateaus and rounding ridges labelled slab by slab and joined across slab borders (:class:`_Joins`,
+  add in the same order (:func:`soft_argmax`); with ``--peaks``, the same read as the local maxima's.
+- Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter (in cache-sized pieces, the
+  slab's own dtype: :func:`~peakloc.ops.filters.maxima_mask`), then the greedy spacing, its plateaus and
+  rounding ridges labelled slab by slab and joined across slab borders (:class:`_Joins`,
   :func:`local_maxima`).
 - Sub-pixel methods read windows around each peak (:func:`peakloc.ops.windows.windows` takes a
   :class:`~peakloc.ops.lazy.Maps`), and the Gaussian fit's clip levels come from :func:`map_stats`.
 - Smoothing: a pass with the filter's radius of halo, into a float64 memory-mapped temporary file
   (:func:`smooth`).
+- A store whose reads decode: rows of overlapping halos are decoded once a pass (:class:`_Band`), and one
+  chunked deeper than the slabs may be decoded once into a temporary file (:func:`decoded_copy`).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def value_bytes(settings: Settings) -> int:
     per_value = 4
     if any(m not in ("argmax", "softargmax") for m in settings.methods):
         per_value += 8
-    if settings.peaks > 1 or settings.threshold is not None:
+    if settings.finds_peaks:
         per_value += 40
     if settings.smooth:
         per_value += 80

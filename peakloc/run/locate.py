@@ -184,7 +184,7 @@ def _no_finite(layout: Layout, position: int) -> NoFiniteValueError:
 
 def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     """Integer peaks ``(B, P, ndim)`` (0 where missing) and where they are present ``(B, P)``."""
-    if settings.peaks == 1 and settings.threshold is None:
+    if not settings.finds_peaks:
         return argmax[:, None, :], np.ones((len(heatmaps), 1), bool)
     from ..ops.peaks import local_maxima, parse_threshold
 
@@ -528,7 +528,7 @@ def _locate_slabs(
     # Up to one slab per thread in memory, one read again, and room for the rest of the run.
     threads = max(here.threads, getattr(slabs, "threads", DEFAULT_THREADS))
     left = None if budget is None else budget - band_bytes - fixed_bytes(settings)
-    if left is not None and (settings.peaks > 1 or settings.threshold is not None):
+    if left is not None and settings.finds_peaks:
         left -= LABEL_BYTES  # SciPy, where plateaus are labelled slab by slab
     block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
@@ -567,12 +567,11 @@ def _locate_slabs(
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
     soft = (settings.beta, settings.normalize) if "softargmax" in settings.methods else None
-    peaks_asked = settings.peaks > 1 or settings.threshold is not None
-    if soft is not None and not peaks_asked:
+    if soft is not None and not settings.finds_peaks:
         found["softargmax"] = np.stack(
             [streaming.soft_argmax(work, b, s, *soft, rows, settings.threads, slabs) for b, s in enumerate(stats)]
         )
-    if not peaks_asked:
+    if not settings.finds_peaks:
         centres, present = found["argmax"][:, None, :], np.ones((maps.count, 1), bool)
     else:
         threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
@@ -633,8 +632,7 @@ def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
 
     if not streaming.decodes(maps) or maps.chunk_rows() <= rows:
         return False
-    peaks_asked = settings.peaks > 1 or settings.threshold is not None
-    if not (peaks_asked or any(m == "softargmax" or m in REFINE_METHODS for m in settings.methods)):
+    if not (settings.finds_peaks or any(m == "softargmax" or m in REFINE_METHODS for m in settings.methods)):
         return False
     size = maps.count * int(np.prod(maps.spatial, dtype=np.int64)) * maps.dtype.itemsize
     folder = tempfile.gettempdir()

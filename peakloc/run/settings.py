@@ -98,3 +98,8 @@ class Settings:
     decode_colormap: str | None = None
     max_memory: int | None = None
     threads: int | None = None
+
+    @property
+    def finds_peaks(self) -> bool:
+        """Whether the run finds local maxima (``--peaks`` above 1 or a ``--threshold``), not the argmax alone."""
+        return self.peaks > 1 or self.threshold is not None

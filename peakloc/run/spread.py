@@ -64,7 +64,7 @@ def worth_helpers(settings: Settings) -> bool:
     """Whether ``settings`` ask for per-map work (local maxima, sub-pixel fits) that pays for helper processes."""
     if settings.device != "cpu":
         return False
-    return settings.peaks > 1 or settings.threshold is not None or any(m in REFINE_METHODS for m in settings.methods)
+    return settings.finds_peaks or any(m in REFINE_METHODS for m in settings.methods)
 
 
 def helper_count(items: Sequence[Input], settings: Settings, budget: int | None = None) -> int:
