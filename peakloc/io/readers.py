@@ -397,6 +397,9 @@ class TiffPages:
         from ..backends.numpy_backend import DEFAULT_THREADS
 
         self.series, self.stored, self.threads = series, stored, DEFAULT_THREADS
+        # Every read of the file under its lock: pages decode on tifffile's threads, and windows may be read
+        # from threads of their own.
+        series.parent.filehandle.set_lock(True)
         self.shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
         self.page_ndim = len(series.keyframe.shape)
         #: A chunk is a page: one plane of the first page axis.

@@ -223,7 +223,7 @@ class KeptBoxes(Maps):
     share the boxes.
     """
 
-    def __init__(self, maps: Maps, margin: int = 16, limit: int = 64 << 20) -> None:
+    def __init__(self, maps: Maps, margin: int = 8, limit: int = 64 << 20) -> None:
         import threading
 
         self.__dict__.update(maps.__dict__)  # the same stack: array, order, shapes, what was seen
