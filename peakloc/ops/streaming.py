@@ -799,7 +799,8 @@ def noise_sample(maps: Maps, b: int, rows: int) -> np.ndarray:
     """
     n, step = maps.spatial[0], in_memory.noise_rows(maps.spatial)
     block = max(step, rows - rows % step)  # blocks start on sampled rows
-    parts = [maps.read(b, (slice(lo, min(lo + block, n)),))[::step] for lo in range(0, n, block)]
+    # Only the sampled rows are read: a compressed store decodes those alone.
+    parts = [maps.read(b, (slice(lo, min(lo + block, n), step),)) for lo in range(0, n, block)]
     return np.concatenate([p.ravel() for p in parts])
 
 

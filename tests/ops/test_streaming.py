@@ -82,10 +82,12 @@ class _Counting:
     def __init__(self, array: np.ndarray, chunks: tuple[int, ...]) -> None:
         self.array, self.chunks, self.shape, self.dtype = array, chunks, array.shape, array.dtype
         self.reads: list[tuple[int, int]] = []
+        self.steps: set[int] = set()
 
     def __getitem__(self, index):
         rows = index[1] if isinstance(index[1], slice) else slice(index[1], index[1] + 1)
         self.reads.append(rows.indices(self.shape[1])[:2])
+        self.steps.add(rows.indices(self.shape[1])[2])
         return self.array[index]
 
 
@@ -217,3 +219,17 @@ def test_kept_boxes_serve_windows_inside_a_box_read_before_without_reading_again
     for z in range(20):
         small.read(0, (slice(z, z + 5), slice(0, 5), slice(0, 5)))
     assert [start[0] for _, start, _, _ in small.kept] == list(range(4, 20))  # the oldest went first
+
+
+def test_the_noise_sample_of_a_map_read_in_pieces_reads_only_its_sampled_rows(rng, monkeypatch):
+    from peakloc.ops import peaks
+
+    monkeypatch.setattr(peaks, "NOISE_SAMPLES", 100)
+    heat = rng.random((1, 40, 30)).astype(np.float32)
+    step = peaks.noise_rows(heat.shape[1:])
+    assert step > 1
+    store = _Counting(heat, (1, 1, 30))
+    sample = streaming.noise_sample(Maps(store, 2), 0, rows=10)
+    np.testing.assert_array_equal(sample, heat[0, ::step].ravel())
+    assert sum(len(range(lo, hi, step)) for lo, hi in store.reads) == len(range(0, 40, step))
+    assert store.steps == {step}
