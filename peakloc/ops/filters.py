@@ -105,7 +105,7 @@ def _exact_bound(value: float, dtype: np.dtype):
         return value  # compared as float: booleans are 0 and 1
     info = np.iinfo(dtype)
     if np.isnan(value) or value >= info.max:
-        return None if np.isnan(value) else dtype.type(info.max)  # nothing is above it
+        return dtype.type(info.max)  # nothing is above it (nothing is above NaN either)
     if value < info.min:
         return value  # everything is above it; a float comparison says so
     return dtype.type(np.floor(value))
@@ -166,7 +166,7 @@ def _tiles(x: np.ndarray, radius: int, start: int, stop: int):
     radii = [min(radius, max(n - 1, 0)) for n in x.shape]
     plane = int(np.prod(x.shape[1:], dtype=np.int64))
     group = max(1, TILE_VALUES // max(plane, 1))
-    band = x.shape[1] if x.ndim >= 2 else 1
+    band = max(x.shape[1], 1) if x.ndim >= 2 else 1
     if x.ndim >= 3 and plane > TILE_VALUES:
         band = max(1, TILE_VALUES // int(np.prod(x.shape[2:], dtype=np.int64)))
     # The largest padded piece any axis's step copies: its own axis grown by twice the radius, the first two

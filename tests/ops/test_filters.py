@@ -72,7 +72,7 @@ def test_maxima_mask_is_the_filter_comparison_and_the_float64_threshold(rng, dty
     x = (rng.random((7, 9, 12)) * 40 - (20 if dtype == np.int16 else 0)).astype(dtype)
     lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(dtype).min
     peak = ndimage.maximum_filter(x, size=3, mode="constant", cval=lowest)
-    for above in (None, 3.5, 7.0, float(np.float32(7.3)) + 1e-9, -1e300, 1e300, -np.inf):
+    for above in (None, 3.5, 7.0, float(np.float32(7.3)) + 1e-9, -1e300, 1e300, -np.inf, np.nan):
         expected = x == peak
         if above is not None:
             expected &= x.astype(np.float64) > above
