@@ -3,8 +3,8 @@
 Each method reads with the halo it needs, and the answers equal the in-memory ones (the tests force tiny
 slabs to check it).
 
-- Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`). The same pass takes a
-  volume's maximum projections and finite range for an overlay.
+- Extremes and counts: one pass; the argmax: one slab read again (:func:`map_stats`). The same pass takes
+  what an overlay draws: a volume's maximum projections, a large 2-D map's max-pooled picture, the range.
 - Soft-argmax: a second pass in exactly the slabs of the NumPy back end's large-map path, so that its sums
   add in the same order (:func:`soft_argmax`); with ``--peaks``, the same read as the local maxima's.
 - Local maxima: a pass with ``min_distance`` rows of halo for the maximum filter (in cache-sized pieces, the
@@ -141,13 +141,38 @@ def _runner(slabs: Slabs | None, threads: int | None) -> Slabs:
     return Slabs(threads) if slabs is None else slabs
 
 
-def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool, project: bool = False):
-    """A slab's :func:`_finite_extremes`, and with ``project`` its maximum projections (:func:`_projections_of`)."""
+def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool, picture: int = 0):
+    """A slab's :func:`_finite_extremes`, and with ``picture`` what an overlay draws of it.
+
+    ``picture`` 0: nothing; else a volume's maximum projections (:func:`_projections_of`), or a 2-D map's
+    rows max-pooled by ``picture`` (:func:`_pooled_rows`; nothing where it is 1).
+    """
     extremes = _finite_extremes(piece.reshape(-1), counts)
-    if not project:
+    if not picture:
         return extremes
     finite = extremes is not None and extremes[2] == piece.size  # every value counted finite
-    return extremes, _projections_of(piece, finite)
+    if piece.ndim == 3:
+        return extremes, _projections_of(piece, finite)
+    return extremes, _pooled_rows(piece, box[0], picture, finite) if piece.ndim == 2 and picture > 1 else None
+
+
+def _pooled_rows(piece: np.ndarray, low: int, factor: int, finite: bool) -> tuple[int, np.ndarray]:
+    """``(first block row, block maxima)`` of a 2-D slab starting at row ``low``: the overlay's max-pooling.
+
+    Blocks of ``factor`` x ``factor`` pixels of the whole map, as
+    :func:`peakloc.output.overlay.max_pool` takes them; a block the slab shares with its neighbours holds the
+    maximum of the slab's rows only, and the blocks of all slabs are folded with ``fmax``. float64, NaN
+    where a block holds no finite value.
+    """
+    if not finite and piece.dtype.kind == "f":
+        piece = np.where(np.isinf(piece), np.nan, piece)
+    fill = np.nan if piece.dtype.kind == "f" else np.iinfo(piece.dtype).min if piece.dtype.kind in "iu" else 0
+    top, (rows, cols) = low % factor, piece.shape
+    blocks, width = -(-(top + rows) // factor), -(-cols // factor)
+    grown = np.full((blocks * factor, width * factor), fill, piece.dtype)
+    grown[top : top + rows, :cols] = piece
+    pooled = np.fmax.reduce(np.fmax.reduce(grown.reshape(blocks, factor, width, factor), axis=3), axis=1)
+    return low // factor, pooled.astype(np.float64)
 
 
 def _projections_of(piece: np.ndarray, finite: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,34 +239,47 @@ def map_stats(
     counts: bool = True,
     threads: int | None = None,
     slabs: Slabs | None = None,
-    project: bool = False,
+    picture: int = 0,
 ) -> MapStats:
     """Extremes, finite count, first maximum (C order), and how many values equal each extreme.
 
     One pass of max and min over slabs of ``rows`` rows (on ``slabs``, default :class:`Slabs` of
     ``threads`` threads); the argmax (a slower reduction than the max) then runs on the first slab holding
     the maximum only, read again. Without ``counts`` (only the Gaussian fit needs them) the two equality
-    counts are skipped and left 0. With ``project`` (a volume), the same pass takes its maximum projections
-    along Z, Y and X, which an overlay draws, and keeps them with the map's finite range in ``maps.seen[b]``
+    counts are skipped and left 0.
+
+    With ``picture`` (an overlay will be drawn), the same pass takes what it draws: a volume's maximum
+    projections along Z, Y and X, or a 2-D map's picture max-pooled by ``picture`` pixels a side (where that
+    is more than 1). They are kept with the map's finite range in ``maps.seen[b]``
     (:attr:`~peakloc.ops.lazy.Maps.seen`): the overlay then reads the map no more.
     """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
     boxes = _boxes(maps.spatial[0], rows)
     runner = _runner(slabs, threads)
-    project = project and len(maps.spatial) == 3
-    if project:
-        # Folded as they come, a few slabs at a time: every slab's Y x X projection at once could outgrow the
-        # budget.
-        parts, along_z = [], None
-        along_y = np.empty((maps.spatial[0], maps.spatial[2]), np.float64)
-        along_x = np.empty((maps.spatial[0], maps.spatial[1]), np.float64)
+    ndim = len(maps.spatial)
+    picture = picture if ndim == 3 or (ndim == 2 and picture > 1) else 0
+    if picture:
+        # Folded as they come, a few slabs at a time: every slab's projection or block row at once could
+        # outgrow the budget.
+        parts = []
+        if ndim == 3:
+            along_z = np.full(maps.spatial[1:], np.nan)
+            along_y = np.empty((maps.spatial[0], maps.spatial[2]), np.float64)
+            along_x = np.empty((maps.spatial[0], maps.spatial[1]), np.float64)
+        else:
+            pooled = np.full([-(-n // picture) for n in maps.spatial], np.nan)
         step = 2 * max(1, getattr(runner, "threads", 1))
         for k in range(0, len(boxes), step):
             some = boxes[k : k + step]
-            for box, (extremes, (z, y, x)) in zip(some, runner.map(_extremes_of, maps, b, some, counts, True)):
+            for box, (extremes, drawn) in zip(some, runner.map(_extremes_of, maps, b, some, counts, picture)):
                 parts.append(extremes)
-                along_z = z if along_z is None else np.fmax(along_z, z)
-                along_y[box[0] : box[1]], along_x[box[0] : box[1]] = y, x
+                if ndim == 3:
+                    along_z = np.fmax(along_z, drawn[0])
+                    along_y[box[0] : box[1]], along_x[box[0] : box[1]] = drawn[1], drawn[2]
+                else:
+                    at, block_rows = drawn
+                    pooled[at : at + len(block_rows)] = np.fmax(pooled[at : at + len(block_rows)], block_rows)
+        seen = {"projections": (along_z, along_y, along_x)} if ndim == 3 else {"pooled": (picture, pooled)}
     else:
         parts = runner.map(_extremes_of, maps, b, boxes, counts)
     found = [(box[:2], p) for box, p in zip(boxes, parts) if p is not None]
@@ -255,8 +293,8 @@ def map_stats(
     count_hi = sum(p[3] for _, p in found if p[0] == hi)
     count_lo = sum(p[4] for _, p in found if p[1] == lo)
     total = maps.spatial[0] * per_row
-    if project:
-        maps.seen[b] = {"projections": (along_z.astype(np.float64), along_y, along_x), "range": (float(lo), float(hi))}
+    if picture:
+        maps.seen[b] = {**seen, "range": (float(lo), float(hi))}
     return MapStats(hi, lo, count, total - count, first, count_hi, count_lo)
 
 

@@ -165,7 +165,7 @@ def test_the_extremes_pass_takes_a_volumes_projections_and_finite_range(rng, row
     heat[5, 4, 6] = np.inf
     heat[7, :, 3] = -np.inf
     maps = Maps(heat[np.newaxis], 3)
-    streaming.map_stats(maps, 0, rows, project=True)
+    streaming.map_stats(maps, 0, rows, picture=1)
     seen = maps.seen[0]
     plain = np.where(np.isinf(heat), np.nan, heat).astype(np.float64)
     for axis, got in enumerate(seen["projections"]):
@@ -233,3 +233,24 @@ def test_the_noise_sample_of_a_map_read_in_pieces_reads_only_its_sampled_rows(rn
     np.testing.assert_array_equal(sample, heat[0, ::step].ravel())
     assert sum(len(range(lo, hi, step)) for lo, hi in store.reads) == len(range(0, 40, step))
     assert store.steps == {step}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+@pytest.mark.parametrize("rows", [1, 7, 40])
+def test_the_extremes_pass_pools_a_large_2d_map_as_the_overlay_would(rng, dtype, rows):
+    heat = (rng.random((40, 29)) * 1000).astype(dtype)
+    if heat.dtype.kind == "f":
+        heat[4:9, 3:7] = np.nan
+        heat[20, 5] = np.inf
+    maps = Maps(heat[np.newaxis], 2)
+    streaming.map_stats(maps, 0, rows, picture=3)
+    factor, pooled = maps.seen[0]["pooled"]
+    grown = np.full((42, 30), np.nan)
+    grown[:40, :29] = np.where(np.isfinite(heat), heat, np.nan)
+    expected = np.fmax.reduce(np.fmax.reduce(grown.reshape(14, 3, 10, 3), axis=3), axis=1)
+    assert factor == 3
+    np.testing.assert_array_equal(pooled, expected)
+    from peakloc.output.overlay import max_pool
+
+    np.testing.assert_array_equal(max_pool(heat, 3), expected)  # the overlay's own, on the map in memory
+    assert max_pool(maps[0], 3) is pooled
