@@ -30,6 +30,10 @@ class InputError(PeaklocError):
     """A file cannot be read as a heatmap (missing, empty, truncated, pickled, non-numeric...)."""
 
 
+class NoRoomError(PeaklocError, OSError):
+    """A temporary file (a smoothed or decoded copy of a map read in pieces) does not fit its folder's disk."""
+
+
 class MissingTorchError(PeaklocError, ImportError):
     """Torch is needed (a tensor, ``--device cuda``) but is not installed."""
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import numpy_backend
-from ..errors import NoFiniteValueError
+from ..errors import NoFiniteValueError, NoRoomError
 from . import peaks as in_memory
 from . import regions as labelling
 from .filters import maxima_mask
@@ -732,20 +732,26 @@ def decoded_copy(maps: Maps, b: int, rows: int, folder: str | None = None) -> Ma
 def temporary_npy(prefix: str, dtype, shape: tuple[int, ...], folder: str | None = None) -> tuple:
     """``(handle, memmap)``: a temporary NPY file of ``shape``, deleted when ``handle`` is, its disk reserved.
 
-    The file's blocks are allocated before it is mapped: a disk without room fails here, with ``OSError``,
-    rather than with SIGBUS on the first write to a page it cannot hold.
+    The file's blocks are allocated before it is mapped: a disk without room fails here, with
+    :class:`~peakloc.errors.NoRoomError` (an ``OSError``), rather than with SIGBUS on the first write to a
+    page it cannot hold.
     """
     import tempfile  # only here: start-up of the runs that never write one stays short
 
     handle = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".npy", dir=folder)  # noqa: SIM115
     out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=dtype, shape=shape)
     if hasattr(os, "posix_fallocate"):
+        size = os.path.getsize(handle.name)
         try:
-            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(handle.name))
-        except OSError:
+            os.posix_fallocate(handle.fileno(), 0, size)
+        except OSError as exc:
             del out
             handle.close()
-            raise
+            where = os.path.dirname(handle.name)
+            raise NoRoomError(
+                f"no room for a temporary file of {size / 2**20:.1f} MiB in {where} ({exc.strerror or exc}); "
+                "set TMPDIR to a folder with more room"
+            ) from None
     return handle, out
 
 

@@ -111,3 +111,23 @@ def test_cli_rejects_a_negative_smooth(tmp_path):
     np.save(path, np.zeros((4, 4)))
     result = StrictRunner().invoke(main, ["find", str(path), "--smooth", "-1"])
     assert result.exit_code == 2 and "--smooth" in result.output
+
+
+def test_a_smoothed_copy_the_temporary_disk_cannot_hold_fails_its_input_in_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).random((300, 300)).astype(np.float32))
+    cv2.imwrite(str(tmp_path / "small.png"), np.eye(9, dtype=np.uint8) * 200)
+    result = StrictRunner().invoke(
+        main, ["find", str(tmp_path / "big.npy"), str(tmp_path / "small.png"), "--smooth", "2", "--max-memory", "1MiB"]
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"peakloc: error: {tmp_path / 'big.npy'}: no room for a temporary")
+    assert "set TMPDIR to a folder with more room" in errors[0]
+    assert len([row for row in result.stdout.splitlines() if "small.png" in row]) == 2  # the other input's rows
