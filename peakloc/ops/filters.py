@@ -205,6 +205,32 @@ def _tiles(x: np.ndarray, radius: int, start: int, stop: int):
             yield (slice(a - start, b - start), slice(c, d)) if x.ndim >= 3 else (slice(a - start, b - start),), peak
 
 
+def block_maxima(rows: np.ndarray, factor: int, top: int = 0, finite: bool | None = None) -> np.ndarray:
+    """Max-pooling of 2-D ``rows``: the maxima of their ``factor`` x ``factor`` blocks, as an overlay draws.
+
+    The first row lies ``top`` rows into its block. Returns float64 ``(ceil((top + rows) / factor),
+    ceil(columns / factor))``, NaN where a block holds no finite value: NaN and inf are passed over, as are
+    the places beyond ``rows``. ``finite`` (True: ``rows`` holds no NaN or inf) spares the check for inf.
+
+    Examples
+    --------
+    >>> block_maxima(np.arange(12.0).reshape(3, 4), 2)
+    array([[ 5.,  7.],
+           [ 9., 11.]])
+    """
+    if not finite and rows.dtype.kind == "f" and np.isinf(rows).any():
+        rows = np.where(np.isinf(rows), np.nan, rows)  # fmax skips NaN
+    count, cols = rows.shape
+    blocks, width = -(-(top + count) // factor), -(-cols // factor)
+    if top or blocks * factor != count or width * factor != cols:
+        fill = np.nan if rows.dtype.kind == "f" else lowest(rows.dtype)
+        grown = np.full((blocks * factor, width * factor), fill, rows.dtype)
+        grown[top : top + count, :cols] = rows
+        rows = grown
+    pooled = np.fmax.reduce(np.fmax.reduce(rows.reshape(blocks, factor, width, factor), axis=3), axis=1)
+    return pooled.astype(np.float64)
+
+
 def correlate(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     """Correlate float ``x`` with symmetric ``taps`` along ``axis``, borders mirrored about the edge pixel."""
     out = np.zeros_like(x)

@@ -320,10 +320,7 @@ def local_maxima(
     if threshold_sd is not None:
         background, sd = noise_floor(x[:: noise_rows(x.shape)])
         threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
-    if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
-        x = x.astype(np.float32)
-    elif x.dtype.kind not in "iuf":
-        x = x.astype(np.float64)
+    x = comparable(x)
     # Compared and filtered in its own dtype (exact); values leave it as float64, never compared in float32.
     finite = None
     if x.dtype.kind == "f":
@@ -351,6 +348,19 @@ def local_maxima(
     flat, values = flat[order], values[order]
     coords = np.stack(np.unravel_index(flat, x.shape), axis=1)
     return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
+
+
+def comparable(x: np.ndarray) -> np.ndarray:
+    """``x`` as local maxima compare it.
+
+    In its own dtype (a maximum is exact in any); floats of fewer than 4 bytes and booleans as float32, other
+    kinds as float64.
+    """
+    if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
+        return x.astype(np.float32)
+    if x.dtype.kind not in "iuf":
+        return x.astype(np.float64)
+    return x
 
 
 def pick(

@@ -30,7 +30,7 @@ from ..backends import numpy_backend
 from ..errors import NoFiniteValueError, NoRoomError
 from . import peaks as in_memory
 from . import regions as labelling
-from .filters import maxima_mask
+from .filters import block_maxima, maxima_mask
 from .lazy import Maps
 from .normalize import coefficient
 from .smoothing import smooth_one, smoothing_kernels
@@ -93,8 +93,10 @@ class Slabs:
         that each row is decoded once a pass.
         """
         overlap = any(box[0] < previous[1] for previous, box in zip(boxes, boxes[1:]))
-        band = max(self.band, 1) if self.band > 1 or (overlap and decodes(maps)) else 0
-        rows = _Band(maps, b, band) if band else None
+        if self.band > 1:
+            rows = _Band(maps, b, self.band)
+        else:  # bands of one row: each row read once, kept for the next slab's halo
+            rows = _Band(maps, b, 1) if overlap and decodes(maps) else None
         out = []
         for k in range(0, len(boxes), self.threads):
             pending = [
@@ -159,20 +161,11 @@ def _extremes_of(piece: np.ndarray, box: tuple[int, int, int], counts: bool, pic
 def _pooled_rows(piece: np.ndarray, low: int, factor: int, finite: bool) -> tuple[int, np.ndarray]:
     """``(first block row, block maxima)`` of a 2-D slab starting at row ``low``: the overlay's max-pooling.
 
-    Blocks of ``factor`` x ``factor`` pixels of the whole map, as
-    :func:`peakloc.output.overlay.max_pool` takes them; a block the slab shares with its neighbours holds the
-    maximum of the slab's rows only, and the blocks of all slabs are folded with ``fmax``. float64, NaN
-    where a block holds no finite value.
+    Blocks of ``factor`` x ``factor`` pixels of the whole map (:func:`~peakloc.ops.filters.block_maxima`); a
+    block the slab shares with its neighbours holds the maximum of the slab's rows only, and the blocks of
+    all slabs are folded with ``fmax``.
     """
-    if not finite and piece.dtype.kind == "f":
-        piece = np.where(np.isinf(piece), np.nan, piece)
-    fill = np.nan if piece.dtype.kind == "f" else np.iinfo(piece.dtype).min if piece.dtype.kind in "iu" else 0
-    top, (rows, cols) = low % factor, piece.shape
-    blocks, width = -(-(top + rows) // factor), -(-cols // factor)
-    grown = np.full((blocks * factor, width * factor), fill, piece.dtype)
-    grown[top : top + rows, :cols] = piece
-    pooled = np.fmax.reduce(np.fmax.reduce(grown.reshape(blocks, factor, width, factor), axis=3), axis=1)
-    return low // factor, pooled.astype(np.float64)
+    return low // factor, block_maxima(piece, factor, low % factor, finite)
 
 
 def _projections_of(piece: np.ndarray, finite: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -368,13 +361,9 @@ SLAB_CANDIDATES = 1 << 14
 def _comparable(x: np.ndarray, finite: bool) -> np.ndarray:
     """A slab as local maxima compare it, as :func:`peakloc.ops.peaks.local_maxima` does.
 
-    Its own dtype (floats of fewer than 4 bytes and booleans as float32); non-finite values -inf, copied only
-    where the map has any.
+    :func:`~peakloc.ops.peaks.comparable`; non-finite values -inf, copied only where the map has any.
     """
-    if x.dtype.kind == "b" or (x.dtype.kind == "f" and x.dtype.itemsize < 4):
-        x = x.astype(np.float32)
-    elif x.dtype.kind not in "iuf":
-        x = x.astype(np.float64)
+    x = in_memory.comparable(x)
     if x.dtype.kind == "f" and not finite:
         x = np.where(np.isfinite(x), x, x.dtype.type(-np.inf))
     return x

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import PeaklocError
 from ..io.colormaps import names as colormap_names
+from ..ops.filters import block_maxima
 
 #: Overlays of small heatmaps are scaled up (nearest neighbour) to at least this many pixels on the short side.
 MIN_SHORT_SIDE = 256
@@ -395,19 +396,10 @@ def max_pool(image, factor: int) -> np.ndarray:
         return seen[1]
     rows, cols = image.shape
     out = np.empty((-(-rows // factor), -(-cols // factor)))
-    padded_cols = out.shape[1] * factor
     per_band = max(1, 8 * SLAB_VALUES // max(1, cols * factor))
     for first in range(0, out.shape[0], per_band):
         last = min(first + per_band, out.shape[0])
-        band = _without_infinities(np.asarray(image[first * factor : last * factor]))
-        fill = np.nan if band.dtype.kind == "f" else np.iinfo(band.dtype).min if band.dtype.kind in "iu" else 0
-        height = (last - first) * factor
-        if band.shape[0] < height or padded_cols > cols:
-            grown = np.full((height, padded_cols), fill, band.dtype)
-            grown[: band.shape[0], :cols] = band
-            band = grown
-        blocks = band.reshape(last - first, factor, -1, factor)
-        out[first:last] = np.fmax.reduce(np.fmax.reduce(blocks, axis=3), axis=1)
+        out[first:last] = block_maxima(np.asarray(image[first * factor : last * factor]), factor)
     return out
 
 
