@@ -45,11 +45,6 @@ def _piece(array: Any, index: tuple) -> np.ndarray:
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
 
 
-def _into(out: np.ndarray, part) -> np.ndarray:
-    out[...] = part
-    return out
-
-
 #: Libraries whose errors, raised while a piece is read, mean the stored data cannot be decoded.
 _DECODERS = frozenset({"h5py", "zarr", "numcodecs", "imagecodecs", "tifffile", "zlib", "blosc", "zstandard"})
 
@@ -63,15 +58,18 @@ def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
     ``out`` (a memory-mapped file, say) each column goes straight there: nothing slab-sized is held.
     """
     chunks = getattr(array, "chunks", None)
-    if isinstance(array, np.ndarray):
-        return np.asarray(array[index]) if out is None else _into(out, array[index])
-    if not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
-        return _piece(array, index) if out is None else _into(out, _piece(array, index))
-    index = index + (slice(None),) * (len(array.shape) - len(index))
-    ranges = [(k, *i.indices(int(array.shape[k]))[:2]) for k, i in enumerate(index) if isinstance(i, slice)]
-    split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
-    if not split or any(i.step not in (None, 1) for i in index if isinstance(i, slice)):
-        return _piece(array, index) if out is None else _into(out, _piece(array, index))
+    split = []
+    if not isinstance(array, np.ndarray) and chunks and all(isinstance(c, (int, np.integer)) for c in chunks):
+        index = index + (slice(None),) * (len(array.shape) - len(index))
+        ranges = [(k, *i.indices(int(array.shape[k]))[:2]) for k, i in enumerate(index) if isinstance(i, slice)]
+        if all(i.step in (None, 1) for i in index if isinstance(i, slice)):
+            split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
+    if not split:  # in memory, not chunked, or within one chunk column: one read
+        part = np.asarray(array[index]) if isinstance(array, np.ndarray) else _piece(array, index)
+        if out is None:
+            return part
+        out[...] = part
+        return out
     kept = [k for k, _, _ in ranges]
     if out is None:
         out = np.empty([hi - lo for _, lo, hi in ranges], np.dtype(array.dtype))

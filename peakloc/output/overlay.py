@@ -403,8 +403,13 @@ def max_pool(image, factor: int) -> np.ndarray:
     return out
 
 
+def pool_factor(shape: tuple[int, ...]) -> int:
+    """Pixels a side of the blocks a panel of ``shape`` is max-pooled by (1: drawn as it is)."""
+    return max(1, -(-max(shape) // MAX_PANEL))
+
+
 def _pooled(panel: Panel) -> Panel:
-    factor = -(-max(panel.image.shape) // MAX_PANEL)
+    factor = pool_factor(panel.image.shape)
     if factor <= 1:
         return panel
     return Panel(max_pool(panel.image, factor), panel.row_axis, panel.col_axis, panel.label, factor)

@@ -543,10 +543,14 @@ def _locate_slabs(
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     work, stats, raw_stats = maps, [], []
     smoothed = []
+    # What an overlay draws (projections, a pooled picture) and its colour range come from the extremes' read.
+    picture = 0
+    if settings.overlay is not None:
+        from ..output.overlay import pool_factor  # only for runs that draw one
+
+        picture = pool_factor(maps.spatial)
     for b in range(maps.count):
         try:
-            # What an overlay draws (projections, a pooled picture) and its colour range come from the same read.
-            picture = _picture_factor(maps.spatial) if settings.overlay is not None else 0
             first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, picture)
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None
@@ -613,13 +617,6 @@ def _locate_slabs(
         kept = KeptBoxes(work, limit=KEPT_BYTES if budget is None else min(KEPT_BYTES, max(budget // 8, 1 << 20)))
         maps, work = (kept, kept) if work is maps else (maps, kept)
     return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
-
-
-def _picture_factor(spatial: tuple[int, ...]) -> int:
-    """The overlay's max-pooling factor for a map of ``spatial`` shape (1: drawn as it is)."""
-    from ..output.overlay import MAX_PANEL
-
-    return max(1, -(-max(spatial) // MAX_PANEL))
 
 
 def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:
