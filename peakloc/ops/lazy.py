@@ -37,9 +37,10 @@ def _piece(array: Any, index: tuple) -> np.ndarray:
     except (PeaklocError, MemoryError):
         raise
     except Exception as exc:
-        # A decoder's failure (h5py's OSError, a codec's own error) is the input's; anything else, an index
-        # this module got wrong say, stays a bug to report.
-        if not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] not in _DECODERS:
+        # A decoder's failure (h5py's OSError, a codec's own error, or a plain error raised inside a codec, as
+        # numcodecs' RuntimeError for a corrupt Zstd chunk) is the input's; anything else, an index this
+        # module got wrong say, stays a bug to report.
+        if not (isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _DECODERS or _raised_in_codec(exc)):
             raise
         text = (str(exc).strip().splitlines() or ["unreadable"])[0]
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
@@ -47,6 +48,18 @@ def _piece(array: Any, index: tuple) -> np.ndarray:
 
 #: Libraries whose errors, raised while a piece is read, mean the stored data cannot be decoded.
 _DECODERS = frozenset({"h5py", "zarr", "numcodecs", "imagecodecs", "tifffile", "zlib", "blosc", "zstandard"})
+
+#: Modules that only decode: any error raised in one of them, whatever its class, is the data's.
+_CODECS = ("numcodecs", "imagecodecs", "zlib", "blosc", "zstandard", "zarr.codecs")
+
+
+def _raised_in_codec(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside a codec (its innermost frame's module), not by the store's indexing."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return any(name == codec or name.startswith(codec + ".") for codec in _CODECS)
 
 
 def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:

@@ -134,3 +134,31 @@ def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without
     monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: True)  # a tmpfs: no copy tried
     assert rows(tmp_path / "v.zarr", *options) == expected
     assert copies == [0, 0]
+
+
+@pytest.mark.parametrize("budget", ["1GiB", "1MiB"])
+def test_a_zarr_chunk_its_codec_cannot_decode_fails_its_input_in_one_line(tmp_path, budget):
+    from numcodecs import Zstd
+
+    rng = np.random.default_rng(4)
+    heat = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)  # read in slabs under the small budget
+    store = zarr.open(
+        str(tmp_path / "v.zarr"),
+        mode="w",
+        shape=heat.shape,
+        chunks=(128, 40, 40),
+        dtype="f4",
+        zarr_format=2,
+        compressor=Zstd(),
+    )
+    store[:] = heat
+    (tmp_path / "v.zarr" / "0.0.0").write_bytes(rng.bytes(100))  # not a Zstd frame: numcodecs' RuntimeError
+    np.save(tmp_path / "ok.npy", np.eye(9))
+    result = StrictRunner().invoke(
+        main, ["find", str(tmp_path / "v.zarr"), str(tmp_path / "ok.npy"), "--peaks", "3", "--max-memory", budget]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0].startswith(
+        f"peakloc: error: {tmp_path / 'v.zarr'}: corrupt data in the file (RuntimeError: Zstd decompression error"
+    )
+    assert [row.split(",")[0] for row in result.stdout.splitlines()[1:]] == [str(tmp_path / "ok.npy")] * 2
