@@ -173,8 +173,8 @@ def cpu(quick: bool) -> None:
                     "cpu", f"{label}: the dense path's arithmetic alone", floor, "kornia spatial_soft_argmax2d", korn
                 )
                 print(
-                    "    (extremes, v - max, scaling, clamp, exp and both marginal sums in float32, the steps whose\n"
-                    "    rounding the results keep, on every core with nothing else: less than any such path takes)"
+                    "    (extremes, v - max, scaling, exp and both marginal sums in float32, the steps whose rounding\n"
+                    "    the results keep, on every core with nothing else: less than any such path takes)"
                 )
         except ImportError:
             print("  kornia not installed: no kornia row")
@@ -185,23 +185,28 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
     """Seconds for the dense path's float32 arithmetic alone, the batch split over cores, nothing else.
 
     On a uniform batch most values carry weight, so every value goes through each step whose rounding the
-    soft-argmax's results keep: the extremes, ``v - max``, the scaling, the clamp, ``exp`` and the sums onto
-    both axes. The choice between the sparse and dense paths, and every allocation, come on top.
+    soft-argmax's results keep: the extremes, ``v - max``, the scaling, ``exp`` and the sums onto both axes
+    (matrix-vector products with ones), in chunks of 256 Ki values as the dense path takes them. The choice
+    between the sparse and dense paths and the final float64 sums come on top.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     cores = os.cpu_count() or 1
     parts = np.array_split(x.reshape(-1, *x.shape[-2:]), cores)
-    cut = np.float32(-(np.log(x.shape[-1] * x.shape[-2]) + 20))
+    step = (1 << 18) // (x.shape[-1] * x.shape[-2])
+    rows, columns = np.ones(x.shape[-1], np.float32), np.ones(x.shape[-2], np.float32)
 
     def work(part: np.ndarray) -> None:
         flat = part.reshape(len(part), -1)
         hi, lo = flat.max(axis=1), flat.min(axis=1)
-        w = np.subtract(part, hi[:, None, None], dtype=np.float32)
-        w *= (np.float32(100) / (hi - lo))[:, None, None]
-        np.maximum(w, cut, out=w)
-        np.exp(w, out=w)
-        w.sum(axis=1), w.sum(axis=-1)
+        scale = np.float32(100) / (hi - lo)
+        w = np.empty((step,) + part.shape[1:], np.float32)
+        for s in range(0, len(part), step):
+            chunk = w[: len(part[s : s + step])]
+            np.subtract(part[s : s + step], hi[s : s + step, None, None], out=chunk)
+            chunk *= scale[s : s + step, None, None]
+            np.exp(chunk, out=chunk)
+            np.matmul(chunk, rows), np.matmul(columns, chunk)
 
     with ThreadPoolExecutor(cores) as pool:
         return best_of(lambda: list(pool.map(work, parts)), repeat=5 if quick else 15, number=5)

@@ -132,3 +132,37 @@ def test_refine_of_noise_free_maps_of_mixed_widths_stays_accurate(method):
     # local is a soft-argmax in a window: at beta 100 a narrow peak pulls it to the brightest pixel.
     tolerance = {"local": 0.5, "quadratic": 0.02, "dark": 0.02, "gaussian": 1e-6}[method]
     np.testing.assert_allclose(got, [[20.3, 19.6]] * 3, atol=tolerance)
+
+
+def _mixed_maps(rng, count=6):
+    """Maps of 64x48 whose kept share (beta 100, minmax) runs from a few values to a third of the map."""
+    maps = []
+    for k in range(count):
+        heat = 0.5 * rng.random((64, 48))
+        share = (0.002, 0.08, 0.095, 0.105, 0.12, 0.3)[k % 6]
+        top = rng.random((64, 48)) < share  # this share of values near the top: kept, wherever they lie
+        heat[top] = rng.uniform(0.85, 1.0, top.sum())
+        heat[rng.integers(64), rng.integers(48)] = 1.0
+        maps.append(heat)
+    return np.stack(maps).astype(np.float32)
+
+
+def test_soft_argmax_of_a_map_has_the_same_bits_beside_peaked_or_dense_maps(rng):
+    # Each map takes the dense or the sparse path by its own sample, whichever way its batch lists its kept
+    # values (one list for a peaked batch, a mask where many are kept); BLAS sums one map at a time.
+    maps = _mixed_maps(rng)
+    flat = maps.reshape(len(maps), -1)
+    kept = flat >= 1 - (np.log(flat.shape[1]) + 20) / 100  # every map's maximum is 1, its minimum about 0
+    # Some maps are more than a tenth kept but less than a tenth of their sample, or the other way round.
+    assert ((kept.mean(axis=1) > 0.1) != (kept[:, ::61].mean(axis=1) > 0.1)).any()
+    peaked = _mixed_maps(rng, 12)[::6]  # 0.2% kept: the batch's kept values are listed
+    dense = rng.random((40, 64, 48)).astype(np.float32)  # a third kept: the batch is counted by mask
+    for i, heat in enumerate(maps):
+        alone = peakloc.soft_argmax(heat[None])[0]
+        for neighbours in (peaked, dense):
+            batch = np.concatenate([neighbours[:1], heat[None], neighbours])
+            np.testing.assert_array_equal(peakloc.soft_argmax(batch)[1], alone, err_msg=f"map {i}")
+        # Not aligned to 16 bytes, as a map inside a batch may not be.
+        buffer = np.empty(heat.size + 1, np.float32)[1:].reshape(1, 64, 48)
+        buffer[:] = heat
+        np.testing.assert_array_equal(peakloc.soft_argmax(buffer)[0], alone, err_msg=f"map {i}")
