@@ -49,8 +49,8 @@ def offsets(half, ndim: int) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, ndim)
 
 
-def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half) -> np.ndarray:
-    """Windows around peaks, float64, NaN outside the map and where values are not finite.
+def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half, dtype=np.float64) -> np.ndarray:
+    """Windows around peaks, in ``dtype`` (float64 by default), NaN outside the map and where values are not finite.
 
     Parameters
     ----------
@@ -61,6 +61,7 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half) 
     centres : ndarray of int, shape ``(N, ndim)``
     half : int, or sequence of ``ndim`` ints
         Samples each side of the centre, for every axis or per axis.
+    dtype : float dtype, optional
 
     Returns
     -------
@@ -70,15 +71,15 @@ def windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half) 
     ndim = len(spatial)
     half = _halves(half, ndim)
     if not isinstance(heatmaps, np.ndarray):  # a Maps stack read in pieces: one box per peak
-        return _windows_read(heatmaps, owner, centres, half)
+        return _windows_read(heatmaps, owner, centres, half, dtype)
     side = tuple(int(s) for s in 2 * half + 1)
-    out = np.empty((len(centres),) + side)
+    out = np.empty((len(centres),) + side, dtype)
     inside = np.all((centres >= half) & (centres < spatial - half), axis=1)
     if inside.any():  # wholly inside their map: most peaks of a large map
         out[inside] = _boxes(heatmaps, owner[inside], centres[inside] - half, side)
     edge = np.flatnonzero(~inside)
     if edge.size:
-        out[edge] = _edge_windows(heatmaps, owner[edge], centres[edge], half)
+        out[edge] = _edge_windows(heatmaps, owner[edge], centres[edge], half, dtype)
     if heatmaps.dtype.kind in "fc":
         out[~np.isfinite(out)] = np.nan
     return out
@@ -94,11 +95,15 @@ def _boxes(maps: np.ndarray, owner: np.ndarray, corners: np.ndarray, side: tuple
     return boxes[(owner, *corners.T)]
 
 
-def _edge_windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """:func:`windows` of peaks whose windows cross their map's edge: float64, NaN outside the map.
+def _edge_windows(
+    heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, half: np.ndarray, dtype=np.float64
+) -> np.ndarray:
+    """:func:`windows` of peaks whose windows cross their map's edge: in ``dtype``, NaN outside the map.
 
     Where their maps are small next to the windows (tiny maps, whose every window crosses an edge), the maps
-    are padded and the windows gathered from a strided view, as inside; else one index per sample.
+    are padded and the windows gathered from a strided view, as inside. Where a map is at least a window wide
+    along each axis, each box is gathered moved inside it and shifted back (a third of the time of indexing
+    each sample, in a 48-plane volume where a third of the windows cross its faces). Else one index per sample.
     """
     spatial = np.array(heatmaps.shape[1:])
     ndim = len(spatial)
@@ -107,30 +112,53 @@ def _edge_windows(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray, 
     maps, local = np.unique(owner, return_inverse=True)
     if len(maps) * np.prod(spatial + 2 * half, dtype=np.float64) <= 4 * len(owner) * samples:
         padded = np.pad(heatmaps[maps], [(0, 0)] + [(int(h), int(h)) for h in half])
-        values = _boxes(padded, local, centres, side).astype(np.float64)  # corners shift by the padding
-        for k in range(ndim):  # outside the map, axis by axis
-            position = centres[:, k, None] + np.arange(-half[k], half[k] + 1)
-            outside = ((position < 0) | (position >= spatial[k])).reshape(
-                (len(owner),) + (1,) * k + (side[k],) + (1,) * (ndim - k - 1)
-            )
-            values[np.broadcast_to(outside, values.shape)] = np.nan
+        values = _boxes(padded, local, centres, side).astype(dtype)  # corners shift by the padding
+        _outside_is_nan(values, centres - half, spatial)
+        return values
+    if np.all(spatial >= side):
+        # Each window's box moved inside its map, gathered from the strided view as inside, then shifted
+        # back along each axis it crossed: no index per sample into the map.
+        corners = centres - half
+        moved = np.clip(corners, 0, spatial - np.array(side))
+        values = _boxes(heatmaps, owner, moved, side).astype(dtype)
+        for k in range(ndim):
+            shift = corners[:, k] - moved[:, k]
+            rows = np.flatnonzero(shift)
+            if rows.size:
+                index = np.clip(np.arange(side[k]) + shift[rows, None], 0, side[k] - 1)
+                index = index.reshape((len(rows),) + (1,) * k + (side[k],) + (1,) * (ndim - k - 1))
+                values[rows] = np.take_along_axis(values[rows], index, axis=1 + k)
+        _outside_is_nan(values, corners, spatial)
         return values
     index = centres[:, None, :] + offsets(half, ndim)[None]
     within = np.all((index >= 0) & (index < spatial), axis=-1)
     flat = np.clip(index, 0, spatial - 1) @ c_strides(spatial)
-    values = heatmaps.reshape(len(heatmaps), -1)[owner[:, None], flat].astype(np.float64)
+    values = heatmaps.reshape(len(heatmaps), -1)[owner[:, None], flat].astype(dtype)
     values[~within] = np.nan
     return values.reshape((len(owner),) + side)
 
 
-def _windows_read(maps, owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> np.ndarray:
+def _outside_is_nan(values: np.ndarray, corners: np.ndarray, spatial: np.ndarray) -> None:
+    """Set NaN, in place, the samples of windows ``values`` ``(N, *side)`` with these lowest ``corners`` that lie
+    outside the map, axis by axis."""
+    n, side = len(values), values.shape[1:]
+    for k in range(len(side)):
+        position = corners[:, k, None] + np.arange(side[k])
+        outside = ((position < 0) | (position >= spatial[k])).reshape(
+            (n,) + (1,) * k + (side[k],) + (1,) * (len(side) - k - 1)
+        )
+        if outside.any():
+            values[np.broadcast_to(outside, values.shape)] = np.nan
+
+
+def _windows_read(maps, owner: np.ndarray, centres: np.ndarray, half: np.ndarray, dtype=np.float64) -> np.ndarray:
     """:func:`windows` of a stack read in pieces (:class:`~peakloc.ops.lazy.Maps`): one box read per peak."""
     spatial = np.array(maps.shape[1:])
-    out = np.full((len(centres),) + tuple(int(s) for s in 2 * half + 1), np.nan)
+    out = np.full((len(centres),) + tuple(int(s) for s in 2 * half + 1), np.nan, dtype)
     for k, (b, centre) in enumerate(zip(owner, centres)):
         lo = np.maximum(centre - half, 0)
         hi = np.minimum(centre + half + 1, spatial)
-        piece = maps.read(int(b), tuple(slice(int(a), int(z)) for a, z in zip(lo, hi))).astype(np.float64)
+        piece = maps.read(int(b), tuple(slice(int(a), int(z)) for a, z in zip(lo, hi))).astype(dtype)
         piece[~np.isfinite(piece)] = np.nan
         out[(k,) + tuple(slice(int(a - c + h), int(z - c + h)) for a, z, c, h in zip(lo, hi, centre, half))] = piece
     return out
@@ -264,7 +292,9 @@ def _estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray
     """:func:`estimate_shape` of a few peaks at once."""
     ndim = centres.shape[1]
     half = SIGMA_WINDOW[ndim]
-    w = windows(heatmaps, owner, centres, half)
+    # In the work dtype: float32 for any map but a float64 one. The order statistics below (a partition per
+    # window) take a third less time than in float64, and an integer map's values are exact in float32.
+    w = windows(heatmaps, owner, centres, half, numpy_backend.work_dtype(heatmaps.dtype))
     flat = w.reshape(len(w), -1)
     with np.errstate(all="ignore"):
         background = nanpercentile_rows(flat, 10)
@@ -293,7 +323,8 @@ def _estimate_shape(heatmaps: np.ndarray, owner: np.ndarray, centres: np.ndarray
         clipped = np.sum(samples == lowest[:, None], axis=1) >= 0.25 * count
         noise = np.where(clipped | ~(noise > 0), spread, noise)
     sigma = np.clip(np.nan_to_num(sigma, nan=1.0), 0.5, half / 2)
-    return PeakShape(sigma, background, amplitude, noise, line_widths(w, background, amplitude))
+    widths = line_widths(w, background, amplitude)
+    return PeakShape(*(np.asarray(a, np.float64) for a in (sigma, background, amplitude, noise, widths)))
 
 
 def line_widths(w: np.ndarray, background: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
