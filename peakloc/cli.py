@@ -437,13 +437,62 @@ run_options = option_group(
 )
 
 
+def long_forms(params: list[click.Parameter], args: list[str]) -> list[str]:
+    """``args`` with each short option (``-q``) that stands alone spelled long (``--quiet``); the same parse.
+
+    Click 8.5 tries every option as a long one first. A short one fails that match by raising NoSuchOption,
+    whose construction looks up a translation and imports :mod:`difflib` to rank every long option by
+    likeness: 4 ms of a one-file run, spent on an option that then parses as it should. Tokens that click
+    takes as an option's value, and everything after ``--``, are left as they are.
+
+    Examples
+    --------
+    >>> quiet = click.Option(["-q", "--quiet"], is_flag=True)
+    >>> output = click.Option(["-o", "--output"])
+    >>> long_forms([quiet, output], ["a.png", "-q", "-o", "-q", "--output", "-o", "--", "-q"])
+    ['a.png', '--quiet', '--output', '-q', '--output', '-o', '--', '-q']
+    """
+    spelled: dict[str, str] = {}
+    values: dict[str, int] = {}  # option string -> how many values follow it
+    for param in params:
+        if not isinstance(param, click.Option):
+            continue
+        names = param.opts + param.secondary_opts
+        follow = 0 if param.is_flag or param.count else max(1, param.nargs)
+        values.update(dict.fromkeys(names, follow))
+        long = next((name for name in param.opts if name.startswith("--")), None)
+        if long is not None:
+            spelled.update({name: long for name in param.opts if len(name) == 2 and name[0] == "-" != name[1]})
+    out: list[str] = []
+    skip = 0
+    for k, arg in enumerate(args):
+        if skip:
+            skip -= 1
+        elif arg == "--":
+            out.extend(args[k:])
+            break
+        else:
+            skip = values.get(arg, 0)
+            arg = spelled.get(arg, arg)
+        out.append(arg)
+    return out
+
+
+class LongFormCommand(click.Command):
+    """A click command that parses its short options in their long form (:func:`long_forms`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Click's parse of :func:`long_forms` of ``args``."""
+        return super().parse_args(ctx, long_forms(self.params, args))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="peakloc", message="%(prog)s %(version)s")
 def main() -> None:
     """Find peaks in heatmaps: PNG, NPY and TIFF files, 2-D images and 3-D volumes."""
 
 
-@main.command(no_args_is_help=False)
+@main.command(cls=LongFormCommand, no_args_is_help=False)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @method_options
 @peak_options

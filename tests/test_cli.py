@@ -193,14 +193,14 @@ def test_version_prints_the_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def _modules_after(args, tmp_path):
+def _modules_after(args, tmp_path, watch=("torch", "cv2", "tifffile", "rich", "zarr", "dask", "distributed")):
     code = (
         "import sys, runpy; sys.argv = ['peakloc', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('peakloc', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "print('MODULES', ' '.join(m for m in HEAVY if m in sys.modules))"
     )
-    code = code.replace("HEAVY", repr(("torch", "cv2", "tifffile", "rich", "zarr", "dask", "distributed")))
+    code = code.replace("HEAVY", repr(tuple(watch)))
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
     return out.stdout.rsplit("MODULES", 1)[1].split()
 
@@ -217,6 +217,25 @@ def test_find_on_npy_with_cpu_device_imports_no_torch_cv2_or_tifffile(tmp_path):
 
 def test_find_on_png_imports_no_torch_or_tifffile(files):
     assert _modules_after(["find", str(files / "a.png")], files) == ["cv2"]
+
+
+def test_short_options_parse_without_clicks_option_suggestions(tmp_path):
+    # Click builds a NoSuchOption, with difflib's close matches, for every short option it first tries as a
+    # long one: peakloc hands it the long form instead.
+    np.save(tmp_path / "a.npy", np.eye(5))
+    args = ["find", "a.npy", "-q", "-m", "argmax", "-o", "out.csv", "--device", "cpu"]
+    assert _modules_after(args, tmp_path, watch=("difflib",)) == []
+    assert table((tmp_path / "out.csv").read_text())[0]["method"] == "argmax"
+
+
+def test_short_and_long_options_give_the_same_run(tmp_path):
+    np.save(tmp_path / "a.npy", gaussian((20, 30), (8.3, 11.6)))
+    short = StrictRunner().invoke(main, ["find", str(tmp_path / "a.npy"), "-q", "-m", "argmax,gaussian", "-o", "-"])
+    long = StrictRunner().invoke(
+        main, ["find", str(tmp_path / "a.npy"), "--quiet", "--method", "argmax,gaussian", "--output", "-"]
+    )
+    assert short.exit_code == long.exit_code == 0
+    assert short.output == long.output
 
 
 def test_installed_command_runs_end_to_end(files):

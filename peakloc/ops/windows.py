@@ -139,8 +139,10 @@ def _edge_windows(
 
 
 def _outside_is_nan(values: np.ndarray, corners: np.ndarray, spatial: np.ndarray) -> None:
-    """Set NaN, in place, the samples of windows ``values`` ``(N, *side)`` with these lowest ``corners`` that lie
-    outside the map, axis by axis."""
+    """Set NaN, in place, where windows ``values`` ``(N, *side)`` lie outside their map, axis by axis.
+
+    ``corners`` ``(N, ndim)``: each window's lowest position in the map; ``spatial``: the map's shape.
+    """
     n, side = len(values), values.shape[1:]
     for k in range(len(side)):
         position = corners[:, k, None] + np.arange(side[k])
