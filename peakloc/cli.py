@@ -767,15 +767,19 @@ def _check_output(output: str, inputs: list[str]) -> None:
         raise click.BadParameter(f"{output} is a directory", param_hint="'--output'")
     if not target.parent.is_dir() and str(target.parent) != "":
         raise click.BadParameter(f"folder {target.parent} does not exist", param_hint="'--output'")
-    if target.exists():
-        for path in inputs:
-            try:
-                if os.path.samefile(path, target):
-                    raise click.BadParameter(
-                        f"{output} is one of the inputs; peakloc never writes over an input", param_hint="'--output'"
-                    )
-            except OSError:
-                continue
+    try:
+        status = os.stat(target)
+    except OSError:  # nothing there yet: no input is it
+        return
+    for path in inputs:  # os.path.samefile, with the output's side stat'ed once
+        try:
+            found = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (found.st_ino, found.st_dev) == (status.st_ino, status.st_dev):
+            raise click.BadParameter(
+                f"{output} is one of the inputs; peakloc never writes over an input", param_hint="'--output'"
+            )
 
 
 class _NoProgress:

@@ -99,6 +99,25 @@ def _destination(output: str) -> tuple[str, str]:
     return "stream", output
 
 
+def _temporary_beside(target: str) -> tuple[int, str]:
+    """A new file ``.NAME.XXXXXXXX.tmp`` in ``target``'s folder, opened for writing: ``(descriptor, path)``.
+
+    What ``tempfile.mkstemp`` does (a random name, created exclusively, mode 0600), without importing
+    :mod:`tempfile`, which with :mod:`shutil` and :mod:`random` costs a run 4 ms.
+    """
+    folder, name = os.path.split(target)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    for extra in ("O_CLOEXEC", "O_NOINHERIT", "O_BINARY"):  # as mkstemp: not inherited, no newline translation
+        flags |= getattr(os, extra, 0)
+    for _ in range(100):
+        path = os.path.join(folder or ".", f".{name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", os.path.join(folder, f".{name}.*.tmp"))
+
+
 class TableWriter:
     """Write rows as they come.
 
@@ -124,10 +143,7 @@ class TableWriter:
                 self._stream = open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
                 self._own_stream = True
             else:
-                import tempfile  # only for a file: standard output needs none of it
-
-                folder = os.path.dirname(target) or "."
-                handle, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+                handle, self._tmp = _temporary_beside(target)
                 self._target = target
                 self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
         if fmt in ("csv", "tsv"):
