@@ -239,30 +239,35 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
     shape = estimate_shape(work, owner, points, settings.threads)
     fits = gaussian.fit_peaks(work, owner, points, shape, clip_levels, settings.threads)
     spots = crowded.split_merged(work, owner, points, fits, settings.split_threshold, settings.threads)
+    # Each peak in its place in the list, or its two spots there where it split; the first of equal places kept.
     spatial = np.array(layout.spatial_shape)
-    lists: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(len(present))]
-    for b, point, two in zip(owner, points, spots):
-        if two is None:
-            lists[b].append((point, False))
-        else:
-            lists[b] += [(np.clip(np.rint(s).astype(np.int64), 0, spatial - 1), True) for s in two]
-    width = max(1, min(settings.peaks, max(len(found) for found in lists)))
+    two = np.fromiter((s is not None for s in spots), bool, len(spots))
+    counts = np.where(two, 2, 1)
+    row_owner, row_points, row_split = (
+        np.repeat(owner, counts),
+        np.repeat(points, counts, axis=0),
+        np.repeat(two, counts),
+    )
+    if two.any():
+        first = (np.cumsum(counts) - counts)[two]
+        made = np.clip(np.rint(np.stack([s for s in spots if s is not None])).astype(np.int64), 0, spatial - 1)
+        row_points[first], row_points[first + 1] = made[:, 0], made[:, 1]
+    keys = np.ravel_multi_index((row_owner, *row_points.T), (len(present), *spatial))
+    kept = np.sort(np.unique(keys, return_index=True)[1])
+    row_owner, row_points, row_split = row_owner[kept], row_points[kept], row_split[kept]
+    # Each heatmap's peaks by value in work (highest first, ties in list order), the first settings.peaks.
+    heights = _values_at(work, row_owner, row_points, layout.spatial_shape).astype(np.float64)
+    order = np.lexsort((np.arange(len(kept)), -heights, row_owner))
+    row_owner, row_points, row_split = row_owner[order], row_points[order], row_split[order]
+    slot = np.arange(len(order)) - np.searchsorted(row_owner, row_owner)
+    width = max(1, min(settings.peaks, int(slot.max(initial=0)) + 1))
+    chosen = slot < width
     out = np.zeros((len(present), width, centres.shape[2]), np.int64)
     where = np.zeros((len(present), width), bool)
     split = np.zeros((len(present), width), bool)
-    for b, found in enumerate(lists):
-        seen, kept = set(), []
-        for point, flag in found:
-            if tuple(point) not in seen:
-                seen.add(tuple(point))
-                kept.append((point, flag))
-        if not kept:
-            continue
-        heights = _values_at(work, np.full(len(kept), b), np.array([p for p, _ in kept]), layout.spatial_shape)
-        order = np.argsort(-heights.astype(np.float64), kind="stable")[:width]
-        for slot, k in enumerate(order):
-            out[b, slot], split[b, slot] = kept[k]
-            where[b, slot] = True
+    out[row_owner[chosen], slot[chosen]] = row_points[chosen]
+    where[row_owner[chosen], slot[chosen]] = True
+    split[row_owner[chosen], slot[chosen]] = row_split[chosen]
     return out, where, split, (owner, points, fits, shape)
 
 
@@ -307,10 +312,15 @@ def _neighbour_pairs(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...
 
 def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Per peak, its row among the two-spot test's peaks (``tested``, see :func:`_split_merged`), or -1."""
-    if tested is None:
+    if tested is None or not len(points) or not len(tested[1]):
         return np.full(len(points), -1, np.int64)
-    index = {(int(b), *map(int, p)): i for i, (b, p) in enumerate(zip(tested[0], tested[1]))}
-    return np.array([index.get((int(b), *map(int, p)), -1) for b, p in zip(owner, points)], np.int64)
+    tested_owner, tested_points = tested[0], tested[1]
+    dims = tuple(np.maximum(points.max(axis=0), tested_points.max(axis=0)) + 1)
+    dims = (int(max(owner.max(), tested_owner.max())) + 1, *map(int, dims))
+    known, wanted = _peak_keys(tested_owner, tested_points, dims), _peak_keys(owner, points, dims)
+    order = np.argsort(known, kind="stable")
+    place = np.minimum(np.searchsorted(known[order], wanted), len(known) - 1)
+    return np.where(known[order][place] == wanted, order[place], -1).astype(np.int64)
 
 
 def _values_at(raw, owner: np.ndarray, points: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
