@@ -19,7 +19,7 @@ from ..errors import NoFiniteValueError, NonFiniteWarning
 from .coords import validate_beta, validate_heatmap, validate_normalize
 from .lazy import is_lazy
 from .normalize import DEFAULT_BETA, DEFAULT_NORMALIZE
-from .peaks import local_maxima, parse_threshold, validate_counts
+from .peaks import local_maxima, parse_threshold, stack_local_maxima, stacks_at_once, validate_counts
 
 
 def _compiling() -> bool:
@@ -200,6 +200,11 @@ def find_peaks(
         return found[0] if heatmap.ndim == ndim else found
     x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
     flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
+    if stacks_at_once(flat):  # integer maps (no NaN to name): filtered and labelled at once
+        out = stack_local_maxima(
+            flat, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus, threshold_sd=threshold_sd
+        )
+        return out[0] if x.ndim == ndim else out
     out = []
     for b, one in enumerate(flat):
         try:

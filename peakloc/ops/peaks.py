@@ -350,6 +350,133 @@ def local_maxima(
     return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
 
 
+def stacks_at_once(stack: np.ndarray) -> bool:
+    """Whether :func:`stack_local_maxima` takes ``stack`` ``(B, *spatial)``: several small integer maps.
+
+    Integer maps of up to 4 bytes (their values exact in float64), each smaller than :data:`SPARSE_SIZE` (one
+    map alone is then labelled whole, as the stack is).
+    """
+    return (
+        isinstance(stack, np.ndarray)
+        and len(stack) > 1
+        and stack.dtype.kind in "iu"
+        and stack.dtype.itemsize <= 4
+        and 0 < stack[0].size < SPARSE_SIZE
+    )
+
+
+#: Values of the maps :func:`stack_local_maxima` takes at once: a few copies of them (the maps laid end to end,
+#: their half levels, masks and int32 labels) stay in cache and small beside the stack, whatever its length.
+STACK_VALUES = 1 << 20
+
+
+def stack_local_maxima(
+    stack: np.ndarray,
+    num_peaks: int = 1,
+    min_distance: int = 1,
+    threshold_abs: float | None = None,
+    threshold_rel: float | None = None,
+    merge_plateaus: bool = True,
+    threshold_sd: float | None = None,
+) -> list[np.ndarray]:
+    """``[local_maxima(m, ...) for m in stack]``, the same arrays, for a stack where :func:`stacks_at_once`.
+
+    The maps lie end to end along their first axis, :data:`STACK_VALUES` values at a time, apart by rows of
+    the dtype's lowest value, which no window crosses: the maximum filter, and each parity's plateau labelling
+    (:func:`band_keys`), run once over many maps instead of once per map (1000 SMLM frames of 128x128: 0.55 s
+    against 0.82 s). Only the greedy spacing (:func:`choose`) goes map by map.
+    """
+    step = max(1, STACK_VALUES // stack[0].size)
+    out: list[np.ndarray] = []
+    for start in range(0, len(stack), step):
+        out += _stack_local_maxima(
+            stack[start : start + step],
+            num_peaks,
+            min_distance,
+            threshold_abs,
+            threshold_rel,
+            merge_plateaus,
+            threshold_sd,
+        )
+    return out
+
+
+def _stack_local_maxima(
+    stack, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus, threshold_sd
+) -> list[np.ndarray]:
+    """:func:`stack_local_maxima` of a few maps at once."""
+    b, spatial = len(stack), stack.shape[1:]
+    flat = stack.reshape(b, -1)
+    hi, lo = flat.max(axis=1).astype(np.float64), flat.min(axis=1).astype(np.float64)
+    asked = np.full(b, -np.inf if threshold_abs is None else float(threshold_abs))
+    if threshold_sd is not None:
+        step = noise_rows(spatial)
+        floors = np.array([noise_floor(m[::step]) for m in stack])
+        asked = np.maximum(asked, floors[:, 0] + threshold_sd * floors[:, 1])
+    if threshold_rel is not None:
+        asked = np.maximum(asked, threshold_rel * hi)
+    # As local_maxima: strictly above the minimum, unless an absolute threshold (or a noise one) is given.
+    threshold = asked if threshold_abs is not None or threshold_sd is not None else np.maximum(asked, lo)
+    canvas = _laid_end_to_end(stack, max(1, int(min_distance)), np.iinfo(stack.dtype).min)
+    mask = maxima_mask(canvas, min_distance, above=float(threshold.min()))
+    owner, *position = np.nonzero(mask.reshape(b, -1, *spatial[1:])[:, : spatial[0]])
+    values = stack[(owner, *position)]
+    keep = values.astype(np.float64) > threshold[owner]  # exact: the values are integers of at most 32 bits
+    owner, position, values = owner[keep], [p[keep] for p in position], values[keep]
+    # Each map's candidates highest first, ties in C order: nonzero listed them by map, in C order.
+    order = np.lexsort((np.arange(len(values)), -values.astype(np.float64), owner))
+    owner, values = owner[order], values[order]
+    coords = np.stack([p[order] for p in position], axis=1).astype(np.int64).reshape(len(order), len(spatial))
+    shoulder = keys = None
+    if merge_plateaus:
+        # The labelling's maps lie one row apart: a band is joined by neighbours only.
+        points = coords.copy()
+        points[:, 0] += owner * (spatial[0] + 1)
+        shoulder, keys = keyed_by_band(points, values, partial(_stack_band_parts, stack))
+    starts = np.searchsorted(owner, np.arange(b + 1))
+    out = []
+    for m in range(b):
+        if lo[m] == hi[m]:  # a constant map: local_maxima's own answer, its first position or none
+            out.append(local_maxima(stack[m], num_peaks, min_distance, threshold_abs, threshold_rel, None,
+                                    merge_plateaus, threshold_sd))  # fmt: skip
+            continue
+        part = slice(starts[m], starts[m + 1])
+        out.append(
+            choose(
+                coords[part],
+                values[part],
+                min_distance,
+                num_peaks,
+                spatial,
+                None if shoulder is None else shoulder[part],
+                None if keys is None else keys[part],
+            )
+        )
+    return out
+
+
+def _laid_end_to_end(stack: np.ndarray, guard: int, fill) -> np.ndarray:
+    """``stack`` ``(B, n0, ...)`` end to end, ``(B * (n0 + guard), ...)``: ``guard`` rows of ``fill`` after each map."""
+    b, spatial = len(stack), stack.shape[1:]
+    canvas = np.empty((b, spatial[0] + guard, *spatial[1:]), stack.dtype)
+    canvas[:, : spatial[0]] = stack
+    canvas[:, spatial[0] :] = fill
+    return canvas.reshape(b * (spatial[0] + guard), *spatial[1:])
+
+
+def _stack_band_parts(stack: np.ndarray, points: np.ndarray, parity: int, floor: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_band_parts` of every map of ``stack`` at once; ``points`` in the maps laid end to end, one row apart.
+
+    The rows between maps hold the dtype's lowest value in the half levels, which :func:`~peakloc.ops.regions.
+    band_tops` reads as absent: no band crosses them, as none crosses a map's edge. ``floor`` is not needed:
+    every map is labelled whole.
+    """
+    q = regions.half_levels(stack, parity)
+    top, edge = regions.band_tops(_laid_end_to_end(q, 1, np.iinfo(q.dtype).min))
+    labels, count = regions.label(top)
+    return labels[tuple(points.T)].astype(np.int64), regions.flag_labels(labels, count, edge)
+
+
 def comparable(x: np.ndarray) -> np.ndarray:
     """``x`` as local maxima compare it.
 

@@ -186,25 +186,30 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
     """Integer peaks ``(B, P, ndim)`` (0 where missing) and where they are present ``(B, P)``."""
     if not settings.finds_peaks:
         return argmax[:, None, :], np.ones((len(heatmaps), 1), bool)
-    from ..ops.peaks import local_maxima, parse_threshold
+    from ..ops.peaks import local_maxima, parse_threshold, stack_local_maxima, stacks_at_once
 
     threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
-    candidates = None
-    if settings.device != "cpu":
-        # Max-pooling NMS on the GPU; the few candidates come back for the greedy spacing.
-        candidates = backends.load_torch().local_maxima_masks(heatmaps, settings.min_distance, settings.device)
-    found = [
-        local_maxima(
-            h,
-            settings.peaks,
-            settings.min_distance,
-            threshold_abs,
-            threshold_rel,
-            candidates=None if candidates is None else candidates[b],
-            threshold_sd=threshold_sd,
+    if settings.device == "cpu" and stacks_at_once(heatmaps):  # a movie's frames: filtered and labelled at once
+        found = stack_local_maxima(
+            heatmaps, settings.peaks, settings.min_distance, threshold_abs, threshold_rel, threshold_sd=threshold_sd
         )
-        for b, h in enumerate(heatmaps)
-    ]
+    else:
+        candidates = None
+        if settings.device != "cpu":
+            # Max-pooling NMS on the GPU; the few candidates come back for the greedy spacing.
+            candidates = backends.load_torch().local_maxima_masks(heatmaps, settings.min_distance, settings.device)
+        found = [
+            local_maxima(
+                h,
+                settings.peaks,
+                settings.min_distance,
+                threshold_abs,
+                threshold_rel,
+                candidates=None if candidates is None else candidates[b],
+                threshold_sd=threshold_sd,
+            )
+            for b, h in enumerate(heatmaps)
+        ]
     count = max([len(f) for f in found] + [1])
     centres = np.zeros((len(heatmaps), count, heatmaps.ndim - 1), np.int64)
     present = np.zeros((len(heatmaps), count), bool)

@@ -193,6 +193,53 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
             np.testing.assert_array_equal(in_slabs, want)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(7,), (50,), (1, 9), (12, 17), (23, 31), (2, 3, 4), (6, 9, 11)]),
+    kind=st.sampled_from(["uint8", "int16", "uint16", "int32"]),
+    levels=st.sampled_from([1, 2, 5, 12, 250]),
+    count=st.integers(2, 6),
+    min_distance=st.integers(1, 5),
+    num_peaks=st.integers(1, 30),
+    threshold=st.sampled_from([None, "median", "40%", "low"]),
+    merge=st.booleans(),
+)
+def test_a_stack_of_integer_maps_gives_each_maps_flood_fill_peaks(
+    seed, shape, kind, levels, count, min_distance, num_peaks, threshold, merge
+):
+    # The maps lie end to end, filtered and labelled together (peaks.stack_local_maxima): each must still get
+    # its own answer, whatever its neighbours in the stack, constant maps and the dtype's lowest value included.
+    from .peaks_reference import local_maxima as reference
+
+    rng = np.random.default_rng(seed)
+    stack = np.stack([_terraced(rng, shape, kind, levels) for _ in range(count)])
+    stack[rng.integers(count)] = rng.choice([np.iinfo(kind).min, 1])  # a constant map, at the lowest value or not
+    if threshold == "median":
+        threshold = float(np.median(stack))
+    elif threshold == "low":
+        threshold = float(np.iinfo(kind).min) - 2  # below every value: the guard rows must never be peaks
+    assert peaks.stacks_at_once(stack)
+    absolute, relative, _ = parse_threshold(threshold)
+    options = {"num_peaks": num_peaks, "min_distance": min_distance}
+    want = [
+        reference(m, threshold_abs=absolute, threshold_rel=relative, merge_plateaus=merge, **options) for m in stack
+    ]
+    with mock.patch.object(peaks, "STACK_VALUES", int(rng.choice([1, stack[0].size * 2, 1 << 20]))):
+        got = peakloc.find_peaks(stack, ndim=len(shape), threshold=threshold, merge_plateaus=merge, **options)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_stack_with_a_noise_threshold_gives_each_maps_own_peaks(rng):
+    stack = np.stack(
+        [_terraced(rng, (40, 30), "uint16", 60) + rng.poisson(5, (40, 30)).astype(np.uint16) for _ in range(7)]
+    )
+    got = peakloc.find_peaks(stack, ndim=2, num_peaks=10, min_distance=2, threshold="3sd")
+    for g, m in zip(got, stack, strict=True):
+        np.testing.assert_array_equal(g, peakloc.find_peaks(m, ndim=2, num_peaks=10, min_distance=2, threshold="3sd"))
+
+
 def test_a_broad_8_bit_peak_with_terraced_flanks_is_one_peak():
     # A Gaussian of sigma 60 rounded to 8 bits: hundreds of terrace rings, every one of them a shoulder.
     yy, xx = np.mgrid[:256, :256]
