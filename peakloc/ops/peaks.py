@@ -350,18 +350,24 @@ def local_maxima(
     return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
 
 
+#: Maps of fewer values are found together by :func:`stack_local_maxima`. Larger ones gain nothing: their own
+#: labelling outweighs a call's overhead (256x256 8-bit maps of broad blobs: 0.71x to 1.07x the speed of one
+#: map at a time; 181x181: 1.08x to 1.32x; 64x48: 3.8x to 4.6x).
+STACK_MAP_VALUES = 1 << 15
+
+
 def stacks_at_once(stack: np.ndarray) -> bool:
     """Whether :func:`stack_local_maxima` takes ``stack`` ``(B, *spatial)``: several small integer maps.
 
-    Integer maps of up to 4 bytes (their values exact in float64), each smaller than :data:`SPARSE_SIZE` (one
-    map alone is then labelled whole, as the stack is).
+    Integer maps of up to 4 bytes (their values exact in float64), each of fewer than :data:`STACK_MAP_VALUES`
+    values (one map alone is then labelled whole, as the stack is: :data:`SPARSE_SIZE`).
     """
     return (
         isinstance(stack, np.ndarray)
         and len(stack) > 1
         and stack.dtype.kind in "iu"
         and stack.dtype.itemsize <= 4
-        and 0 < stack[0].size < SPARSE_SIZE
+        and 0 < stack[0].size < min(STACK_MAP_VALUES, SPARSE_SIZE)
     )
 
 
@@ -465,16 +471,22 @@ def _laid_end_to_end(stack: np.ndarray, guard: int, fill) -> np.ndarray:
 
 
 def _stack_band_parts(stack: np.ndarray, points: np.ndarray, parity: int, floor: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_band_parts` of every map of ``stack`` at once; ``points`` in the maps laid end to end, one row apart.
+    """:func:`_band_parts` of the maps of ``stack`` that hold ``points`` (in the maps laid end to end, one row apart).
 
-    The rows between maps hold the dtype's lowest value in the half levels, which :func:`~peakloc.ops.regions.
-    band_tops` reads as absent: no band crosses them, as none crosses a map's edge. ``floor`` is not needed:
-    every map is labelled whole.
+    Those maps are labelled together, laid end to end again; the rows between them hold the dtype's lowest
+    value in the half levels, which :func:`~peakloc.ops.regions.band_tops` reads as absent: no band crosses
+    them, as none crosses a map's edge. A map with no point of this parity is not labelled (as one map alone
+    would not be). ``floor`` is not needed: every map is labelled whole.
     """
-    q = regions.half_levels(stack, parity)
+    rows = stack.shape[1] + 1
+    owner, row = np.divmod(points[:, 0], rows)
+    maps, local = np.unique(owner, return_inverse=True)
+    q = regions.half_levels(stack[maps], parity)
     top, edge = regions.band_tops(_laid_end_to_end(q, 1, np.iinfo(q.dtype).min))
     labels, count = regions.label(top)
-    return labels[tuple(points.T)].astype(np.int64), regions.flag_labels(labels, count, edge)
+    where = points.copy()
+    where[:, 0] = local.reshape(-1) * rows + row
+    return labels[tuple(where.T)].astype(np.int64), regions.flag_labels(labels, count, edge)
 
 
 def comparable(x: np.ndarray) -> np.ndarray:
