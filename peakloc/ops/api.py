@@ -200,11 +200,14 @@ def find_peaks(
         return found[0] if heatmap.ndim == ndim else found
     x = np.asarray(heatmap.cpu().numpy() if hasattr(heatmap, "cpu") else heatmap)
     flat = x.reshape((-1,) + x.shape[x.ndim - ndim :])
-    if stacks_at_once(flat):  # integer maps (no NaN to name): filtered and labelled at once
-        out = stack_local_maxima(
-            flat, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus, threshold_sd=threshold_sd
-        )
-        return out[0] if x.ndim == ndim else out
+    if stacks_at_once(flat):  # many small maps: filtered and labelled at once
+        try:
+            out = stack_local_maxima(
+                flat, num_peaks, min_distance, threshold_abs, threshold_rel, merge_plateaus, threshold_sd=threshold_sd
+            )
+            return out[0] if x.ndim == ndim else out
+        except NoFiniteValueError:
+            pass  # map by map below, whose error names the map
     out = []
     for b, one in enumerate(flat):
         try:

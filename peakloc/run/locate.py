@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -189,11 +190,13 @@ def _integer_peaks(heatmaps: np.ndarray, argmax: np.ndarray, settings: Settings)
     from ..ops.peaks import local_maxima, parse_threshold, stack_local_maxima, stacks_at_once
 
     threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
+    found = None
     if settings.device == "cpu" and stacks_at_once(heatmaps):  # a movie's frames: filtered and labelled at once
-        found = stack_local_maxima(
-            heatmaps, settings.peaks, settings.min_distance, threshold_abs, threshold_rel, threshold_sd=threshold_sd
-        )
-    else:
+        with suppress(NoFiniteValueError):  # map by map below, whose error names the map
+            found = stack_local_maxima(
+                heatmaps, settings.peaks, settings.min_distance, threshold_abs, threshold_rel, threshold_sd=threshold_sd
+            )
+    if found is None:
         candidates = None
         if settings.device != "cpu":
             # Max-pooling NMS on the GPU; the few candidates come back for the greedy spacing.

@@ -197,7 +197,7 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
 @given(
     seed=st.integers(0, 2**31),
     shape=st.sampled_from([(7,), (50,), (1, 9), (12, 17), (23, 31), (2, 3, 4), (6, 9, 11)]),
-    kind=st.sampled_from(["uint8", "int16", "uint16", "int32"]),
+    kind=st.sampled_from(["uint8", "int16", "uint16", "int32", "float"]),
     levels=st.sampled_from([1, 2, 5, 12, 250]),
     count=st.integers(2, 6),
     min_distance=st.integers(1, 5),
@@ -205,20 +205,22 @@ def test_peaks_equal_the_flood_fill_reference_in_memory_and_in_slabs_of_one_row(
     threshold=st.sampled_from([None, "median", "40%", "low"]),
     merge=st.booleans(),
 )
-def test_a_stack_of_integer_maps_gives_each_maps_flood_fill_peaks(
+def test_a_stack_of_small_maps_gives_each_maps_flood_fill_peaks(
     seed, shape, kind, levels, count, min_distance, num_peaks, threshold, merge
 ):
     # The maps lie end to end, filtered and labelled together (peaks.stack_local_maxima): each must still get
-    # its own answer, whatever its neighbours in the stack, constant maps and the dtype's lowest value included.
+    # its own answer, whatever its neighbours in the stack, constant maps, NaN and the dtype's lowest value
+    # included.
     from .peaks_reference import local_maxima as reference
 
     rng = np.random.default_rng(seed)
     stack = np.stack([_terraced(rng, shape, kind, levels) for _ in range(count)])
-    stack[rng.integers(count)] = rng.choice([np.iinfo(kind).min, 1])  # a constant map, at the lowest value or not
+    lowest = -1 if kind == "float" else np.iinfo(kind).min
+    stack[rng.integers(count)] = rng.choice([lowest, 1])  # a constant map, at the lowest value or not
     if threshold == "median":
-        threshold = float(np.median(stack))
+        threshold = float(np.nanmedian(stack))
     elif threshold == "low":
-        threshold = float(np.iinfo(kind).min) - 2  # below every value: the guard rows must never be peaks
+        threshold = -1e6 if kind == "float" else float(lowest) - 2  # below every value: no guard row is a peak
     assert peaks.stacks_at_once(stack)
     absolute, relative, _ = parse_threshold(threshold)
     options = {"num_peaks": num_peaks, "min_distance": min_distance}
@@ -238,6 +240,13 @@ def test_a_stack_with_a_noise_threshold_gives_each_maps_own_peaks(rng):
     got = peakloc.find_peaks(stack, ndim=2, num_peaks=10, min_distance=2, threshold="3sd")
     for g, m in zip(got, stack, strict=True):
         np.testing.assert_array_equal(g, peakloc.find_peaks(m, ndim=2, num_peaks=10, min_distance=2, threshold="3sd"))
+
+
+def test_a_stack_with_a_map_of_no_finite_value_names_that_map(rng):
+    stack = rng.random((4, 12, 10)).astype(np.float32)
+    stack[2] = np.nan
+    with pytest.raises(peakloc.NoFiniteValueError, match="heatmap 2 has no finite value"):
+        peakloc.find_peaks(stack, ndim=2, num_peaks=3)
 
 
 def test_a_broad_8_bit_peak_with_terraced_flanks_is_one_peak():
