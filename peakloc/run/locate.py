@@ -260,7 +260,7 @@ def _split_merged(work, layout: Layout, settings: Settings, centres, present, cl
         first = (np.cumsum(counts) - counts)[two]
         made = np.clip(np.rint(np.stack([s for s in spots if s is not None])).astype(np.int64), 0, spatial - 1)
         row_points[first], row_points[first + 1] = made[:, 0], made[:, 1]
-    keys = np.ravel_multi_index((row_owner, *row_points.T), (len(present), *spatial))
+    keys = _peak_keys(row_owner, row_points, (len(present), *spatial))
     kept = np.sort(np.unique(keys, return_index=True)[1])
     row_owner, row_points, row_split = row_owner[kept], row_points[kept], row_split[kept]
     # Each heatmap's peaks by value in work (highest first, ties in list order), the first settings.peaks.
@@ -293,12 +293,18 @@ def _known_fits(tested, owner: np.ndarray, points: np.ndarray, rows: np.ndarray)
     rows = rows.copy()
     # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours. A pair
     # (peak, neighbour) found in one list and not in the other changed the peak's neighbours.
-    dims = tuple(np.maximum(points.max(axis=0, initial=0), tested_points.max(axis=0, initial=0)) + 1)
-    dims = (int(max(owner.max(initial=0), tested_owner.max(initial=0))) + 1, *map(int, dims))
+    dims = _key_space(tested, owner, points)
     pairs = np.concatenate([_neighbour_pairs(tested_owner, tested_points, dims), _neighbour_pairs(owner, points, dims)])
     table, count = np.unique(pairs, axis=0, return_counts=True)
     rows[np.isin(_peak_keys(owner, points, dims), table[count == 1, 0])] = -1
     return rows, fits
+
+
+def _key_space(tested, owner: np.ndarray, points: np.ndarray) -> tuple[int, ...]:
+    """:func:`_peak_keys`' bounds ``(heatmaps, *positions)``: they hold the peaks and the two-spot test's."""
+    tested_owner, tested_points = tested[0], tested[1]
+    dims = np.maximum(points.max(axis=0, initial=0), tested_points.max(axis=0, initial=0)) + 1
+    return (int(max(owner.max(initial=0), tested_owner.max(initial=0))) + 1, *map(int, dims))
 
 
 def _peak_keys(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
@@ -322,10 +328,8 @@ def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Per peak, its row among the two-spot test's peaks (``tested``, see :func:`_split_merged`), or -1."""
     if tested is None or not len(points) or not len(tested[1]):
         return np.full(len(points), -1, np.int64)
-    tested_owner, tested_points = tested[0], tested[1]
-    dims = tuple(np.maximum(points.max(axis=0), tested_points.max(axis=0)) + 1)
-    dims = (int(max(owner.max(), tested_owner.max())) + 1, *map(int, dims))
-    known, wanted = _peak_keys(tested_owner, tested_points, dims), _peak_keys(owner, points, dims)
+    dims = _key_space(tested, owner, points)
+    known, wanted = _peak_keys(tested[0], tested[1], dims), _peak_keys(owner, points, dims)
     order = np.argsort(known, kind="stable")
     place = np.minimum(np.searchsorted(known[order], wanted), len(known) - 1)
     return np.where(known[order][place] == wanted, order[place], -1).astype(np.int64)
