@@ -80,6 +80,25 @@ def noise_floor(values: np.ndarray) -> tuple[float, float]:
     return median, sd if sd > 0 else float(np.std(finite))
 
 
+def peak_bar(hi, lo, threshold_abs=None, threshold_rel=None, noise=None):
+    """What the options ask of a peak, and what it must lie strictly above: ``(asked, threshold)``.
+
+    ``asked`` is the highest of ``threshold_abs``, ``threshold_rel`` times the map's maximum ``hi`` and, with
+    ``noise`` ``(background, sd, n)`` (:func:`noise_floor`'s, and ``n`` of ``--threshold Nsd``), ``n`` noise
+    deviations above the background; ``threshold`` is ``asked``, and at least the map's minimum ``lo`` where
+    neither an absolute nor a noise threshold is given. Floats, or arrays of one per map. A noise floor that
+    could not be read (NaN: no finite value sampled) asks nothing.
+    """
+    absolute = threshold_abs
+    if noise is not None:
+        background, sd, n = noise
+        absolute = np.fmax(-np.inf if absolute is None else absolute, background + n * sd)
+    asked = -np.inf if absolute is None else absolute
+    if threshold_rel is not None:
+        asked = np.fmax(asked, threshold_rel * hi)
+    return asked, (asked if absolute is not None else np.fmax(asked, lo))
+
+
 class _Kept:
     """Kept peaks on a grid of ``min_distance`` cells.
 
@@ -317,9 +336,7 @@ def local_maxima(
         Array-axis order, highest first, ties in C order; ``np.empty((0, ndim), int)`` when none.
     """
     x = np.asarray(heatmap)
-    if threshold_sd is not None:
-        background, sd = noise_floor(x[:: noise_rows(x.shape)])
-        threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
+    noise = None if threshold_sd is None else (*noise_floor(x[:: noise_rows(x.shape)]), threshold_sd)
     x = comparable(x)
     # Compared and filtered in its own dtype (exact); values leave it as float64, never compared in float32.
     finite = None
@@ -331,13 +348,10 @@ def local_maxima(
             x = np.where(finite, x, -np.inf).astype(x.dtype)
     hi = float(x.max())
     lo = float(x.min() if finite is None else np.where(finite, x, np.inf).min())
-    asked = -np.inf if threshold_abs is None else threshold_abs
-    if threshold_rel is not None:
-        asked = max(asked, threshold_rel * hi)
+    asked, threshold = map(float, peak_bar(hi, lo, threshold_abs, threshold_rel, noise))
     if lo == hi:  # constant map: its argmax, the first position, is its only peak
         first = np.array(np.unravel_index(int(np.argmax(x)), x.shape), dtype=np.int64)[None]
         return first if hi > asked else np.empty((0, x.ndim), np.int64)
-    threshold = max(asked, lo) if threshold_abs is None else asked
     if candidates is None:
         mask = maxima_mask(x, min_distance, above=threshold)
     else:
@@ -416,9 +430,10 @@ def _stack_local_maxima(
 ) -> list[np.ndarray]:
     """:func:`stack_local_maxima` of a few maps at once."""
     b, spatial = len(stack), stack.shape[1:]
+    noise = None
     if threshold_sd is not None:  # from the maps as they are, as local_maxima takes it
-        step = noise_rows(spatial)
-        floors = np.array([noise_floor(m[::step]) for m in stack])
+        floors = np.array([noise_floor(m[:: noise_rows(spatial)]) for m in stack])
+        noise = (floors[:, 0], floors[:, 1], threshold_sd)
     integer, given = stack.dtype.kind in "iu", stack
     finite = None if integer else np.isfinite(stack)
     if finite is not None and not finite.all():
@@ -428,13 +443,7 @@ def _stack_local_maxima(
     flat = stack.reshape(b, -1)
     hi = flat.max(axis=1).astype(np.float64)
     lo = (flat if finite is None else np.where(finite.reshape(b, -1), flat, np.inf)).min(axis=1).astype(np.float64)
-    asked = np.full(b, -np.inf if threshold_abs is None else float(threshold_abs))
-    if threshold_sd is not None:
-        asked = np.maximum(asked, floors[:, 0] + threshold_sd * floors[:, 1])
-    if threshold_rel is not None:
-        asked = np.maximum(asked, threshold_rel * hi)
-    # As local_maxima: strictly above the minimum, unless an absolute threshold (or a noise one) is given.
-    threshold = asked if threshold_abs is not None or threshold_sd is not None else np.maximum(asked, lo)
+    threshold = np.broadcast_to(peak_bar(hi, lo, threshold_abs, threshold_rel, noise)[1], (b,))
     canvas = _laid_end_to_end(stack, max(1, int(min_distance)), lowest(stack.dtype))
     mask = maxima_mask(canvas, min_distance, above=float(threshold.min()))
     owner, *position = np.nonzero(mask.reshape(b, -1, *spatial[1:])[:, : spatial[0]])

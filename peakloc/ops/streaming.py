@@ -621,17 +621,14 @@ def _local_maxima(
     """:func:`local_maxima`'s peaks, and the soft-argmax of ``plan`` (:func:`_soft_plan`) if one was given."""
     ndim = len(maps.spatial)
     soft_at = None
+    noise = None
     if threshold_sd is not None:
-        background, sd = in_memory.noise_floor(noise_sample(maps, b, rows))
-        threshold_abs = max(-np.inf if threshold_abs is None else threshold_abs, background + threshold_sd * sd)
+        noise = (*in_memory.noise_floor(noise_sample(maps, b, rows)), threshold_sd)
     hi, lo = float(stats.hi), float(stats.lo)
-    asked = -np.inf if threshold_abs is None else threshold_abs
-    if threshold_rel is not None:
-        asked = max(asked, threshold_rel * hi)
+    asked, threshold = map(float, in_memory.peak_bar(hi, lo, threshold_abs, threshold_rel, noise))
     if lo == hi:
         first = argmax(stats, maps.spatial)[None]
         return (first if hi > asked else np.empty((0, ndim), np.int64)), None
-    threshold = max(asked, lo) if threshold_abs is None else asked
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
     integer = maps.dtype.kind in "iu"
