@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 from ..errors import PeaklocError
+from .table import temporary_beside
 
 #: Rows kept per input on the page; the table has them all.
 ROWS_PER_INPUT = 100
@@ -78,7 +78,7 @@ class Page:
             raise PeaklocError(f"{path} exists and is not a regular file; peakloc does not write over it")
         try:
             os.makedirs(self.folder, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".index-", suffix=".html", dir=self.folder)
+            handle, temporary = temporary_beside(path)
             try:
                 with os.fdopen(handle, "w", encoding="utf-8") as out:
                     out.write(self.html())

@@ -99,7 +99,7 @@ def _destination(output: str) -> tuple[str, str]:
     return "stream", output
 
 
-def _temporary_beside(target: str) -> tuple[int, str]:
+def temporary_beside(target: str) -> tuple[int, str]:
     """A new file ``.NAME.XXXXXXXX.tmp`` in ``target``'s folder, opened for writing: ``(descriptor, path)``.
 
     What ``tempfile.mkstemp`` does (a random name, created exclusively, mode 0600), without importing
@@ -143,7 +143,7 @@ class TableWriter:
                 self._stream = open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
                 self._own_stream = True
             else:
-                handle, self._tmp = _temporary_beside(target)
+                handle, self._tmp = temporary_beside(target)
                 self._target = target
                 self._stream = os.fdopen(handle, "w", newline="", encoding="utf-8")
         if fmt in ("csv", "tsv"):
