@@ -43,7 +43,7 @@ NEGLIGIBLE_LOGIT = 20.0
 #: Above this share of values kept, the dense path (exp of everything) is faster.
 DENSE_SHARE = 0.1
 #: The dense-or-sparse choice counts every SAMPLE_STRIDE-th value of a map (a prime, so that the sample does
-#: not follow the map's columns): a fiftieth of the work of counting them all, and the choice only sets the speed.
+#: not follow the map's columns): a 61st of the values to count, and the choice only sets the speed.
 SAMPLE_STRIDE = 61
 #: Maps of fewer values take their marginal sums as BLAS matrix-vector products, 5x faster than ``np.sum``
 #: along an axis. OpenBLAS runs a product this small on one thread (``m * n < 2304 *
