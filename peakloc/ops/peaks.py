@@ -170,19 +170,25 @@ def band_keys(x: np.ndarray, coords: np.ndarray, values: np.ndarray) -> tuple[np
     keys : ndarray of int64 ``(k,)``
         Candidates with the same key (which share their value) share their region.
     """
-    return keyed_by_band(coords, values, partial(_band_parts, x))
+    return keyed_by_band(coords, values, partial(_band_parts, x), isolated(x, coords, values))
 
 
-def keyed_by_band(coords: np.ndarray, values: np.ndarray, parts) -> tuple[np.ndarray, np.ndarray]:
+def keyed_by_band(
+    coords: np.ndarray, values: np.ndarray, parts, alone: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`band_keys` from ``parts(points, parity, floor)``, one labelling per parity of the values.
 
     ``parts`` labels the band tops of :func:`~peakloc.ops.regions.half_levels` ``(x, parity)`` at or above
     ``floor`` and gives each point's component ``(j,)`` and, per component, whether it is flagged (no regional
-    maximum): in memory (:func:`_band_parts`) or slab by slab (``peakloc.ops.streaming``).
+    maximum): in memory (:func:`_band_parts`) or slab by slab (``peakloc.ops.streaming``). Candidates
+    ``alone`` ``(k,)`` (:func:`isolated`) are their own regions, none a shoulder: they are not labelled.
     """
     shoulder = np.zeros(len(coords), bool)
     keys = np.zeros(len(coords), np.int64)
     parity = np.asarray(values).astype(np.int64) & 1
+    if alone is not None:
+        keys[alone] = -1 - np.flatnonzero(alone)  # negative: no labelled region's key
+        parity[alone] = -1
     for p in (0, 1):
         chosen = parity == p
         if chosen.any():
@@ -191,6 +197,31 @@ def keyed_by_band(coords: np.ndarray, values: np.ndarray, parts) -> tuple[np.nda
             shoulder[chosen] = flagged[found]
             keys[chosen] = found * 2 + p
     return shoulder, keys
+
+
+def isolated(x: np.ndarray, coords: np.ndarray, values: np.ndarray, ndim: int | None = None) -> np.ndarray:
+    """Candidates ``(k,)`` whose every neighbour lies at least two levels below them, in an integer map ``x``.
+
+    Such a candidate's band ``{l - 1, l}`` (:func:`band_keys`) is itself alone: its half level is above every
+    neighbour's in either parity, so it is a regional maximum of one pixel, which no other candidate shares.
+    Most spots of a camera's frames are (their top pixel stands out by tens of counts), and then no map
+    needs labelling. ``coords`` ``(k, x.ndim)``; only the last ``ndim`` axes (default: all) are spatial, the
+    others index maps of a stack. A neighbour outside the map is no neighbour.
+    """
+    ndim = x.ndim if ndim is None else ndim
+    lead = x.ndim - ndim
+    below = np.asarray(values).astype(np.int64) - 2
+    out = np.ones(len(coords), bool)
+    size = np.array(x.shape[lead:])
+    for shift in np.ndindex(*(3,) * ndim):
+        if all(s == 1 for s in shift):
+            continue
+        point = coords.copy()
+        point[:, lead:] += np.array(shift) - 1
+        inside = np.all((point[:, lead:] >= 0) & (point[:, lead:] < size), axis=1)
+        point[~inside] = 0
+        out &= ~inside | (x[tuple(point.T)].astype(np.int64) <= below)
+    return out
 
 
 def gathered(above: int, size: int, floor: int, dtype) -> bool:
@@ -248,7 +279,8 @@ def choose(
     Parameters
     ----------
     coords : ndarray of int64, ``(k, ndim)``
-        Candidates, highest first, ties in C order.
+        Candidates, highest first, ties in C order: maxima of the box of radius ``min_distance`` around
+        them (:func:`~peakloc.ops.filters.maxima_mask`), so that only candidates of one value can be closer.
     values : ndarray ``(k,)``
         Their values.
     shape : tuple of int
@@ -266,13 +298,25 @@ def choose(
         # Nothing is near another: the first candidate of each region is its peak (every one without merging).
         first = np.unique(keys, return_index=True)[1] if keys is not None else np.arange(len(coords))
         return coords[np.sort(first)[:num_peaks]]
+    # Only candidates of one value can be closer than min_distance, or share a region (a region's candidates
+    # share their value): a candidate whose value no other holds is a peak, and the greedy loop needs only
+    # the others, each value's among themselves (its order over them is the order over all).
+    tied = np.zeros(len(values), bool)
+    same_value = values[1:] == values[:-1]
+    tied[1:] |= same_value
+    tied[:-1] |= same_value
+    keep = ~tied
+    alone_before = np.cumsum(keep) - keep
     kept = _Kept(shape, min_distance) if min_distance > 1 else None
-    chosen: list[tuple[int, ...]] = []
+    chosen = 0
     taken: set = set()
     by_value: dict[float, list[int]] = {}
     runs: dict[float, tuple[int, np.ndarray]] = {}
     descending = -np.asarray(values, np.float64)  # ascending: where each value's run starts and ends
-    for k, point in enumerate(_points(coords)):
+    ties = np.flatnonzero(tied)
+    for k, point in zip(ties.tolist(), _points(coords[ties])):
+        if alone_before[k] + chosen >= num_peaks:
+            break
         if kept is not None and kept.near(point):
             continue
         if keys is not None:
@@ -293,10 +337,9 @@ def choose(
             same.append(k)
         if kept is not None:
             kept.add(point)
-        chosen.append(point)
-        if len(chosen) >= num_peaks:
-            break
-    return np.asarray(chosen, dtype=np.int64).reshape(-1, ndim)
+        keep[k] = True
+        chosen += 1
+    return coords[keep][:num_peaks].astype(np.int64, copy=False).reshape(-1, ndim)
 
 
 def local_maxima(
@@ -459,7 +502,8 @@ def _stack_local_maxima(
         # The labelling's maps lie one row apart: a band is joined by neighbours only.
         points = coords.copy()
         points[:, 0] += owner * (spatial[0] + 1)
-        shoulder, keys = keyed_by_band(points, values, partial(_stack_band_parts, stack))
+        alone = isolated(stack, np.concatenate([owner[:, None], coords], axis=1), values, len(spatial))
+        shoulder, keys = keyed_by_band(points, values, partial(_stack_band_parts, stack), alone)
     starts = np.searchsorted(owner, np.arange(b + 1))
     out = []
     for m in range(b):

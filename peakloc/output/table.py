@@ -9,6 +9,7 @@ import csv
 import errno
 import io
 import math
+import operator
 import os
 import stat
 import sys
@@ -73,6 +74,26 @@ def number(value: Any) -> int | float | None:
         if math.isfinite(value):  # math, not NumPy: a few rows per input, one call per number
             value = float(f"{value:.{DIGITS}g}")
     return value if math.isfinite(value) else None
+
+
+def numbers(values: np.ndarray) -> list[int | float | None]:
+    """:func:`number` of each of ``values`` (any shape, flattened), as a list: one pass per array.
+
+    Examples
+    --------
+    >>> numbers(np.array([0.1, np.nan], np.float32)), numbers(np.array([254.99999999999997])), numbers(np.uint8([7]))
+    ([0.1, None], [255.0], [7])
+    """
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind in "biu":
+        return values.astype(np.int64).tolist() if values.dtype.kind == "b" else values.tolist()
+    if values.dtype.kind != "f":
+        return [number(v) for v in values]
+    finite = np.isfinite(values).tolist()
+    if values.dtype.itemsize < 8:
+        # str() of a NumPy float32 is its shortest round-trip repr; Python's float has no such form.
+        return [float(str(v)) if ok else None for v, ok in zip(values, finite)]
+    return [float(f"{v:.{DIGITS}g}") if ok else None for v, ok in zip(values.tolist(), finite)]
 
 
 def _cell(value: Any) -> str:
@@ -163,6 +184,19 @@ class TableWriter:
 
     def write(self, rows: Iterable[Row]) -> None:
         """Append rows (dicts keyed by :data:`COLUMNS`)."""
+        if self.fmt in ("csv", "tsv"):
+            rows = list(rows)
+            self._line.seek(0)
+            self._line.truncate()
+            # All at once (the csv module writes None as an empty cell, anything else as str() does), then
+            # "\r\n" -> "\n", unless a cell holds either character: then row by row, as _write_csv does.
+            self._csv.writerows(map(operator.itemgetter(*self.columns), rows))
+            text = self._line.getvalue()
+            if text.count("\r") == len(rows) and text.count("\n") == len(rows):
+                self._stream.write(text.replace("\r\n", "\n"))
+                self._count += len(rows)
+                self._stream.flush()
+                return
         for row in rows:
             if self.fmt in ("csv", "tsv"):
                 self._write_csv([_cell(row[c]) for c in self.columns])
@@ -235,32 +269,49 @@ def rows(
         Add :data:`EXTRA_COLUMNS`.
     """
     methods = list(peaks)
-    n_peaks = max(p.present.shape[1] for p in peaks.values())
     axis_of = {a: i for i, a in enumerate(spatial)}
-    for b, label in enumerate(labels):
-        for rank in range(n_peaks):
-            for method in methods:
-                found = peaks[method]
-                if rank >= found.present.shape[1] or not found.present[b, rank]:
-                    continue
-                point = coords[method][b, rank]
-                row = {
-                    "path": path,
-                    "index": label or None,
-                    "peak": rank + 1,
-                    "method": method,
-                    **{a.lower(): (number(point[axis_of[a]]) if a in axis_of else None) for a in "XYZ"},
-                    "value": number(found.values[b, rank]),
-                }
-                if extra:
-                    for column in SHAPE_COLUMNS:
-                        row[column] = number(found.shape[column][b, rank])
-                    row["fallback"] = bool(found.fallback[b, rank])
-                    error = getattr(found, "error", None)
-                    for a in "XYZ":
-                        row[f"{a.lower()}_err"] = (
-                            number(error[b, rank, axis_of[a]]) if error is not None and a in axis_of else None
-                        )
-                    split = getattr(found, "split", None)
-                    row["split"] = bool(split[b, rank]) if split is not None else False
-                yield row
+    # Each method's present peaks (heatmap, rank) in C order; ``order`` puts them all in the rows' order.
+    found = [np.nonzero(peaks[m].present[: len(labels)]) for m in methods]
+    n_peaks = max(p.present.shape[1] for p in peaks.values())
+    key = np.concatenate([(b * n_peaks + rank) * len(methods) + k for k, (b, rank) in enumerate(found)])
+    order = np.argsort(key, kind="stable").tolist()
+
+    def column(cells_of) -> list:
+        """A column in the rows' order, from ``cells_of(method, heatmaps, ranks)``: a list, or None for empty."""
+        parts: list = []
+        for m, (b, rank) in zip(methods, found):
+            got = cells_of(m, b, rank)
+            parts += [None] * len(b) if got is None else got
+        return [parts[i] for i in order]
+
+    def per_axis(arrays) -> list[list]:
+        """The x, y, z columns of ``arrays(method)`` ``(B, P, ndim)`` (None: no such column)."""
+        return [
+            column(
+                lambda m, b, rank, a=a: (
+                    None if a not in axis_of or arrays(m) is None else numbers(arrays(m)[b, rank, axis_of[a]])
+                )
+            )
+            for a in "XYZ"
+        ]
+
+    columns = {
+        "path": [path] * len(order),
+        "index": column(lambda m, b, rank: [labels[i] or None for i in b.tolist()]),
+        "peak": column(lambda m, b, rank: (rank + 1).tolist()),
+        "method": column(lambda m, b, rank: [m] * len(b)),
+        **dict(zip("xyz", per_axis(lambda m: coords[m]))),
+        "value": column(lambda m, b, rank: numbers(peaks[m].values[b, rank])),
+    }
+    if extra:
+        for name in SHAPE_COLUMNS:
+            columns[name] = column(lambda m, b, rank, name=name: numbers(peaks[m].shape[name][b, rank]))
+        columns["fallback"] = column(lambda m, b, rank: peaks[m].fallback[b, rank].astype(bool).tolist())
+        columns.update(zip(ERROR_COLUMNS, per_axis(lambda m: getattr(peaks[m], "error", None))))
+        split = lambda m: getattr(peaks[m], "split", None)  # noqa: E731
+        columns["split"] = column(
+            lambda m, b, rank: [False] * len(b) if split(m) is None else split(m)[b, rank].astype(bool).tolist()
+        )
+    names = list(columns)
+    for values in zip(*columns.values()):
+        yield dict(zip(names, values))

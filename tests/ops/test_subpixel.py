@@ -56,12 +56,15 @@ def test_gaussian_fit_handles_background_and_a_width_per_axis(rng):
     np.testing.assert_allclose(result.amplitude[:, 0], 1.0, rtol=1e-3)
 
 
-def test_the_pixel_integrated_profile_and_its_derivatives_match_numerical_integration():
+@pytest.mark.parametrize(
+    "pixels", [np.arange(-6.0, 7.0), np.array([-6.0, -4.0, -1.0, 0.0, 2.0, 5.0])], ids=["box", "scattered"]
+)
+def test_the_pixel_integrated_profile_and_its_derivatives_match_numerical_integration(pixels):
     from scipy.integrate import quad
 
     from peakloc.ops.subpixel import gaussian as g
 
-    x = np.arange(-6.0, 7.0)[None]
+    x = pixels[None]
     theta = np.array([[0.3, 1.0, 0.0, 1 / 1.3**2]])  # centre 0.3, amplitude, background, precision
 
     def integrated(t):

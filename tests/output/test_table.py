@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from peakloc.output.table import COLUMNS, TableWriter, infer_format, number, rows
+from peakloc.output.table import COLUMNS, TableWriter, infer_format, number, numbers, rows
 from peakloc.run.locate import MethodPeaks
 
 
@@ -48,6 +48,17 @@ def test_rows_follow_index_then_peak_then_method_order():
 
 def test_numbers_print_as_the_shortest_exact_form():
     assert number(np.float32(0.1)) == 0.1 and number(np.uint8(255)) == 255 and number(np.float64("nan")) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.uint8, np.int64, bool])
+def test_a_column_of_numbers_is_each_number_alone(dtype):
+    values = np.array([0.1, 1 / 3, 254.99999999999997, 1e-7, -2.5e4, np.nan, np.inf, -np.inf, 0.0, 7.0])
+    if np.dtype(dtype).kind != "f":
+        values = np.array([0, 1, 7, 255, 1, 0])
+    column = values.astype(dtype)
+    got = numbers(column.reshape(2, -1))
+    assert got == [number(v) for v in column]
+    assert [type(v) for v in got] == [type(number(v)) for v in column]
 
 
 @pytest.mark.parametrize(

@@ -155,17 +155,28 @@ def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[n
     precision = theta[:, -ndim:]
     out = []
     for a, coordinate in enumerate(axes):
-        d = coordinate[:, None, :] - mu[:, :, a, None]
         p = precision[:, a, None, None]
         scale = np.sqrt(0.5 * p)  # 1 / (sqrt(2) s)
-        high, low = (d + 0.5) * scale, (d - 0.5) * scale
-        g_high, g_low = np.exp(-high * high), np.exp(-low * low)
-        c_high, c_low = erfc_abs(high, g_high), erfc_abs(low, g_low)
+        # The pixels' edges: erfc and exp once per edge, which two neighbouring pixels share (a box's
+        # coordinates are consecutive; others get two edges each).
+        if np.all(coordinate[:, 1:] - coordinate[:, :-1] == 1):
+            edges = np.concatenate([coordinate - 0.5, coordinate[:, -1:] + 0.5], axis=1)
+            lower, upper = slice(None, -1), slice(1, None)
+        else:
+            edges = np.stack([coordinate - 0.5, coordinate + 0.5], axis=-1).reshape(len(coordinate), -1)
+            lower, upper = slice(0, None, 2), slice(1, None, 2)
+        d = edges[:, None, :] - mu[:, :, a, None]
+        x = d * scale
+        g = np.exp(-x * x)
+        c = erfc_abs(x, g)
+        (d_low, d_high), (low, high), (g_low, g_high), (c_low, c_high) = (
+            (v[..., lower], v[..., upper]) for v in (d, x, g, c)
+        )
         # erf(high) - erf(low), with erf(x) = sign(x) (1 - erfc|x|): a difference of two erfc where both
         # ends lie on one side of the centre (no cancellation in the tails).
         spread = np.where(low >= 0, c_low - c_high, np.where(high <= 0, c_high - c_low, 2 - c_high - c_low))
         e = (_SQRT_PI / 2) / scale * spread
-        at_high, at_low = (d + 0.5) * g_high, (d - 0.5) * g_low
+        at_high, at_low = d_high * g_high, d_low * g_low
         out.append((e, g_low - g_high, (at_high - at_low - e) / (2 * p)))
     return out
 
