@@ -213,3 +213,18 @@ def test_beside_a_neighbour_a_fit_may_not_drag_its_peak_off_its_local_maximum():
         fits = gaussian.fit_peaks(heat, owner, peaks, estimate_shape(heat, owner, peaks), threads=1)
         pull = np.linalg.norm(fits.coords[0] - peaks[0])
         assert (pull > gaussian.CROWDED_PULL) == moved and fits.fallback[0] == (not moved)
+
+
+def test_the_covariances_inverse_is_each_matrixs_own_pseudo_inverse_singular_or_not():
+    from peakloc.ops.subpixel.gaussian import _pinv
+
+    rng = np.random.default_rng(3)
+    jac = rng.normal(size=(4, 30, 5))
+    jac[1, :, 4] = 0.0  # a parameter no sample moves: singular
+    jac[2, :, 3] = 2 * jac[2, :, 0] + 1e-9 * jac[2, :, 3]  # two columns dependent but for rounding's noise
+    a = jac.transpose(0, 2, 1) @ jac
+    a[3, 0, 0] = np.nan
+    got = _pinv(a)
+    for n in range(3):
+        np.testing.assert_allclose(got[n], np.linalg.pinv(a[n]), rtol=1e-9, atol=1e-12)
+    assert np.isnan(got[3]).all()
