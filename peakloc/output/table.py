@@ -268,6 +268,53 @@ def rows(
     extra : bool
         Add :data:`EXTRA_COLUMNS`.
     """
+    if sum(int(np.count_nonzero(p.present[: len(labels)])) for p in peaks.values()) < ROWS_BY_COLUMN:
+        yield from _each_row(path, labels, spatial, peaks, coords, extra)
+    else:
+        yield from _by_column(path, labels, spatial, peaks, coords, extra)
+
+
+#: Fewest rows of an input built a column at a time (:func:`_by_column`): 4 us a row instead of 15, but 37 us
+#: for the two rows of one PNG against 9 one row at a time.
+ROWS_BY_COLUMN = 16
+
+
+def _each_row(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
+    """:func:`rows`, one row at a time."""
+    methods = list(peaks)
+    n_peaks = max(p.present.shape[1] for p in peaks.values())
+    axis_of = {a: i for i, a in enumerate(spatial)}
+    for b, label in enumerate(labels):
+        for rank in range(n_peaks):
+            for method in methods:
+                found = peaks[method]
+                if rank >= found.present.shape[1] or not found.present[b, rank]:
+                    continue
+                point = coords[method][b, rank]
+                row = {
+                    "path": path,
+                    "index": label or None,
+                    "peak": rank + 1,
+                    "method": method,
+                    **{a.lower(): (number(point[axis_of[a]]) if a in axis_of else None) for a in "XYZ"},
+                    "value": number(found.values[b, rank]),
+                }
+                if extra:
+                    for column in SHAPE_COLUMNS:
+                        row[column] = number(found.shape[column][b, rank])
+                    row["fallback"] = bool(found.fallback[b, rank])
+                    error = getattr(found, "error", None)
+                    for a in "XYZ":
+                        row[f"{a.lower()}_err"] = (
+                            number(error[b, rank, axis_of[a]]) if error is not None and a in axis_of else None
+                        )
+                    split = getattr(found, "split", None)
+                    row["split"] = bool(split[b, rank]) if split is not None else False
+                yield row
+
+
+def _by_column(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
+    """:func:`rows`, each column of the input made at once (:func:`numbers`)."""
     methods = list(peaks)
     axis_of = {a: i for i, a in enumerate(spatial)}
     # Each method's present peaks (heatmap, rank) in C order; ``order`` puts them all in the rows' order.

@@ -99,3 +99,32 @@ def test_discarded_file_table_leaves_nothing(tmp_path):
     writer = TableWriter(str(tmp_path / "t.csv"), "csv")
     writer.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_made_a_column_at_a_time_are_the_rows_made_one_at_a_time():
+    from peakloc.output.table import _by_column, _each_row
+
+    rng = np.random.default_rng(5)
+    b = 6
+
+    def method(p, dtype, error):
+        present = rng.random((b, p)) < 0.7
+        coords = rng.random((b, p, 3)) * 50
+        coords[0, 0, 1] = np.nan
+        shape = {c: rng.random((b, p)) for c in ("sigma", "amplitude", "snr")}
+        err = np.where(rng.random((b, p, 3)) < 0.2, np.nan, rng.random((b, p, 3))) if error else None
+        return MethodPeaks(
+            coords, (rng.random((b, p)) * 200).astype(dtype), present, rng.random((b, p)) < 0.3, shape, err,
+            rng.random((b, p)) < 0.1 if error else None,
+        )  # fmt: skip
+
+    peaks = {"argmax": method(4, np.uint8, False), "gaussian": method(3, np.float32, True)}
+    coords = {m: p.coords for m, p in peaks.items()}
+    labels = [f"T={t}" for t in range(b - 1)] + [""]
+    for spatial in ("ZYX", "YX"):
+        expected = list(_each_row("a.tif", labels, spatial, peaks, coords, True))
+        assert len(expected) > 20
+        assert list(_by_column("a.tif", labels, spatial, peaks, coords, True)) == expected
+        assert list(_by_column("a.tif", labels, spatial, peaks, coords, False)) == list(
+            _each_row("a.tif", labels, spatial, peaks, coords, False)
+        )
