@@ -18,6 +18,7 @@ in this process, as are the inputs after it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -136,19 +137,30 @@ def quiet_child(parent: int | None) -> None:
 
 
 #: Modules a run's fits may need late, imported on a thread of this process as soon as its helpers are forked:
-#: SciPy's graph module (the crowded groups' components) costs 0.18-0.2 s to import (its array-API layer),
+#: SciPy's graph module (the crowded groups' components) costs 0.15-0.2 s to import (its array-API layer),
 #: which then overlaps with the reading and the local maxima, whose NumPy loops leave the interpreter free.
-#: Not in the helpers: there it would cost 20 MiB of memory to a helper whose work (a volume's fits) never
-#: needs it.
+#: In the helpers too where the run fits spots (``gaussian``): a helper that locates a stack's group needs it
+#: for the group's crowded spots, and imported there at the fork it overlaps with this process's reading
+#: instead of adding to the group's time (the SMLM movie's: 0.16 s of 1.5 s). It costs a helper 20 MiB,
+#: within :data:`HELPER_BYTES`; other runs' helpers (a volume's fits) never need it and do not import it.
 EARLY_IMPORTS = ("scipy.sparse.csgraph",)
 
 
-def _start_helper(parent: int) -> None:
-    """A helper's start: its signals, and the modules that locate maps imported while the parent reads them."""
+def _start_helper(parent: int, early: bool = False) -> None:
+    """A helper's start: its signals, and the modules that locate maps imported while the parent reads them.
+
+    ``early``: :data:`EARLY_IMPORTS` too.
+    """
     quiet_child(parent)
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
+
+    for name in EARLY_IMPORTS if early else ():
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the fits import it again, and say so there
+            return
 
 
 def _import_early():
@@ -157,7 +169,6 @@ def _import_early():
     Only after every fork of the run, and joined before the run ends: a child forked while this thread held
     an import lock would wait on it forever.
     """
-    import importlib
     import threading
 
     def work() -> None:
@@ -184,8 +195,11 @@ def kill_children() -> None:
 
 
 @contextmanager
-def helpers(count: int) -> Iterator[Executor | None]:
-    """``count`` helper processes, forked now (or None for 0), ended when the block ends."""
+def helpers(count: int, early: bool = False) -> Iterator[Executor | None]:
+    """``count`` helper processes, forked now (or None for 0), ended when the block ends.
+
+    ``early``: they import :data:`EARLY_IMPORTS` as they start (a run that fits spots).
+    """
     if count < 1:
         yield None
         return
@@ -203,7 +217,7 @@ def helpers(count: int) -> Iterator[Executor | None]:
     # call, took the other process's core (the dense volume's joint fits shared over 2 processes took 2.1 s
     # instead of 0.9 s). Set before the fork, the helpers inherit it.
     limits = threadpool_limits(1, user_api="blas")
-    pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(),))
+    pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(), early))
     importing = None
     try:
         # With fork, the first task starts every helper: now, while this process is small and has no thread.
