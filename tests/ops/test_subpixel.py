@@ -228,3 +228,27 @@ def test_the_covariances_inverse_is_each_matrixs_own_pseudo_inverse_singular_or_
     for n in range(3):
         np.testing.assert_allclose(got[n], np.linalg.pinv(a[n]), rtol=1e-9, atol=1e-12)
     assert np.isnan(got[3]).all()
+
+
+def _fits_of_widths(widths: np.ndarray):
+    from peakloc.ops.subpixel.gaussian import Fits
+
+    n, ndim = widths.shape
+    zeros, false = np.zeros(n), np.zeros(n, bool)
+    return Fits(
+        np.zeros((n, ndim)), false.copy(), zeros, zeros, zeros, zeros, widths, zeros, np.full((n, ndim), 4), zeros,
+        zeros, np.zeros((n, ndim)), np.zeros((n, ndim)), np.zeros((n, 5)), false.copy(), false.copy(),
+    )  # fmt: skip
+
+
+def test_a_spot_wide_along_one_axis_takes_its_excess_width_on_every_axis_it_is_wider_on():
+    from peakloc.ops.subpixel.gaussian import unresolved_spread
+
+    spread = np.linspace(-0.03, 0.03, 40)  # one spot's widths, measured with noise: none past the gate
+    widths = np.c_[2.0 + spread, 1.3 + spread[::-1], 1.3 + np.roll(spread, 7)]
+    widths[0] = [2.0, 1.6, 1.31]  # two spots apart along y, and a little along z: y's excess is far past the gate
+    added = unresolved_spread(_fits_of_widths(widths), np.zeros(40, int))
+    typical = np.median(widths, axis=0)
+    np.testing.assert_allclose(added[0], np.maximum(widths[0] ** 2 - typical**2, 0.0))
+    assert added[0, 1] > 0 and added[0, 2] > 0  # z too: a pair's distance has a share along it
+    assert not added[1:].any()

@@ -828,9 +828,11 @@ def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
 
 #: A spot wider along an axis than its heatmap's typical spot by more than this many robust standard
 #: deviations of the heatmap's widths is taken for unresolved spots (:func:`unresolved_spread`). Measured
-#: on the SMLM movie and the 3-D volumes of make bench-accuracy: 4 leaves the movie at 1.11, 2 lowers
-#: isolated spots' spread to 0.95; 3 gives 1.08-1.09 on the movie and 0.98-1.04 on the volumes.
-WIDTH_GATE = 3.0
+#: (SD of error over error bar) on make bench's SMLM movie, 5000-spot and 500-spot volumes, and make
+#: bench-accuracy's realistic conditions: 3 gives 1.07, 1.21/1.12/1.11, 0.93-1.03 and 0.96-1.01; 2.5 gives
+#: 1.04, 1.13/1.04/1.03, 0.93-1.03 and 0.95-1.00; 2 gives 1.01, 1.11/1.02/1.01, but 0.90 (z) on the sparse
+#: volume, whose spots have no hidden neighbour to widen them.
+WIDTH_GATE = 2.5
 #: Fewest spots of a heatmap (not fallen back, held by their window) for its typical width.
 WIDTH_SPOTS = 5
 
@@ -840,12 +842,16 @@ def unresolved_spread(fits: Fits, owner: np.ndarray) -> np.ndarray:
 
     Two spots closer than about 1.5 widths give one peak, a little wider than one spot, and a fit that sits
     between them: half their distance from each, far beyond a noise-sized error bar (one such spot in a
-    thousand made the 3-D volumes' spread 1.5 instead of 1.0). Along an axis where a spot is wider than its
-    heatmap's typical spot (the median, over the heatmap's spots, of the fitted width) by more than
+    thousand made the 3-D volumes' spread 1.5 instead of 1.0). Where a spot is wider than its heatmap's
+    typical spot (the median, over the heatmap's spots, of the fitted width) along some axis by more than
     :data:`WIDTH_GATE` robust standard deviations (1.4826 x the median absolute deviation, at least 1% of the
-    width), the two would lie ``sqrt(w^2 - w_typical^2)`` from the fit: that is added in quadrature. It
-    assumes what a microscope's spots share, one point-spread function per heatmap; it needs
-    :data:`WIDTH_SPOTS` spots, and leaves a heatmap of fewer alone.
+    width), the two would lie ``sqrt(w^2 - w_typical^2)`` from the fit along each axis it is wider on: that
+    is added in quadrature, on every such axis. Two spots lie along the line between them, seldom along an
+    array axis, and widen each axis by their distance's share along it: the gate may see one axis and the
+    fit's error lie mostly along another (at a gate of 3, the 5000-spot volume's SD read 1.38/1.38/1.49
+    with the term on the gated axis alone, 1.21/1.12/1.11 on every axis wider than typical). It assumes
+    what a microscope's spots share, one point-spread function per heatmap; it needs :data:`WIDTH_SPOTS`
+    spots, and leaves a heatmap of fewer alone.
     """
     usable = ~fits.fallback & ~fits.capped
     widths = np.where(usable[:, None], fits.widths, np.nan)
@@ -853,7 +859,8 @@ def unresolved_spread(fits: Fits, owner: np.ndarray) -> np.ndarray:
     spread = np.maximum(1.4826 * grouped_median(np.abs(widths - typical), owner)[0], 0.01 * typical)
     with np.errstate(invalid="ignore"):
         wide = (widths - typical > WIDTH_GATE * spread) & (count >= WIDTH_SPOTS)[:, None]
-    return np.where(wide, widths**2 - typical**2, 0.0)
+        excess = np.where(widths > typical, widths**2 - typical**2, 0.0)
+    return np.where(wide.any(axis=1, keepdims=True), excess, 0.0)
 
 
 def grouped_median(values: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
