@@ -125,6 +125,37 @@ def test_in_integer_maps_a_one_level_bump_on_a_ridge_is_no_peak():
     assert [4, 20] in peakloc.find_peaks(x.astype(float), num_peaks=5, min_distance=3).tolist()
 
 
+def test_a_one_level_bump_on_a_ridge_is_no_peak_where_peaks_are_few_in_a_large_map():
+    # Few candidates for the map's size: the ones two levels above every neighbour skip the labelling.
+    x = np.zeros((64, 64), np.uint8)
+    x[4, 2:25] = 100
+    x[4, 3] = 120
+    x[4, 20] = 101
+    x[4, 29] = 90
+    x[40, 40] = 50  # alone: every neighbour two levels below
+    expected = [[4, 3], [4, 29], [40, 40]]
+    assert peakloc.find_peaks(x, num_peaks=5, min_distance=3).tolist() == expected
+    stack = np.stack([x, np.roll(x, 9, axis=0), x])  # laid end to end
+    found = peakloc.find_peaks(stack, ndim=2, num_peaks=5, min_distance=3)
+    assert [f.tolist() for f in found] == [expected, [[13, 3], [13, 29], [49, 40]], expected]
+
+
+def test_a_candidate_is_isolated_where_every_neighbour_lies_two_levels_below(rng):
+    from peakloc.ops.peaks import isolated
+
+    for shape in [(40,), (12, 15), (5, 6, 7)]:
+        x = rng.integers(0, 6, shape).astype(np.int16)
+        coords = np.argwhere(x >= 0)
+        values = x[tuple(coords.T)]
+        expected = []
+        for point, value in zip(coords, values):
+            around = tuple(slice(max(p - 1, 0), p + 2) for p in point)
+            box = x[around].astype(int).copy()
+            box[tuple(p - max(p - 1, 0) for p in point)] = -100  # the candidate itself
+            expected.append(bool(np.all(box <= value - 2)))
+        assert isolated(x, coords, values).tolist() == expected
+
+
 @pytest.mark.parametrize("shape", [(300,), (64, 80), (20, 24, 28)])
 def test_spacing_on_a_map_too_large_for_an_array_grid_matches_skimage(rng, shape, monkeypatch):
     from peakloc.ops import peaks as module
