@@ -211,21 +211,14 @@ def isolated(x: np.ndarray, coords: np.ndarray, values: np.ndarray, ndim: int | 
     ndim = x.ndim if ndim is None else ndim
     lead = x.ndim - ndim
     size = np.array(x.shape[lead:])
-    # One neighbour at a time, among the candidates still standing: on a plateau (a quantised broad peak:
-    # thousands of candidates a map) the first neighbour already rules out nearly all.
-    left = np.arange(len(coords))
-    for shift in np.ndindex(*(3,) * ndim):
-        if all(s == 1 for s in shift) or not len(left):
-            continue
-        point = coords[left]
-        point[:, lead:] += np.array(shift) - 1
-        inside = np.all((point[:, lead:] >= 0) & (point[:, lead:] < size), axis=1)
-        point[~inside] = 0
-        below = np.asarray(values)[left].astype(np.int64) - 2
-        left = left[~inside | (x[tuple(point.T)].astype(np.int64) <= below)]
-    out = np.zeros(len(coords), bool)
-    out[left] = True
-    return out
+    shifts = np.array([s for s in np.ndindex(*(3,) * ndim) if any(a != 1 for a in s)]) - 1  # (3^ndim - 1, ndim)
+    point = np.repeat(np.asarray(coords)[:, None, :], len(shifts), axis=1)  # (k, neighbours, x.ndim)
+    point[..., lead:] += shifts
+    inside = np.all((point[..., lead:] >= 0) & (point[..., lead:] < size), axis=-1)
+    point[~inside] = 0
+    neighbour = x[tuple(np.moveaxis(point, -1, 0))].astype(np.int64)
+    below = np.asarray(values).astype(np.int64)[:, None] - 2
+    return np.all(~inside | (neighbour <= below), axis=1)
 
 
 def few_isolated(x: np.ndarray, coords: np.ndarray, values: np.ndarray, ndim: int | None = None):
