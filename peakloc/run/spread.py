@@ -18,7 +18,6 @@ in this process, as are the inputs after it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
@@ -142,7 +141,8 @@ def quiet_child(parent: int | None) -> None:
 #: In the helpers too where the run fits spots (``gaussian``): a helper that locates a stack's group needs it
 #: for the group's crowded spots, and imported there at the fork it overlaps with this process's reading
 #: instead of adding to the group's time (the SMLM movie's: 0.16 s of 1.5 s). It costs a helper 20 MiB,
-#: within :data:`HELPER_BYTES`; other runs' helpers (a volume's fits) never need it and do not import it.
+#: within :data:`HELPER_BYTES`. A helper that only shares a volume's fits never needs it, but the helpers
+#: start before the input is read; runs without ``gaussian`` do not import it there.
 EARLY_IMPORTS = ("scipy.sparse.csgraph",)
 
 
@@ -152,6 +152,8 @@ def _start_helper(parent: int, early: bool = False) -> None:
     ``early``: :data:`EARLY_IMPORTS` too.
     """
     quiet_child(parent)
+    import importlib
+
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
@@ -169,6 +171,7 @@ def _import_early():
     Only after every fork of the run, and joined before the run ends: a child forked while this thread held
     an import lock would wait on it forever.
     """
+    import importlib
     import threading
 
     def work() -> None:

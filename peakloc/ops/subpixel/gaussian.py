@@ -829,8 +829,8 @@ def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
 #: A spot wider along an axis than its heatmap's typical spot by more than this many robust standard
 #: deviations of the heatmap's widths is taken for unresolved spots (:func:`unresolved_spread`). Measured
 #: (SD of error over error bar) on make bench's SMLM movie, 5000-spot and 500-spot volumes, and make
-#: bench-accuracy's realistic conditions: 3 gives 1.07, 1.21/1.12/1.11, 0.93-1.03 and 0.96-1.01; 2.5 gives
-#: 1.04, 1.13/1.04/1.03, 0.93-1.03 and 0.95-1.00; 2 gives 1.01, 1.11/1.02/1.01, but 0.90 (z) on the sparse
+#: bench-accuracy's realistic conditions: 3 gives 1.07, 1.21/1.12/1.11, 0.93-1.03 and 0.96-1.02; 2.5 gives
+#: 1.04, 1.13/1.04/1.03, 0.93-1.03 and 0.95-1.01; 2 gives 1.01, 1.11/1.02/1.01, but 0.90 (z) on the sparse
 #: volume, whose spots have no hidden neighbour to widen them.
 WIDTH_GATE = 2.5
 #: Fewest spots of a heatmap (not fallen back, held by their window) for its typical width.
