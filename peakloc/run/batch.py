@@ -183,7 +183,7 @@ def lower_maxima(located: Located, settings: Settings) -> list[np.ndarray] | Non
     Found with the run's ``min_distance`` and threshold. None unless the run looks for peaks (``--peaks``
     above 1 or a ``--threshold``), or where the heatmaps are read in pieces.
     """
-    if (settings.peaks <= 1 and settings.threshold is None) or not isinstance(located.heatmaps, np.ndarray):
+    if not settings.finds_peaks or not isinstance(located.heatmaps, np.ndarray):
         return None
     from ..ops.api import find_peaks
 

@@ -152,16 +152,22 @@ def _start_helper(parent: int, early: bool = False) -> None:
     ``early``: :data:`EARLY_IMPORTS` too.
     """
     quiet_child(parent)
-    import importlib
-
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
 
-    for name in EARLY_IMPORTS if early else ():
+    if early:
+        _import_early_modules()
+
+
+def _import_early_modules() -> None:
+    """Import :data:`EARLY_IMPORTS`; where one is missing, stop (the fits import it again, and say so there)."""
+    import importlib
+
+    for name in EARLY_IMPORTS:
         try:
             importlib.import_module(name)
-        except ImportError:  # the fits import it again, and say so there
+        except ImportError:
             return
 
 
@@ -171,17 +177,9 @@ def _import_early():
     Only after every fork of the run, and joined before the run ends: a child forked while this thread held
     an import lock would wait on it forever.
     """
-    import importlib
     import threading
 
-    def work() -> None:
-        for name in EARLY_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except ImportError:  # the fits import it again, and say so there
-                return
-
-    thread = threading.Thread(target=work, name="peakloc-imports", daemon=True)
+    thread = threading.Thread(target=_import_early_modules, name="peakloc-imports", daemon=True)
     thread.start()
     return thread
 
