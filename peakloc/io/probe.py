@@ -57,30 +57,30 @@ def _png(head: bytes) -> Probe | None:
     return Probe(shape, dtype, channels)
 
 
-def _jpeg(path: Path) -> Probe | None:
-    with _open(path) as handle:
-        if handle.read(2) != b"\xff\xd8":
+def _jpeg(handle) -> Probe | None:
+    """A JPEG's frame header, from a binary file object at the file's start."""
+    if handle.read(2) != b"\xff\xd8":
+        return None
+    while True:
+        marker = handle.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
             return None
-        while True:
-            marker = handle.read(2)
-            if len(marker) < 2 or marker[0] != 0xFF:
+        code = marker[1]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
+            continue
+        size = handle.read(2)
+        if len(size) < 2:
+            return None
+        length = struct.unpack(">H", size)[0]
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            body = handle.read(6)
+            if len(body) < 6:
                 return None
-            code = marker[1]
-            if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
-                continue
-            size = handle.read(2)
-            if len(size) < 2:
-                return None
-            length = struct.unpack(">H", size)[0]
-            if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
-                body = handle.read(6)
-                if len(body) < 6:
-                    return None
-                depth, height, width, components = struct.unpack(">BHHB", body)
-                dtype = np.dtype(np.uint16 if depth > 8 else np.uint8)
-                shape = (height, width, components) if components > 1 else (height, width)
-                return Probe(shape, dtype, components)
-            handle.seek(length - 2, 1)
+            depth, height, width, components = struct.unpack(">BHHB", body)
+            dtype = np.dtype(np.uint16 if depth > 8 else np.uint8)
+            shape = (height, width, components) if components > 1 else (height, width)
+            return Probe(shape, dtype, components)
+        handle.seek(length - 2, 1)
 
 
 def _bmp(head: bytes) -> Probe | None:
@@ -148,11 +148,25 @@ def probe(path: str | Path, kind: str) -> Probe | None:
         return _tiff(path)
     try:
         with _open(path) as handle:
-            head = handle.read(64)
+            return probe_image(handle)
+    except OSError:  # the reader reports it in its words
+        return None
+
+
+def probe_image(handle) -> Probe | None:
+    """:func:`probe` of an image, from a binary file object at its start (``io.BytesIO`` of its bytes).
+
+    Reads the first 64 bytes, and a JPEG's markers up to its frame header.
+    """
+    try:
+        head = handle.read(64)
         for sniff in (_png, _bmp, _pnm):
             found = sniff(head)
             if found is not None:
                 return found
-        return _jpeg(path) if head[:2] == b"\xff\xd8" else None
+        if head[:2] != b"\xff\xd8":
+            return None
+        handle.seek(0)
+        return _jpeg(handle)
     except (struct.error, ValueError, OSError):  # a header cut short: the decoder reports it in its words
         return None

@@ -6,12 +6,14 @@ Heavy libraries load only for their own format: OpenCV for images, tifffile for 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from ..errors import AxesError, InputError, PeaklocWarning
 from .axes import default_axes, validate_axes
 from .hdf5 import SUFFIXES as HDF5_SUFFIXES
 from .hdf5 import read_hdf5, split_selector
+from .probe import Probe, probe_image
 from .remote import filesystem, is_url
 
 NPY_SUFFIXES = frozenset({".npy"})
@@ -112,7 +115,11 @@ def _reason(kind: str, exc: Exception) -> str:
 
 
 def read(
-    path: str | os.PathLike, axes: str | None = None, colormap: str | None = None, in_pieces: bool | None = None
+    path: str | os.PathLike,
+    axes: str | None = None,
+    colormap: str | None = None,
+    in_pieces: bool | None = None,
+    check: Callable[[Probe | None], None] | None = None,
 ) -> tuple[np.ndarray, str]:
     """Read a heatmap file.
 
@@ -143,6 +150,10 @@ def read(
     in_pieces : bool, optional
         TIFF only: read in pieces (memory-mapped, or compressed pages as :class:`TiffPages`), or whole;
         default: pieces above :data:`TIFF_IN_PIECES` bytes decoded.
+    check : callable, optional
+        Images only: called with what the image will decode to (:func:`~peakloc.io.probe.probe_image`, None
+        where its header is not understood), read from the bytes about to be decoded, before they are; it
+        raises to refuse the file (a memory budget). The file is read once.
 
     Raises
     ------
@@ -153,9 +164,9 @@ def read(
         `axes` does not fit the array, or a 4-D or larger array has no axes.
     """
     if is_url(path):
-        array, stored = _read_url(path, axes, colormap, in_pieces)
+        array, stored = _read_url(path, axes, colormap, in_pieces, check)
     else:
-        array, stored = _read_file(Path(path), axes, colormap, in_pieces)
+        array, stored = _read_file(os.fspath(path), axes, colormap, in_pieces, check)
     if array.dtype.kind not in "biuf":
         raise InputError(f"dtype {array.dtype} is not numeric")
     if array.size == 0:
@@ -192,7 +203,7 @@ def _decoding(kind: str) -> Iterator[None]:
         raise InputError(_reason(kind, exc)) from None
 
 
-def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool | None):
+def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool | None, check=None):
     """``(array, stored axes or None)`` of the file or Zarr store at ``url``.
 
     Zarr stores and TIFFs are read in pieces as from a disk (compressed TIFFs as :class:`TiffPages`, never
@@ -223,13 +234,12 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
             # The handle stays open while a TIFF read in pieces lives.
             return read_tiff(handle, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
         with handle:
-            return read_image(handle, colormap, suffix), "YX"
+            return decode_image(handle.read(), suffix, colormap, check), "YX"
 
 
-def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bool | None):
+def _read_file(path: str, axes: str | None, colormap: str | None, in_pieces: bool | None, check=None):
     """``(array, stored axes or None)`` of a file or Zarr folder on disk."""
-    path, dataset = split_selector(str(path))
-    path = Path(path)
+    path, dataset = split_selector(path)
     suffix = suffix_of(path)
     try:
         # One stat answers what Path.exists, is_dir, is_file and stat would each ask again.
@@ -247,18 +257,20 @@ def _read_file(path: Path, axes: str | None, colormap: str | None, in_pieces: bo
     kind = kind_of(path)
     with _decoding(kind):
         if kind == "zarr":
-            return read_zarr(path)
+            return read_zarr(Path(path))
         if not stat.S_ISREG(status.st_mode):
             raise InputError("is not a regular file")
         if status.st_size == 0:
             raise InputError("file is empty")
         if kind == "npy":
-            return read_npy(path), None
+            return read_npy(Path(path)), None
         if kind == "tiff":
-            return read_tiff(path, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
+            return read_tiff(Path(path), keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
         if kind == "hdf5":
-            return read_hdf5(path, dataset)
-        return read_image(path, colormap), "YX"
+            return read_hdf5(Path(path), dataset)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return decode_image(data, suffix, colormap, check), "YX"
 
 
 def read_npy(path) -> np.ndarray:
@@ -473,20 +485,18 @@ def read_zarr(path: Path) -> tuple[object, str | None]:
     return array, axes
 
 
-def read_image(path, colormap: str | None = None, suffix: str | None = None) -> np.ndarray:
-    """Decode an image with OpenCV, all bits kept (16-bit stays 16-bit); colour becomes grey (BT.601).
+def decode_image(data: bytes, suffix: str, colormap: str | None = None, check=None) -> np.ndarray:
+    """Decode an image file's bytes with OpenCV, all bits kept (16-bit stays 16-bit); colour becomes grey (BT.601).
 
-    ``path`` is a path, or a file object whose format ``suffix`` names. With ``colormap``, colour becomes
-    the values of that colour map instead.
+    ``suffix`` names the format in the error of a file OpenCV cannot decode. With ``colormap``, colour becomes
+    the values of that colour map instead. ``check``: see :func:`read`.
     """
+    if check is not None:
+        check(probe_image(io.BytesIO(data)))
     import cv2
 
     _quiet_opencv(cv2)
-    if hasattr(path, "read"):
-        data = np.frombuffer(path.read(), dtype=np.uint8)
-    else:
-        data, suffix = np.fromfile(path, dtype=np.uint8), path.suffix.lower()
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"cannot decode image (corrupt, truncated, or not a {suffix[1:].upper()} file)")
     if image.ndim == 3:
@@ -499,8 +509,9 @@ def read_image(path, colormap: str | None = None, suffix: str | None = None) -> 
     return image
 
 
+@cache
 def _quiet_opencv(cv2) -> None:
-    """OpenCV logs decoder warnings to stderr itself; peakloc reports one line per bad file instead."""
+    """OpenCV logs decoder warnings to stderr itself; peakloc reports one line per bad file instead (once a process)."""
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging is not None and hasattr(logging, "LOG_LEVEL_SILENT"):
         logging.setLogLevel(logging.LOG_LEVEL_SILENT)

@@ -13,7 +13,7 @@ import operator
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -243,7 +243,7 @@ def _umask() -> int:
 
 
 def rows(
-    path: str,
+    path: str | Sequence[str],
     labels: list[str],
     spatial: str,
     peaks: Mapping[str, Any],
@@ -254,8 +254,9 @@ def rows(
 
     Parameters
     ----------
-    path : str
-        The input as given or as found in a directory.
+    path : str or sequence of str
+        The input as given or as found in a directory; or one per heatmap (single-map inputs located as one
+        stack).
     labels : list of str
         One ``index`` label per heatmap.
     spatial : str
@@ -268,10 +269,11 @@ def rows(
     extra : bool
         Add :data:`EXTRA_COLUMNS`.
     """
+    paths = [path] * len(labels) if isinstance(path, str) else list(path)
     if sum(int(np.count_nonzero(p.present[: len(labels)])) for p in peaks.values()) < ROWS_BY_COLUMN:
-        yield from _each_row(path, labels, spatial, peaks, coords, extra)
+        yield from _each_row(paths, labels, spatial, peaks, coords, extra)
     else:
-        yield from _by_column(path, labels, spatial, peaks, coords, extra)
+        yield from _by_column(paths, labels, spatial, peaks, coords, extra)
 
 
 #: Fewest rows of an input built a column at a time (:func:`_by_column`): 4 us a row instead of 15, but 37 us
@@ -279,8 +281,8 @@ def rows(
 ROWS_BY_COLUMN = 16
 
 
-def _each_row(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
-    """:func:`rows`, one row at a time."""
+def _each_row(paths, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
+    """:func:`rows`, one row at a time (``paths``: one per heatmap)."""
     methods = list(peaks)
     n_peaks = max(p.present.shape[1] for p in peaks.values())
     axis_of = {a: i for i, a in enumerate(spatial)}
@@ -292,7 +294,7 @@ def _each_row(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
                     continue
                 point = coords[method][b, rank]
                 row = {
-                    "path": path,
+                    "path": paths[b],
                     "index": label or None,
                     "peak": rank + 1,
                     "method": method,
@@ -313,8 +315,8 @@ def _each_row(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
                 yield row
 
 
-def _by_column(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
-    """:func:`rows`, each column of the input made at once (:func:`numbers`)."""
+def _by_column(paths, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
+    """:func:`rows`, each column of the input made at once (:func:`numbers`; ``paths``: one per heatmap)."""
     methods = list(peaks)
     axis_of = {a: i for i, a in enumerate(spatial)}
     # Each method's present peaks (heatmap, rank) in C order; ``order`` puts them all in the rows' order.
@@ -343,7 +345,11 @@ def _by_column(path, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
         ]
 
     columns = {
-        "path": [path] * len(order),
+        "path": (
+            [paths[0]] * len(order)
+            if len(set(paths)) == 1
+            else column(lambda m, b, rank: [paths[i] for i in b.tolist()])
+        ),
         "index": column(lambda m, b, rank: [labels[i] or None for i in b.tolist()]),
         "peak": column(lambda m, b, rank: (rank + 1).tolist()),
         "method": column(lambda m, b, rank: [m] * len(b)),

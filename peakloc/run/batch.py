@@ -289,15 +289,28 @@ def run_chunk(
 
 
 def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome], pool=None) -> bool:
-    """Locate single-map inputs of one shape in one call; False (nothing recorded) if the stack fails."""
+    """Locate single-map inputs of one shape in one call; False (nothing recorded) if the stack fails.
+
+    Without overlays, every input's rows are built at once too (:func:`_rows_each`); an input with warnings
+    gets them from its own part of the stack, as it would alone.
+    """
     layout = loaded[members[0]][1]
     try:
         with captured() as notes:
             stack = np.concatenate([loaded[k][0] for k in members])
             stacked = Layout("B", (len(members),), layout.spatial, layout.spatial_shape)
             together = _locate(job, stack, stacked, None, None, pool, notes)
+            made = None if job.settings.overlay is not None else _rows_each(job, items, loaded, members, together)
     except Exception:  # noqa: BLE001 - located again one by one, where each failure is its own
         return False
+    if made is not None:
+        warned = together.warned()
+        for i, k in enumerate(members):
+            outcomes[k].rows, outcomes[k].heatmaps = made[i], 1
+            if warned[i]:
+                outcomes[k].warnings.extend(together.part(i, loaded[k][1]).warnings())
+            _noted(outcomes[k], notes)
+        return True
     for i, k in enumerate(members):
         with captured() as own:
             _attempt(
@@ -307,6 +320,20 @@ def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome
             )
         _noted(outcomes[k], notes + own)
     return True
+
+
+def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -> list[list[dict]]:
+    """Each stacked input's table rows, built for the whole stack at once (a column at a time).
+
+    The rows :func:`_finish` gives each input alone: each heatmap keeps its input's path and index label.
+    """
+    settings = job.settings
+    labels = [label for k in members for label in loaded[k][1].index_labels()]
+    coords = together.table_coords(settings.coords)
+    paths = [items[k].path for k in members]
+    made = list(rows(paths, labels, together.layout.spatial, together.peaks, coords, settings.extra))
+    ends = np.cumsum(sum(np.count_nonzero(p.present, axis=1) for p in together.peaks.values())).tolist()
+    return [made[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
 _JOB: Job | None = None

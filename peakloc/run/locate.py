@@ -110,8 +110,17 @@ class Located:
             self.threshold,
         )
 
+    def warned(self) -> np.ndarray:
+        """Per heatmap ``(B,)``: whether it alone, as an input of its own, has :meth:`warnings`."""
+        flagged = self.nonfinite > 0
+        for rank, peaks in enumerate(self.peaks.values()):
+            if rank == 0:
+                flagged = flagged | ~peaks.present[:, 0]
+            flagged = flagged | np.any(peaks.fallback & peaks.present, axis=1)
+        return flagged
+
     def warnings(self) -> list[str]:
-        """One line per kind of problem met in this input's heatmaps, sorted."""
+        """One line per kind of problem met in this input's heatmaps, sorted (see :meth:`warned`)."""
         messages = []
         count = int(self.nonfinite.sum())
         if count:
@@ -715,9 +724,9 @@ class Source:
     decode_colormap: str | None = None
     in_pieces: bool | None = None
 
-    def read(self):
-        """``(array, axis letters)`` as :func:`peakloc.io.read` gives them."""
-        return read(self.path, self.axes, self.decode_colormap, self.in_pieces)
+    def read(self, check=None):
+        """``(array, axis letters)`` as :func:`peakloc.io.read` gives them (``check``: see there)."""
+        return read(self.path, self.axes, self.decode_colormap, self.in_pieces, check)
 
     def open(self) -> Maps:
         """The input as a stack read in pieces, as :func:`read_heatmaps` gave it."""
@@ -755,8 +764,14 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     kind = kind_of(path)
     in_pieces = None
     url = is_url(path)
-    # Decoded whole: images, small TIFFs, and NPY files from a URL (no memory map there).
-    whole = ("image", "tiff", "npy") if url else ("image", "tiff")
+    source = Source(path, settings.axes, settings.decode_colormap)
+    if kind == "image":
+        # Checked from the header of the bytes the reader then decodes: the file is read once.
+        array, letters = source.read(lambda found: check(found, kind, settings, budget, mapped=not url))
+        stacked, layout = to_heatmaps(array, letters)
+        return stacked.reshape((layout.count,) + layout.spatial_shape), layout
+    # Decoded whole: small TIFFs, and NPY files from a URL (no memory map there).
+    whole = ("tiff", "npy") if url else ("tiff",)
     probed = kind in whole and is_supported(path)
     stored = regular_size(path) if probed and not url else None
     if probed and (url or stored is not None):
@@ -771,7 +786,7 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
         in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
         if not in_pieces:
             check(found, kind, settings, budget, mapped=not url)
-    source = Source(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
+    source = replace(source, in_pieces=in_pieces if kind == "tiff" else None)
     array, letters = source.read()
     if is_lazy(array):
         maps, layout = _stack(array, letters)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from peakloc.output.table import COLUMNS, TableWriter, infer_format, number, numbers, rows
+from peakloc.output.table import COLUMNS, ROWS_BY_COLUMN, TableWriter, infer_format, number, numbers, rows
 from peakloc.run.locate import MethodPeaks
 
 
@@ -121,10 +121,29 @@ def test_rows_made_a_column_at_a_time_are_the_rows_made_one_at_a_time():
     peaks = {"argmax": method(4, np.uint8, False), "gaussian": method(3, np.float32, True)}
     coords = {m: p.coords for m, p in peaks.items()}
     labels = [f"T={t}" for t in range(b - 1)] + [""]
-    for spatial in ("ZYX", "YX"):
-        expected = list(_each_row("a.tif", labels, spatial, peaks, coords, True))
+    for spatial, paths in (("ZYX", ["a.tif"] * b), ("YX", [f"m{k}.png" for k in range(b)])):
+        expected = list(_each_row(paths, labels, spatial, peaks, coords, True))
         assert len(expected) > 20
-        assert list(_by_column("a.tif", labels, spatial, peaks, coords, True)) == expected
-        assert list(_by_column("a.tif", labels, spatial, peaks, coords, False)) == list(
-            _each_row("a.tif", labels, spatial, peaks, coords, False)
+        assert list(_by_column(paths, labels, spatial, peaks, coords, True)) == expected
+        assert list(_by_column(paths, labels, spatial, peaks, coords, False)) == list(
+            _each_row(paths, labels, spatial, peaks, coords, False)
         )
+
+
+def test_rows_of_a_stack_with_a_path_per_heatmap_are_each_heatmaps_rows_in_turn():
+    rng = np.random.default_rng(9)
+    b, p = 20, 2
+    present = rng.random((b, p)) < 0.8
+    peaks = {
+        m: MethodPeaks(rng.random((b, p, 2)) * 30, rng.random((b, p)), present, rng.random((b, p)) < 0.2, {})
+        for m in ("argmax", "quadratic")
+    }
+    coords = {m: q.coords for m, q in peaks.items()}
+    paths = [f"f{k}.png" for k in range(b)]
+    together = list(rows(paths, [""] * b, "YX", peaks, coords))
+    assert len(together) >= ROWS_BY_COLUMN  # built a column at a time; each map alone, a row at a time
+    alone = []
+    for k in range(b):
+        one = {m: q.rows(k, k + 1) for m, q in peaks.items()}
+        alone += rows(paths[k], [""], "YX", one, {m: q.coords for m, q in one.items()})
+    assert together == alone

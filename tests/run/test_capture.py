@@ -63,3 +63,24 @@ def test_each_capture_gets_only_what_its_own_block_wrote_as_the_sink_fills_and_e
         with captured() as notes:
             pass
         assert notes == []
+
+
+def test_a_capture_inside_another_gets_its_own_lines_and_the_outer_one_keeps_its_own():
+    with captured() as outer:
+        os.write(2, b"before\n")
+        with captured() as inner:
+            os.write(2, b"inside\n")
+        os.write(2, b"after\n")
+    assert (outer, inner) == (["before", "after"], ["inside"])
+
+
+def test_stderr_and_the_warning_filters_come_back_when_the_block_raises(capfd):
+    filters = list(warnings.filters)
+    try:
+        with captured():
+            os.write(2, b"lost with the failure\n")
+            raise ValueError("the block failed")
+    except ValueError:
+        pass
+    os.write(2, b"to the terminal\n")
+    assert capfd.readouterr().err == "to the terminal\n" and warnings.filters == filters

@@ -131,3 +131,26 @@ def test_a_temporary_folder_on_tmpfs_is_memory_and_one_on_a_disk_is_not(tmp_path
     }
     assert found == {"/tmp": True, "/tmp/a/b": True, "/tmp/disk/x": False, "/tmpx": False, "/my space/z": True}
     assert not _in_memory_filesystem("/tmp", str(tmp_path / "missing"))
+
+
+def test_a_heatmap_is_warned_exactly_where_its_part_alone_has_warnings():
+    from peakloc.run.locate import Located, MethodPeaks
+
+    rng = np.random.default_rng(3)
+    b, p = 64, 3
+    present = np.cumsum(rng.random((b, p)) < 0.8, axis=1) == np.arange(1, p + 1)  # a rank only after the one before
+
+    def peaks():
+        return MethodPeaks(rng.random((b, p, 2)), rng.random((b, p)), present, rng.random((b, p)) < 0.05, {})
+
+    located = Located(
+        np.zeros((b, 4, 4)),
+        Layout("B", (b,), "YX", (4, 4)),
+        {"argmax": peaks(), "gaussian": peaks()},
+        np.where(rng.random(b) < 0.1, 3, 0),
+        "0",
+    )
+    one = Layout("", (), "YX", (4, 4))
+    expected = [bool(located.part(i, one).warnings()) for i in range(b)]
+    assert 0 < sum(expected) < b
+    assert located.warned().tolist() == expected
