@@ -139,10 +139,9 @@ def quiet_child(parent: int | None) -> None:
 #: to import (its array-API layer). Where the run fits spots (``gaussian``), this process imports them before
 #: it forks its helpers, which then have them at no cost: one import instead of one per process, and no
 #: import left to a helper's group or to a thread of this process beside its own group (the SMLM movie of
-#: make bench: 3.86-4.04 -> 3.78-3.89 s of CPU, 2.12-2.21 -> 2.13-2.18 s; imported in each helper at its
-#: start, the helper's group had started 0.27 s after this process's). It costs a helper 20 MiB of RSS,
-#: within :data:`HELPER_BYTES`. Other runs import them on a thread of this process once its helpers are
-#: forked, overlapping the reading.
+#: make bench: 2.12-2.20 s -> 2.07-2.16 s; imported in each helper at its start, the helper's group started
+#: 0.27 s after this process's). It costs a helper 20 MiB of RSS, within :data:`HELPER_BYTES`. Other runs
+#: import them on a thread of this process once its helpers are forked, overlapping the reading.
 EARLY_IMPORTS = ("scipy.sparse.csgraph",)
 
 
