@@ -135,27 +135,23 @@ def quiet_child(parent: int | None) -> None:
         os._exit(0)
 
 
-#: Modules a run's fits may need late: SciPy's graph module (the crowded groups' components) costs 0.15-0.2 s
-#: to import (its array-API layer). Where the run fits spots (``gaussian``), this process imports them before
-#: it forks its helpers, which then have them at no cost: one import instead of one per process, and no
-#: import left to a helper's group or to a thread of this process beside its own group (the SMLM movie of
-#: make bench: 2.12-2.20 s -> 2.07-2.16 s; imported in each helper at its start, the helper's group started
-#: 0.27 s after this process's). It costs a helper 20 MiB of RSS, within :data:`HELPER_BYTES`. Other runs
-#: import them on a thread of this process once its helpers are forked, overlapping the reading.
+#: Modules a run's fits may need late, imported on a thread of this process as soon as its helpers are forked:
+#: SciPy's graph module (the crowded groups' components) costs 0.15-0.2 s to import (its array-API layer),
+#: which then overlaps with the reading and the local maxima, whose NumPy loops leave the interpreter free.
+#: In the helpers too where the run fits spots (``gaussian``): a helper that locates a stack's group needs it
+#: for the group's crowded spots, and imported there at the fork it overlaps with this process's reading
+#: instead of adding to the group's time (the SMLM movie's: 0.16 s of 1.5 s). It costs a helper 20 MiB,
+#: within :data:`HELPER_BYTES`. A helper that only shares a volume's fits never needs it, but the helpers
+#: start before the input is read; runs without ``gaussian`` do not import it there.
 EARLY_IMPORTS = ("scipy.sparse.csgraph",)
 
 
 def _start_helper(parent: int, early: bool = False) -> None:
-    """A helper's start: its signals, and the modules that locate maps, where the parent has not imported them.
+    """A helper's start: its signals, and the modules that locate maps imported while the parent reads them.
 
     ``early``: :data:`EARLY_IMPORTS` too.
     """
     quiet_child(parent)
-    _import_locating_modules(early)
-
-
-def _import_locating_modules(early: bool) -> None:
-    """Import what locating maps needs (OpenCV's labelling, the sub-pixel methods); ``early``: :data:`EARLY_IMPORTS`."""
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
@@ -222,15 +218,13 @@ def helpers(count: int, early: bool = False) -> Iterator[Executor | None]:
     # call, took the other process's core (the dense volume's joint fits shared over 2 processes took 2.1 s
     # instead of 0.9 s). Set before the fork, the helpers inherit it.
     limits = threadpool_limits(1, user_api="blas")
-    if early:
-        _import_locating_modules(early)  # before the fork: the helpers inherit them (see EARLY_IMPORTS)
     pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(), early))
     importing = None
     try:
         # With fork, the first task starts every helper: now, while this process is small and has no thread.
-        # Not waited for: the helpers import what they still need while this process reads the first input.
+        # Not waited for: the helpers import what they need while this process reads the first input.
         pool.submit(int)
-        importing = None if early else _import_early()
+        importing = _import_early()
         yield pool
     except BaseException:
         kill_children()
