@@ -306,7 +306,7 @@ def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome
     if made is not None:
         warned = together.warned()
         for i, k in enumerate(members):
-            outcomes[k].rows, outcomes[k].heatmaps = made[i], 1
+            outcomes[k].rows, outcomes[k].heatmaps = made[i], loaded[k][1].count
             if warned[i]:
                 outcomes[k].warnings.extend(together.part(i, loaded[k][1]).warnings())
             _noted(outcomes[k], notes)
