@@ -6,7 +6,6 @@ Heavy libraries load only for their own format: OpenCV for images, tifffile for 
 from __future__ import annotations
 
 import errno
-import io
 import os
 import stat
 import struct
@@ -152,8 +151,8 @@ def read(
         default: pieces above :data:`TIFF_IN_PIECES` bytes decoded.
     check : callable, optional
         Images only: called with what the image will decode to (:func:`~peakloc.io.probe.probe_image`, None
-        where its header is not understood), read from the bytes about to be decoded, before they are; it
-        raises to refuse the file (a memory budget). The file is read once.
+        where its header is not understood), read from its header before the rest of the file is read and
+        decoded; it raises to refuse the file (a memory budget). The file is opened once.
 
     Raises
     ------
@@ -234,7 +233,7 @@ def _read_url(url: str, axes: str | None, colormap: str | None, in_pieces: bool 
             # The handle stays open while a TIFF read in pieces lives.
             return read_tiff(handle, keep_samples=axes is not None, colormap=colormap, in_pieces=in_pieces)
         with handle:
-            return decode_image(handle.read(), suffix, colormap, check), "YX"
+            return decode_image(_image_bytes(handle, check), suffix, colormap), "YX"
 
 
 def _read_file(path: str, axes: str | None, colormap: str | None, in_pieces: bool | None, check=None):
@@ -269,8 +268,8 @@ def _read_file(path: str, axes: str | None, colormap: str | None, in_pieces: boo
         if kind == "hdf5":
             return read_hdf5(Path(path), dataset)
         with open(path, "rb") as handle:
-            data = handle.read()
-        return decode_image(data, suffix, colormap, check), "YX"
+            data = _image_bytes(handle, check)
+        return decode_image(data, suffix, colormap), "YX"
 
 
 def read_npy(path) -> np.ndarray:
@@ -485,14 +484,24 @@ def read_zarr(path: Path) -> tuple[object, str | None]:
     return array, axes
 
 
-def decode_image(data: bytes, suffix: str, colormap: str | None = None, check=None) -> np.ndarray:
+def _image_bytes(handle, check) -> bytes:
+    """An image file's bytes; ``check`` (see :func:`read`) sees its header's probe before the rest is read.
+
+    One open for both: the probe's read and the rest come from one buffered handle. A file refused by the
+    budget is not read whole (a 500 MB JPEG would have been read into memory before its refusal).
+    """
+    if check is not None:
+        check(probe_image(handle))
+        handle.seek(0)
+    return handle.read()
+
+
+def decode_image(data: bytes, suffix: str, colormap: str | None = None) -> np.ndarray:
     """Decode an image file's bytes with OpenCV, all bits kept (16-bit stays 16-bit); colour becomes grey (BT.601).
 
     ``suffix`` names the format in the error of a file OpenCV cannot decode. With ``colormap``, colour becomes
-    the values of that colour map instead. ``check``: see :func:`read`.
+    the values of that colour map instead.
     """
-    if check is not None:
-        check(probe_image(io.BytesIO(data)))
     import cv2
 
     _quiet_opencv(cv2)

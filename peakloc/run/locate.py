@@ -766,7 +766,7 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     url = is_url(path)
     source = Source(path, settings.axes, settings.decode_colormap)
     if kind == "image":
-        # Checked from the header of the bytes the reader then decodes: the file is read once.
+        # Checked from its header before the reader reads the rest and decodes it: the file is opened once.
         array, letters = source.read(lambda found: check(found, kind, settings, budget, mapped=not url))
         stacked, layout = to_heatmaps(array, letters)
         return stacked.reshape((layout.count,) + layout.spatial_shape), layout

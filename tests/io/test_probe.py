@@ -68,3 +68,23 @@ def test_a_header_cut_short_gives_none(tmp_path, keep):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((30, 40), np.uint16))
     (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes()[:keep])
     assert probe(tmp_path / "b.png", "image") is None
+
+
+def test_an_image_refused_by_its_header_is_not_read_whole():
+    import io
+
+    from peakloc.errors import InputError
+    from peakloc.io.readers import _image_bytes
+
+    handle = io.BytesIO(png_header(30000, 30000) + bytes(1 << 20))
+    seen = []
+
+    def refuse(found):
+        seen.append(found.shape)
+        raise InputError("needs more memory than the budget")
+
+    with pytest.raises(InputError):
+        _image_bytes(handle, refuse)
+    assert seen == [(30000, 30000)] and handle.tell() <= 64
+    handle.seek(0)
+    assert _image_bytes(handle, lambda found: None) == handle.getvalue()  # accepted: every byte, from the start
