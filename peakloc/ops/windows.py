@@ -185,12 +185,45 @@ def groups(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 def nanpercentile_rows(values: np.ndarray, q: float) -> np.ndarray:
     """``np.nanpercentile(values, q, axis=1)``, the same numbers, without its loop over rows."""
-    return _finite_rows(values, lambda finite: np.percentile(finite, q, axis=1))
+    return _finite_rows(values, lambda finite: percentile_rows(finite, q))
 
 
 def nanmedian_rows(values: np.ndarray) -> np.ndarray:
     """``np.nanmedian(values, axis=1)``, the same numbers, without its loop over rows."""
-    return _finite_rows(values, lambda finite: np.median(finite, axis=1))
+    return _finite_rows(values, median_rows)
+
+
+def percentile_rows(values: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(values, q, axis=1)`` (linear method, ``q`` a Python number) of rows ``(m, n)`` without NaN.
+
+    The same numbers, bit for bit, at 0.6 times its cost: NumPy partitions each row at four places (its first
+    and last value, to find NaN, and the two it interpolates between); here one partition finds the lower
+    value, and the upper one is the least of the values above it. NumPy's interpolation is repeated as it
+    is written (``_lerp``, its weight a Python float). 4913-value rows of a 3-D shape estimate: 51 -> 31 us.
+    """
+    n = values.shape[1]
+    virtual = (n - 1) * np.true_divide(q, 100)
+    lower = int(np.floor(virtual))
+    weight = float(virtual - lower)
+    low, high = _neighbouring_order_statistics(values, min(max(lower, 0), n - 1))
+    step = high - low
+    return high - step * (1 - weight) if weight >= 0.5 else low + step * weight
+
+
+def median_rows(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of rows ``(m, n)`` without NaN: the same numbers (see :func:`percentile_rows`)."""
+    n = values.shape[1]
+    if n % 2:
+        return np.partition(values, n // 2, axis=1)[:, n // 2]
+    low, high = _neighbouring_order_statistics(values, n // 2 - 1)
+    return np.mean(np.stack([low, high], axis=1), axis=1)
+
+
+def _neighbouring_order_statistics(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k``-th and ``k + 1``-th smallest values (0-based; the ``k``-th twice where it is the last)."""
+    part = np.partition(values, k, axis=1)
+    low = part[:, k]
+    return low, (part[:, k + 1 :].min(axis=1) if k + 1 < values.shape[1] else low)
 
 
 def _finite_rows(values: np.ndarray, reduce) -> np.ndarray:

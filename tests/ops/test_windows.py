@@ -136,6 +136,22 @@ def test_nanmedian_rows_equals_numpys_nanmedian_bit_for_bit(rng):
         np.testing.assert_array_equal(nanmedian_rows(values), want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_order_statistics_equal_numpys_bit_for_bit(dtype):
+    from peakloc.ops.windows import median_rows, percentile_rows
+
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        n, m = int(rng.integers(1, 3000)), int(rng.integers(1, 8))
+        draw = (rng.poisson(120, (m, n)), rng.normal(0, 1, (m, n)), rng.random((m, n)) * 1e4)[trial % 3]
+        values = draw.astype(dtype)
+        for q in (0, 10, 25, 33.3, 50, 90, 100):
+            got, want = percentile_rows(values, q), np.percentile(values, q, axis=1)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (n, q)
+        got, want = median_rows(values), np.median(values, axis=1)
+        assert got.dtype == want.dtype and np.array_equal(got, want), n
+
+
 def test_the_shape_of_no_peaks_is_empty():
     shape = estimate_shape(np.zeros((1, 8, 8)), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
     assert all(len(getattr(shape, name)) == 0 for name in ("sigma", "background", "amplitude", "noise"))
