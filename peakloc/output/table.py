@@ -345,11 +345,7 @@ def _by_column(paths, labels, spatial, peaks, coords, extra) -> Iterator[Row]:
         ]
 
     columns = {
-        "path": (
-            [paths[0]] * len(order)
-            if len(set(paths)) == 1
-            else column(lambda m, b, rank: [paths[i] for i in b.tolist()])
-        ),
+        "path": column(lambda m, b, rank: [paths[i] for i in b.tolist()]),
         "index": column(lambda m, b, rank: [labels[i] or None for i in b.tolist()]),
         "peak": column(lambda m, b, rank: (rank + 1).tolist()),
         "method": column(lambda m, b, rank: [m] * len(b)),

@@ -110,14 +110,20 @@ class Located:
             self.threshold,
         )
 
+    def _problems(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Per heatmap ``(B,)``: whether it has no peak, and each method's peaks that fell back.
+
+        What :meth:`warnings` reports (with :attr:`nonfinite`) and :meth:`warned` flags.
+        """
+        first = next(iter(self.peaks.values()), None)
+        empty = np.zeros(len(self.nonfinite), bool) if first is None else ~first.present[:, 0]
+        fallen = {m: np.count_nonzero(p.fallback & p.present, axis=1) for m, p in self.peaks.items()}
+        return empty, fallen
+
     def warned(self) -> np.ndarray:
         """Per heatmap ``(B,)``: whether it alone, as an input of its own, has :meth:`warnings`."""
-        flagged = self.nonfinite > 0
-        for rank, peaks in enumerate(self.peaks.values()):
-            if rank == 0:
-                flagged = flagged | ~peaks.present[:, 0]
-            flagged = flagged | np.any(peaks.fallback & peaks.present, axis=1)
-        return flagged
+        empty, fallen = self._problems()
+        return (self.nonfinite > 0) | empty | np.any([n > 0 for n in fallen.values()], axis=0)
 
     def warnings(self) -> list[str]:
         """One line per kind of problem met in this input's heatmaps, sorted (see :meth:`warned`)."""
@@ -125,15 +131,14 @@ class Located:
         count = int(self.nonfinite.sum())
         if count:
             messages.append(f"{count} non-finite value{'s' * (count != 1)} ignored")
-        if self.peaks:
-            empty = ~next(iter(self.peaks.values())).present[:, 0]
-            if empty.any():
-                labels = [label for label, none in zip(self.layout.index_labels(), empty) if none]
-                where = f" in heatmap{'s' * (len(labels) != 1)} {', '.join(labels[:5])}" if labels[0] else ""
-                more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
-                messages.append(f"no peak above the threshold {self.threshold}{where}{more}")
-        for method, peaks in self.peaks.items():
-            n = int(np.count_nonzero(peaks.fallback & peaks.present))
+        empty, fallen = self._problems()
+        if empty.any():
+            labels = [label for label, none in zip(self.layout.index_labels(), empty) if none]
+            where = f" in heatmap{'s' * (len(labels) != 1)} {', '.join(labels[:5])}" if labels[0] else ""
+            more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+            messages.append(f"no peak above the threshold {self.threshold}{where}{more}")
+        for method, per_map in fallen.items():
+            n = int(per_map.sum())
             if n and method == "gaussian":
                 messages.append(
                     f"gaussian fell back for {n} peak{'s' * (n != 1)}: the integer peak at a border, a flat or "
@@ -764,12 +769,8 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
     kind = kind_of(path)
     in_pieces = None
     url = is_url(path)
-    source = Source(path, settings.axes, settings.decode_colormap)
-    if kind == "image":
-        # Checked from its header before the reader reads the rest and decodes it: the file is opened once.
-        array, letters = source.read(lambda found: check(found, kind, settings, budget, mapped=not url))
-        stacked, layout = to_heatmaps(array, letters)
-        return stacked.reshape((layout.count,) + layout.spatial_shape), layout
+    # An image is checked by the reader, from its header, before the rest is read and decoded: one open.
+    image_check = (lambda found: check(found, kind, settings, budget)) if kind == "image" else None
     # Decoded whole: small TIFFs, and NPY files from a URL (no memory map there).
     whole = ("tiff", "npy") if url else ("tiff",)
     probed = kind in whole and is_supported(path)
@@ -786,8 +787,8 @@ def read_heatmaps(path: str, settings: Settings | None = None, budget: int | Non
         in_pieces = kind == "tiff" and honest and (found.nbytes > readers.TIFF_IN_PIECES or not fits)
         if not in_pieces:
             check(found, kind, settings, budget, mapped=not url)
-    source = replace(source, in_pieces=in_pieces if kind == "tiff" else None)
-    array, letters = source.read()
+    source = Source(path, settings.axes, settings.decode_colormap, in_pieces if kind == "tiff" else None)
+    array, letters = source.read(image_check)
     if is_lazy(array):
         maps, layout = _stack(array, letters)
         if not fits_in_memory(maps, settings, budget):
