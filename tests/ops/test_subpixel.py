@@ -71,7 +71,7 @@ def test_the_pixel_integrated_profile_and_its_derivatives_match_numerical_integr
         mu, p = t[0, 0], t[0, 3]
         return np.array([quad(lambda u: np.exp(-0.5 * p * (u - mu) ** 2), c - 0.5, c + 0.5)[0] for c in x[0]])
 
-    e, by_centre, by_precision = g._profiles(theta, [x], 1)[0]
+    e, by_centre, by_precision = g._profiles(theta, [x], 1).axis(0)
     np.testing.assert_allclose(e[0, 0], integrated(theta), rtol=5e-7, atol=1e-12)  # erfc_abs: 1.2e-7 of itself
     for column, got in ((0, by_centre), (3, by_precision)):
         step = np.zeros_like(theta)

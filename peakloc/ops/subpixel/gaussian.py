@@ -14,6 +14,7 @@ from a Jacobian over the whole window, wherever every sample of a window counts.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -140,52 +141,105 @@ def parameters(k: int, ndim: int) -> int:
     return k * ndim + k + 1 + ndim
 
 
-def _profiles(theta: np.ndarray, axes: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per axis ``a``: each spot's profile ``e``, its derivatives by the centre and by the precision, ``(G, K, W_a)``.
+@dataclass(frozen=True)
+class _Edges:
+    """The pixels' edges of ``G`` jobs' boxes, every axis's side by side, and where each pixel's two lie.
 
-    The model is separable: a spot is the product of its profiles along the axes (see :func:`fit_spots`). A
-    profile is the Gaussian integrated over each pixel, as a camera's pixel collects light:
+    ``values`` ``(G, E)``; ``axis`` ``(E,)`` each edge's axis. A pixel slot ``j`` spans edges ``lower[j]``
+    and ``upper[j]`` (both slices of the columns: no copy); axis ``a``'s pixels are slots
+    ``bounds[a][0]:bounds[a][1]``. A box's coordinates are consecutive: neighbouring pixels share an edge,
+    and the slot between two axes' edges is no pixel (never read). Other coordinates get two edges each.
+    """
+
+    values: np.ndarray
+    axis: np.ndarray
+    lower: slice
+    upper: slice
+    bounds: tuple[tuple[int, int], ...]
+
+    def rows(self, index) -> _Edges:
+        """The edges of jobs ``index``."""
+        return _Edges(self.values[index], self.axis, self.lower, self.upper, self.bounds)
+
+
+def _edges(axes: list[np.ndarray]) -> _Edges:
+    """:class:`_Edges` of the sample coordinates ``axes`` (``ndim`` arrays ``(G, W_a)``)."""
+    boxes = all(np.all(c[:, 1:] - c[:, :-1] == 1) for c in axes)
+    values, axis, bounds, first = [], [], [], 0
+    for a, coordinate in enumerate(axes):
+        width = coordinate.shape[1]
+        if boxes:
+            values.append(np.concatenate([coordinate - 0.5, coordinate[:, -1:] + 0.5], axis=1))
+            bounds.append((first, first + width))
+            first += width + 1
+        else:
+            values.append(np.stack([coordinate - 0.5, coordinate + 0.5], axis=-1).reshape(len(coordinate), -1))
+            bounds.append((first, first + width))
+            first += width
+        axis.append(np.full(values[-1].shape[1], a))
+    lower, upper = (slice(None, -1), slice(1, None)) if boxes else (slice(0, None, 2), slice(1, None, 2))
+    return _Edges(np.concatenate(values, axis=1), np.concatenate(axis), lower, upper, tuple(bounds))
+
+
+@dataclass(frozen=True)
+class _Profiles:
+    """Each spot's profile ``e`` along every axis and its derivatives by the centre and the precision.
+
+    ``e``, ``de``, ``dp`` ``(G, K, S)``, pixel slots of every axis side by side (:class:`_Edges`' ``bounds``);
+    a spot is the outer product of its profiles (see :func:`fit_spots`).
+    """
+
+    e: np.ndarray
+    de: np.ndarray
+    dp: np.ndarray
+    bounds: tuple[tuple[int, int], ...]
+
+    @property
+    def sides(self) -> tuple[int, ...]:
+        """The boxes' pixels along each axis."""
+        return tuple(b - a for a, b in self.bounds)
+
+    def axis(self, a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Axis ``a``'s ``e``, ``de``, ``dp`` ``(G, K, W_a)``."""
+        part = slice(*self.bounds[a])
+        return self.e[..., part], self.de[..., part], self.dp[..., part]
+
+    def rows(self, index) -> _Profiles:
+        """The profiles of jobs ``index``."""
+        return _Profiles(self.e[index], self.de[index], self.dp[index], self.bounds)
+
+
+def _profiles(theta: np.ndarray, axes, k: int) -> _Profiles:
+    """Each spot's :class:`_Profiles` at ``theta`` on the boxes of ``axes`` (coordinates, or their :class:`_Edges`).
+
+    A profile is the Gaussian integrated over each pixel, as a camera's pixel collects light:
     ``e(x) = s sqrt(pi / 2) (erf((x + 1/2 - mu) / (sqrt(2) s)) - erf((x - 1/2 - mu) / (sqrt(2) s)))``,
     ``s = p^-1/2``; it is 1 at the centre of a wide spot, so the amplitude stays the spot's height. Where both
     ends lie on one side of the centre, the difference is taken of ``erfc`` (no cancellation in the tails),
-    from :func:`erfc_abs`.
+    from :func:`erfc_abs`. Every axis at once: one pass of each NumPy call, which a fit's last steps, over a
+    few jobs, spend mostly on the calls' own cost.
     """
-    ndim = len(axes)
-    mu = theta[:, : k * ndim].reshape(len(theta), k, ndim)
-    precision = theta[:, -ndim:]
-    parts = []
-    for a, coordinate in enumerate(axes):
-        p = precision[:, a, None, None]
-        scale = np.sqrt(0.5 * p)  # 1 / (sqrt(2) s)
-        # The pixels' edges: erfc and exp once per edge, which two neighbouring pixels share (a box's
-        # coordinates are consecutive; others get two edges each).
-        if np.all(coordinate[:, 1:] - coordinate[:, :-1] == 1):
-            edges = np.concatenate([coordinate - 0.5, coordinate[:, -1:] + 0.5], axis=1)
-            lower, upper = slice(None, -1), slice(1, None)
-        else:
-            edges = np.stack([coordinate - 0.5, coordinate + 0.5], axis=-1).reshape(len(coordinate), -1)
-            lower, upper = slice(0, None, 2), slice(1, None, 2)
-        d = edges[:, None, :] - mu[:, :, a, None]
-        parts.append((p, scale, d, d * scale, lower, upper))
-    # exp and erfc of every axis's edges at once: one pass of each NumPy call instead of one per axis (a
-    # fit's last steps, over a few jobs, are mostly the calls' own cost).
-    xs = np.concatenate([part[3] for part in parts], axis=-1)
-    gs = np.exp(-xs * xs)
-    cs = erfc_abs(xs, gs)
-    bounds = np.cumsum([0] + [part[3].shape[-1] for part in parts])
-    out = []
-    for (p, scale, d, x, lower, upper), a, b in zip(parts, bounds[:-1], bounds[1:]):
-        g, c = gs[..., a:b], cs[..., a:b]
-        (d_low, d_high), (low, high), (g_low, g_high), (c_low, c_high) = (
-            (v[..., lower], v[..., upper]) for v in (d, x, g, c)
-        )
-        # erf(high) - erf(low), with erf(x) = sign(x) (1 - erfc|x|): a difference of two erfc where both
-        # ends lie on one side of the centre (no cancellation in the tails).
-        spread = np.where(low >= 0, c_low - c_high, np.where(high <= 0, c_high - c_low, 2 - c_high - c_low))
-        e = (_SQRT_PI / 2) / scale * spread
-        at_high, at_low = d_high * g_high, d_low * g_low
-        out.append((e, g_low - g_high, (at_high - at_low - e) / (2 * p)))
-    return out
+    edges = axes if isinstance(axes, _Edges) else _edges(axes)
+    ndim = len(edges.bounds)
+    g = len(theta)
+    mu = theta[:, : k * ndim].reshape(g, k, ndim)
+    p = theta[:, -ndim:][:, None, edges.axis]  # (G, 1, E): each edge's axis's precision
+    scale = np.sqrt(0.5 * p)  # 1 / (sqrt(2) s)
+    d = edges.values[:, None, :] - mu[:, :, edges.axis]
+    x = d * scale
+    gauss = np.exp(-x * x)
+    c = erfc_abs(x, gauss)
+    low, high = edges.lower, edges.upper
+    # erf(high) - erf(low), with erf(x) = sign(x) (1 - erfc|x|): a difference of two erfc where both
+    # ends lie on one side of the centre (no cancellation in the tails).
+    spread = np.where(
+        x[..., low] >= 0,
+        c[..., low] - c[..., high],
+        np.where(x[..., high] <= 0, c[..., high] - c[..., low], 2 - c[..., high] - c[..., low]),
+    )
+    e = (_SQRT_PI / 2) / scale[..., low] * spread
+    dp = (d[..., high] * gauss[..., high] - d[..., low] * gauss[..., low] - e) / (2 * p[..., low])
+    return _Profiles(e, gauss[..., low] - gauss[..., high], dp, edges.bounds)
 
 
 def erfc_abs(x: np.ndarray, gauss: np.ndarray) -> np.ndarray:
@@ -220,52 +274,70 @@ _ERFCC = (
 )
 
 
-def _value(theta: np.ndarray, profiles, k: int) -> np.ndarray:
+def _value(theta: np.ndarray, profiles: _Profiles, k: int) -> np.ndarray:
     """The model on each job's box ``(G, W_0, ..., W_last)``: background plus every spot's outer product."""
-    ndim = len(profiles)
+    ndim = len(profiles.bounds)
     g = len(theta)
+    sides = profiles.sides
     lead = theta[:, k * ndim : k * ndim + k]  # amplitudes (G, K), then (G, W_0, ..., W_a, K)
     for a in range(ndim - 1):
-        e = profiles[a][0].transpose(0, 2, 1)  # (G, W_a, K)
+        e = profiles.axis(a)[0].transpose(0, 2, 1)  # (G, W_a, K)
         lead = lead[..., None, :] * e.reshape((g,) + (1,) * a + e.shape[1:])
-    last = profiles[-1][0]  # (G, K, W_last)
-    value = (lead.reshape(g, -1, k) @ last).reshape((g,) + tuple(p[0].shape[2] for p in profiles))
+    last = profiles.axis(ndim - 1)[0]  # (G, K, W_last)
+    value = (lead.reshape(g, -1, k) @ last).reshape((g,) + sides)
     return value + theta[:, k * ndim + k].reshape((g,) + (1,) * ndim)
 
 
-def _atoms(profiles, k: int) -> list[np.ndarray]:
+def _atoms(profiles: _Profiles, k: int) -> list[np.ndarray]:
     """Per axis, the factors ``(G, A, W_a)`` of the rank-one terms every Jacobian column is made of.
 
     Terms, in order: each spot's profile ``E_k``; its centre derivatives ``M_kb`` (the profile with axis
     ``b``'s factor replaced by its derivative); its precision derivatives ``H_kb`` (likewise); then the
-    constant. See :func:`_combination` for the columns.
+    constant. See :func:`_combination` for the columns. Built for every axis at once (see :func:`_profiles`).
     """
-    ndim = len(profiles)
-    out = []
-    for a, (e, de, dp) in enumerate(profiles):
-        g, _, width = e.shape
-        u = np.empty((g, k * (1 + 2 * ndim) + 1, width))
-        u[:, :k] = e
-        for b in range(ndim):
-            u[:, k + b : k + k * ndim : ndim] = de if b == a else e
-            u[:, k + k * ndim + b : k + 2 * k * ndim : ndim] = dp if b == a else e
-        u[:, -1] = 1.0
-        out.append(u)
-    return out
+    ndim = len(profiles.bounds)
+    e = profiles.e
+    g, _, width = e.shape
+    u = np.empty((g, k * (1 + 2 * ndim) + 1, width))
+    u[:, : k * (1 + 2 * ndim)] = e[:, _term_spots(k, ndim)]  # E_k, and every term's other axes
+    for b in range(ndim):
+        part = slice(*profiles.bounds[b])
+        u[:, k + b : k + k * ndim : ndim, part] = profiles.de[..., part]
+        u[:, k + k * ndim + b : k + 2 * k * ndim : ndim, part] = profiles.dp[..., part]
+    u[:, -1] = 1.0
+    return [u[..., slice(*part)] for part in profiles.bounds]
 
 
 def _combination(theta: np.ndarray, k: int, ndim: int) -> np.ndarray:
     """``C`` ``(G, P, A)``: the Jacobian's columns as combinations of :func:`_atoms`' terms."""
-    g = len(theta)
-    amp = theta[:, k * ndim : k * ndim + k]
-    c = np.zeros((g, parameters(k, ndim), k * (1 + 2 * ndim) + 1))
-    spots = np.arange(k)
-    for b in range(ndim):
-        c[:, spots * ndim + b, k + spots * ndim + b] = amp  # centre: amplitude x M_kb
-        c[:, k * ndim + k + 1 + b, k + k * ndim + spots * ndim + b] = amp  # precision: sum of amplitude x H_kb
-    c[:, k * ndim + spots, spots] = 1.0  # amplitude: E_k
-    c[:, k * ndim + k, -1] = 1.0  # background: the constant
+    rows, columns, amplitude, ones = _combination_index(k, ndim)
+    c = np.zeros((len(theta), parameters(k, ndim), k * (1 + 2 * ndim) + 1))
+    c[:, rows, columns] = theta[:, amplitude]
+    c[:, ones[0], ones[1]] = 1.0
     return c
+
+
+@functools.cache
+def _term_spots(k: int, ndim: int) -> np.ndarray:
+    """The spot of each of :func:`_atoms`' terms but the constant: ``E_k``, then ``M_kb`` and ``H_kb``."""
+    spots = np.arange(k)
+    return np.concatenate([spots, np.repeat(spots, ndim), np.repeat(spots, ndim)])
+
+
+@functools.cache
+def _combination_index(k: int, ndim: int) -> tuple[np.ndarray, ...]:
+    """Where :func:`_combination` puts the amplitudes (rows, columns, and which of ``theta``'s), and the ones."""
+    rows, columns, amplitude = [], [], []
+    for s in range(k):
+        for b in range(ndim):
+            rows += [s * ndim + b, k * ndim + k + 1 + b]  # centre: amplitude x M_kb; precision: amplitude x H_kb
+            columns += [k + s * ndim + b, k + k * ndim + s * ndim + b]
+            amplitude += [k * ndim + s] * 2
+    ones = (
+        np.array([k * ndim + s for s in range(k)] + [k * ndim + k]),
+        np.array(list(range(k)) + [k * (1 + 2 * ndim)]),
+    )
+    return np.array(rows), np.array(columns), np.array(amplitude), ones  # amplitude: E_k; background: the constant
 
 
 def _expand(atoms: list[np.ndarray]) -> np.ndarray:
@@ -283,7 +355,7 @@ def _normal(theta: np.ndarray, profiles, r: np.ndarray, whole: np.ndarray, activ
     rank-one terms is the product of their Gram matrices per axis, and ``J^T r`` contracts ``r`` one axis
     at a time. Elsewhere from the terms on the whole box, weighted by ``active``.
     """
-    ndim = len(profiles)
+    ndim = len(profiles.bounds)
     atoms = _atoms(profiles, k)
     g, n = len(theta), atoms[0].shape[1]
     gram = np.empty((g, n, n))
@@ -422,9 +494,10 @@ def fit_spots(
     theta = np.array(theta, np.float64)
 
     high, low = _clipped(y, valid, upper, lower)  # once: the samples do not change
+    edges = _edges(axes)  # once: the boxes do not change
 
     def evaluate(t, rows):
-        profiles = _profiles(t, [a[rows] for a in axes], k)
+        profiles = _profiles(t, edges.rows(rows), k)
         cut = [None if c is None else c[rows] for c in (high, low)]
         r, active = _censored(y[rows], _value(t, profiles, k), valid[rows], *cut)
         return (r * r).reshape(len(rows), -1).sum(axis=1), r, active, profiles
@@ -464,7 +537,7 @@ def fit_spots(
                 jtj[moved], jtr[moved] = normal(
                     trial[better],
                     moved,
-                    [tuple(f[kept] for f in p) for p in new_profiles],
+                    new_profiles.rows(kept),
                     new_r[better],
                     new_active[better],
                 )
