@@ -141,6 +141,52 @@ def test_normal_equations_from_per_axis_profiles_match_a_numeric_jacobian():
         np.testing.assert_allclose(jtr[0], want_jtr, rtol=1e-6, atol=1e-5)
 
 
+def test_normal_equations_of_a_box_cut_short_come_from_its_profiles_zeroed_outside_it():
+    # A window cut by the map's edge (or a group's box padded with missing samples): the samples of a smaller
+    # box within the shared one. Its profiles zeroed outside that box give its normal equations exactly.
+    from peakloc.ops.subpixel import gaussian
+
+    rng = np.random.default_rng(5)
+    axes = [np.arange(5.0)[None], np.arange(7.0)[None], np.arange(6.0)[None]]
+    k = 2
+    theta = np.concatenate([[1.6, 2.9, 2.2, 2.8, 4.1, 3.0], [1.0, 0.7], [0.2], [0.3, 0.6, 0.5]])[None]
+    y = rng.normal(0, 1, (1, 5, 7, 6))
+    extent = [np.arange(5) < 3, np.arange(7) >= 1, np.ones(6, bool)]  # z rows 3-4 and y column 0 missing
+    box = extent[0][:, None, None] & extent[1][None, :, None] & extent[2][None, None, :]
+    edges = gaussian._edges(axes)
+    inside = edges.slots([e[None] for e in extent])[:, None, :]
+
+    def residuals(t):
+        return (y - gaussian._value(t, gaussian._profiles(t, axes, k), k)) * box
+
+    want_jtj, want_jtr = _numeric_normal(theta, residuals)
+    profiles = gaussian._profiles(theta, edges, k, inside)
+    jtj, jtr = gaussian._normal(theta, profiles, residuals(theta), np.ones(1, bool), box.reshape(1, -1), k)
+    np.testing.assert_allclose(jtj[0], want_jtj, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(jtr[0], want_jtr, rtol=1e-6, atol=1e-5)
+
+
+def test_a_fit_on_a_box_padded_with_missing_samples_is_the_fit_on_the_box_alone():
+    from peakloc.ops.subpixel import gaussian
+
+    rng = np.random.default_rng(6)
+    heat = 0.2 + pixel_gaussian((9, 11), (4.3, 5.6), 1.4) + rng.normal(0, 0.01, (9, 11))
+    theta = np.array([[4.0, 5.0, 1.0, 0.2, 0.5, 0.5]])
+    accept = lambda t, rows: np.ones(len(rows), bool)  # noqa: E731
+    alone = gaussian.fit_spots(heat[None], [np.arange(9.0)[None], np.arange(11.0)[None]], theta, *_no_clip(), 1, accept)
+    padded = np.full((12, 14), np.nan)
+    padded[2:11, 1:12] = heat  # two rows above, one below, one column each side: missing
+    axes = [np.arange(-2.0, 10.0)[None], np.arange(-1.0, 13.0)[None]]
+    fit = gaussian.fit_spots(padded[None], axes, theta, *_no_clip(), 1, accept)
+    np.testing.assert_allclose(fit.theta, alone.theta, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(fit.errors, alone.errors, rtol=1e-9)
+    assert fit.used[0] == alone.used[0] == heat.size
+
+
+def _no_clip():
+    return np.full(1, -np.inf), np.full(1, np.inf)
+
+
 def test_a_group_in_a_volume_shares_one_width_per_axis():
     sigma = np.array([2.0, 1.3, 1.3])
     truth = np.array([[10.0, 10.2, 9.7], [10.4, 13.1, 13.6]])

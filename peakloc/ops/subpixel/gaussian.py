@@ -161,6 +161,13 @@ class _Edges:
         """The edges of jobs ``index``."""
         return _Edges(self.values[index], self.axis, self.lower, self.upper, self.bounds)
 
+    def slots(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """Per-axis pixel values ``(G, W_a)`` laid out in pixel slots ``(G, S)`` (0 in the slots between axes)."""
+        out = np.zeros((len(pixels[0]), self.bounds[-1][1]))
+        for (a, b), values in zip(self.bounds, pixels):
+            out[:, a:b] = values
+        return out
+
 
 def _edges(axes: list[np.ndarray]) -> _Edges:
     """:class:`_Edges` of the sample coordinates ``axes`` (``ndim`` arrays ``(G, W_a)``)."""
@@ -186,13 +193,15 @@ class _Profiles:
     """Each spot's profile ``e`` along every axis and its derivatives by the centre and the precision.
 
     ``e``, ``de``, ``dp`` ``(G, K, S)``, pixel slots of every axis side by side (:class:`_Edges`' ``bounds``);
-    a spot is the outer product of its profiles (see :func:`fit_spots`).
+    a spot is the outer product of its profiles (see :func:`fit_spots`). ``inside`` ``(G, 1, S)``, where
+    given: 1 on each job's own box, 0 outside, where all three are 0 too (see :func:`fit_spots`).
     """
 
     e: np.ndarray
     de: np.ndarray
     dp: np.ndarray
     bounds: tuple[tuple[int, int], ...]
+    inside: np.ndarray | None = None
 
     @property
     def sides(self) -> tuple[int, ...]:
@@ -206,10 +215,11 @@ class _Profiles:
 
     def rows(self, index) -> _Profiles:
         """The profiles of jobs ``index``."""
-        return _Profiles(self.e[index], self.de[index], self.dp[index], self.bounds)
+        inside = None if self.inside is None else self.inside[index]
+        return _Profiles(self.e[index], self.de[index], self.dp[index], self.bounds, inside)
 
 
-def _profiles(theta: np.ndarray, axes, k: int) -> _Profiles:
+def _profiles(theta: np.ndarray, axes, k: int, inside: np.ndarray | None = None) -> _Profiles:
     """Each spot's :class:`_Profiles` at ``theta`` on the boxes of ``axes`` (coordinates, or their :class:`_Edges`).
 
     A profile is the Gaussian integrated over each pixel, as a camera's pixel collects light:
@@ -217,7 +227,8 @@ def _profiles(theta: np.ndarray, axes, k: int) -> _Profiles:
     ``s = p^-1/2``; it is 1 at the centre of a wide spot, so the amplitude stays the spot's height. Where both
     ends lie on one side of the centre, the difference is taken of ``erfc`` (no cancellation in the tails),
     from :func:`erfc_abs`. Every axis at once: one pass of each NumPy call, which a fit's last steps, over a
-    few jobs, spend mostly on the calls' own cost.
+    few jobs, spend mostly on the calls' own cost. With ``inside`` ``(G, 1, S)`` (1 or 0 per pixel slot), each
+    job's profiles are zero outside its own box.
     """
     edges = axes if isinstance(axes, _Edges) else _edges(axes)
     ndim = len(edges.bounds)
@@ -239,7 +250,10 @@ def _profiles(theta: np.ndarray, axes, k: int) -> _Profiles:
     )
     e = (_SQRT_PI / 2) / scale[..., low] * spread
     dp = (d[..., high] * gauss[..., high] - d[..., low] * gauss[..., low] - e) / (2 * p[..., low])
-    return _Profiles(e, gauss[..., low] - gauss[..., high], dp, edges.bounds)
+    de = gauss[..., low] - gauss[..., high]
+    if inside is not None:
+        e, de, dp = e * inside, de * inside, dp * inside
+    return _Profiles(e, de, dp, edges.bounds, inside)
 
 
 def erfc_abs(x: np.ndarray, gauss: np.ndarray) -> np.ndarray:
@@ -304,7 +318,7 @@ def _atoms(profiles: _Profiles, k: int) -> list[np.ndarray]:
         part = slice(*profiles.bounds[b])
         u[:, k + b : k + k * ndim : ndim, part] = profiles.de[..., part]
         u[:, k + k * ndim + b : k + 2 * k * ndim : ndim, part] = profiles.dp[..., part]
-    u[:, -1] = 1.0
+    u[:, -1] = 1.0 if profiles.inside is None else profiles.inside[:, 0]
     return [u[..., slice(*part)] for part in profiles.bounds]
 
 
@@ -495,17 +509,24 @@ def fit_spots(
 
     high, low = _clipped(y, valid, upper, lower)  # once: the samples do not change
     edges = _edges(axes)  # once: the boxes do not change
+    # Each job's own box: the extent of its samples along each axis, within the box the jobs share (a window
+    # cut by the map's edge, a group's box padded with missing samples: crowded.BOX_STEP). Its profiles are
+    # zero outside it, so that where every sample of that box counts, the normal equations come from the
+    # profiles alone (see _normal), as for a job that fills the shared box.
+    extent = [valid.any(axis=tuple(b + 1 for b in range(ndim) if b != a)) for a in range(ndim)]
+    box = np.prod([e.sum(axis=1) for e in extent], axis=0)
+    inside = None if all(e.all() for e in extent) else edges.slots(extent)[:, None, :]
 
     def evaluate(t, rows):
-        profiles = _profiles(t, edges.rows(rows), k)
+        profiles = _profiles(t, edges.rows(rows), k, None if inside is None else inside[rows])
         cut = [None if c is None else c[rows] for c in (high, low)]
         r, active = _censored(y[rows], _value(t, profiles, k), valid[rows], *cut)
         return (r * r).reshape(len(rows), -1).sum(axis=1), r, active, profiles
 
     def normal(t, rows, profiles, r, active):
-        # Where every sample counts, the fast normal equations (see _normal).
+        # Where every sample of a job's own box counts, the fast normal equations (see _normal).
         active = active.reshape(len(rows), -1)
-        return _normal(t, profiles, r, active.all(axis=1), active, k)
+        return _normal(t, profiles, r, active.sum(axis=1) == box[rows], active, k)
 
     def allowed(t, rows):
         amp, precision = t[:, k * ndim : k * ndim + k], t[:, -ndim:]
