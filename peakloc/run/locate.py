@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backends
 from ..backends.numpy_backend import count_per_row
-from ..errors import NoFiniteValueError
+from ..errors import NoFiniteValueError, NoRoomError
 from ..io import is_supported, read, readers, remote
 from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
 from ..io.probe import probe
@@ -26,7 +26,7 @@ from ..ops.coords import pixel_to_normalized
 from ..ops.interpolate import interpolate
 from ..ops.lazy import KeptBoxes, Maps, is_lazy
 from ..output.table import SHAPE_COLUMNS
-from .budget import LABEL_BYTES, check, fixed_bytes, needed, value_bytes
+from .budget import LABEL_BYTES, check, describe, fixed_bytes, needed, value_bytes
 from .settings import REFINE_METHODS, Settings
 
 if TYPE_CHECKING:
@@ -566,6 +566,8 @@ def _locate_slabs(
     left = None if budget is None else budget - band_bytes - fixed_bytes(settings)
     if left is not None and settings.finds_peaks:
         left -= LABEL_BYTES  # SciPy, where plateaus are labelled slab by slab
+    if settings.smooth and left is not None:
+        left -= _smoothed_in_memory(maps, left)
     block = streaming.DEFAULT_BLOCK if left is None else max(1, left // ((threads + 2) * per_value))
     rows = streaming.rows_per_read(maps, block, large_map_rows(maps.spatial))
     if slabs is here and _copy_worth_it(maps, settings, rows):
@@ -653,6 +655,27 @@ def _locate_slabs(
         kept = KeptBoxes(work, limit=KEPT_BYTES if budget is None else min(KEPT_BYTES, max(budget // 8, 1 << 20)))
         maps, work = (kept, kept) if work is maps else (maps, kept)
     return _assemble(maps, work, layout, settings, found, centres, present, nonfinite, clip)
+
+
+def _smoothed_in_memory(maps: Maps, left: int) -> int:
+    """Bytes of the run's memory that ``--smooth``'s temporary files of ``maps`` take: 0 on a disk.
+
+    In a folder in memory (tmpfs: ``TMPDIR`` there, as on many systems' ``/tmp``) the float64 copies are
+    memory beside the run's own, so they take their share of the budget: at most half of the ``left`` bytes,
+    the rest for the passes over their slabs. More fails the input (:class:`~peakloc.errors.NoRoomError`).
+    """
+    import tempfile
+
+    folder = tempfile.gettempdir()
+    if not _in_memory_filesystem(folder):
+        return 0
+    size = maps.count * int(np.prod(maps.spatial, dtype=np.int64)) * 8
+    if size > left // 2:
+        raise NoRoomError(
+            f"--smooth needs {describe(size)} of float64 temporary files in {folder}, which is in memory "
+            f"(tmpfs): more than the memory budget leaves; set TMPDIR to a folder on disk"
+        )
+    return size
 
 
 def _copy_worth_it(maps: Maps, settings: Settings, rows: int) -> bool:

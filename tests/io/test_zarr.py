@@ -106,7 +106,9 @@ def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without
     import os
 
     from peakloc.ops import streaming
+    from peakloc.run import locate
 
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # TMPDIR on a disk
     # 800 Ki values: slabs of 81 rows (the soft-argmax's own), inside chunks of 128.
     rng = np.random.default_rng(5)
     big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
@@ -128,8 +130,6 @@ def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without
     monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
     assert rows(tmp_path / "v.zarr", *options) == expected
     assert copies == [0, 0]
-
-    from peakloc.run import locate
 
     monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: True)  # a tmpfs: no copy tried
     assert rows(tmp_path / "v.zarr", *options) == expected

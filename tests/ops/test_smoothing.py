@@ -117,10 +117,13 @@ def test_a_smoothed_copy_the_temporary_disk_cannot_hold_fails_its_input_in_one_l
     import errno
     import os
 
+    from peakloc.run import locate
+
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # TMPDIR on a disk, full
     np.save(tmp_path / "big.npy", np.random.default_rng(0).random((300, 300)).astype(np.float32))
     cv2.imwrite(str(tmp_path / "small.png"), np.eye(9, dtype=np.uint8) * 200)
     result = StrictRunner().invoke(
@@ -131,3 +134,21 @@ def test_a_smoothed_copy_the_temporary_disk_cannot_hold_fails_its_input_in_one_l
     assert len(errors) == 1 and errors[0].startswith(f"peakloc: error: {tmp_path / 'big.npy'}: no room for a temporary")
     assert "set TMPDIR to a folder with more room" in errors[0]
     assert len([row for row in result.stdout.splitlines() if "small.png" in row]) == 2  # the other input's rows
+
+
+def test_a_smoothed_copy_in_a_memory_folder_beyond_the_budget_fails_its_input_in_one_line(tmp_path, monkeypatch):
+    from peakloc.run import locate
+
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: True)  # TMPDIR on tmpfs
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).random((300, 300)).astype(np.float32))
+    cv2.imwrite(str(tmp_path / "small.png"), np.eye(9, dtype=np.uint8) * 200)
+    args = ["find", str(tmp_path / "big.npy"), str(tmp_path / "small.png"), "--smooth", "2", "--max-memory", "1MiB"]
+    result = StrictRunner().invoke(main, args)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    big = tmp_path / "big.npy"
+    assert len(errors) == 1 and errors[0].startswith(f"peakloc: error: {big}: --smooth needs 703.1 KiB")  # 300^2 x 8
+    assert "in memory (tmpfs)" in errors[0] and "set TMPDIR to a folder on disk" in errors[0]
+    assert len([row for row in result.stdout.splitlines() if "small.png" in row]) == 2  # the other input's rows
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # on a disk: smoothed there
+    assert StrictRunner().invoke(main, args).exit_code == 0

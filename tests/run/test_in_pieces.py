@@ -14,8 +14,15 @@ from peakloc.run.settings import METHODS, Settings
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """The NumPy back end's large-map path from 64 values on, so that small maps take it too."""
+    """The NumPy back end's large-map path from 64 values on, so that small maps take it too.
+
+    A smoothed map's temporary file goes to a disk (where ``TMPDIR`` is tmpfs, a budget of a few bytes
+    would refuse it: see ``test_smoothing``).
+    """
+    from peakloc.run import locate as run_locate
+
     monkeypatch.setattr(numpy_backend, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(run_locate, "_in_memory_filesystem", lambda path: False)
 
 
 def _same(a, b):
