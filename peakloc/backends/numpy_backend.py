@@ -20,13 +20,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from ..errors import NoFiniteValueError
 from ..ops.normalize import coefficient
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future
 
 #: Values per block: 512 Ki values (2 MiB of float32) keep a block's temporaries in cache and the
 #: per-block overhead small (measured best of 64 Ki to 2 Mi on the pose batch, benchmarks/bench_speed.py).
@@ -84,13 +88,25 @@ def map_in_threads(fn: Callable[..., T], items: Sequence, threads: int) -> list[
     return [fn(item) for item in items]
 
 
-#: Helper processes of the run (:mod:`peakloc.run.spread`), while :func:`sharing` holds them; else None.
-_HELPERS = None
+@dataclass(frozen=True)
+class Helpers:
+    """A run's helper processes (:mod:`peakloc.run.spread`): their executor and how many there are."""
+
+    executor: Executor
+    count: int
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """``fn(*args)`` on a helper."""
+        return self.executor.submit(fn, *args)
+
+
+#: Helper processes of the run, while :func:`sharing` holds them; else None.
+_HELPERS: Helpers | None = None
 
 
 @contextmanager
-def sharing(pool) -> Iterator[None]:
-    """Let :func:`map_shared` hand work to ``pool`` (an executor of helper processes, or None) in the block."""
+def sharing(pool: Helpers | None) -> Iterator[None]:
+    """Let :func:`map_shared` hand work to ``pool``'s helper processes (None: none) in the block."""
     global _HELPERS
     before, _HELPERS = _HELPERS, pool
     try:
@@ -99,7 +115,9 @@ def sharing(pool) -> Iterator[None]:
         _HELPERS = before
 
 
-def share(pool, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any], Any] | None = None) -> list[T]:
+def share(
+    pool: Helpers, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any], Any] | None = None
+) -> list[T]:
     """``[fn(prepare(item)) for item in items]``, on ``pool``'s helper processes and this process together.
 
     Each process takes the next item left when it is free; ``prepare`` (default: none) runs here, when the
@@ -130,7 +148,7 @@ def share(pool, fn: Callable[[Any], T], items: Sequence, prepare: Callable[[Any]
         # Among many items, two in flight per helper: the next waits in its queue while this process
         # prepares the one after (between its own items), so that a helper does not wait. Among few (a
         # stack's groups, one per process), one: this process takes its share.
-        helpers = getattr(pool, "_max_workers", 1)
+        helpers = pool.count
         for _ in range(2 * helpers if len(items) >= 4 * (helpers + 1) else helpers):
             feed()
         done = 0

@@ -24,7 +24,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,9 +35,6 @@ from .budget import needed
 from .capture import captured
 from .locate import Located, concatenate, locate, regular_size
 from .settings import REFINE_METHODS, Settings
-
-if TYPE_CHECKING:
-    from concurrent.futures import Executor
 
 #: Inputs that hold fewer bytes on disk, together, get no helpers: forking them would cost more than it saves.
 MIN_INPUT_BYTES = 4 << 20
@@ -196,7 +192,7 @@ def kill_children() -> None:
 
 
 @contextmanager
-def helpers(count: int, early: bool = False) -> Iterator[Executor | None]:
+def helpers(count: int, early: bool = False) -> Iterator[numpy_backend.Helpers | None]:
     """``count`` helper processes, forked now (or None for 0), ended when the block ends.
 
     ``early``: they import :data:`EARLY_IMPORTS` as they start (a run that fits spots).
@@ -225,7 +221,7 @@ def helpers(count: int, early: bool = False) -> Iterator[Executor | None]:
         # Not waited for: the helpers import what they need while this process reads the first input.
         pool.submit(int)
         importing = _import_early()
-        yield pool
+        yield numpy_backend.Helpers(pool, count)
     except BaseException:
         kill_children()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -237,7 +233,7 @@ def helpers(count: int, early: bool = False) -> Iterator[Executor | None]:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def spread_over(pool: Executor | None, heatmaps, settings: Settings, budget: int | None) -> int:
+def spread_over(pool: numpy_backend.Helpers | None, heatmaps, settings: Settings, budget: int | None) -> int:
     """Groups to split ``heatmaps`` into on ``pool``'s helpers; 0 to locate them here.
 
     Only an in-memory stack of at least :data:`MIN_VALUES` values and two maps per helper, whose copies in the
@@ -245,7 +241,7 @@ def spread_over(pool: Executor | None, heatmaps, settings: Settings, budget: int
     """
     if pool is None or not isinstance(heatmaps, np.ndarray) or not worth_helpers(settings):
         return 0
-    helpers = getattr(pool, "_max_workers", 1)
+    helpers = pool.count
     processes = helpers + 1  # this one takes groups too
     if len(heatmaps) < 2 * processes or heatmaps.size < MIN_VALUES:
         return 0
@@ -263,7 +259,7 @@ def _located_group(part: tuple[np.ndarray, Layout, Settings]) -> tuple[Located, 
 
 
 def locate_spread(
-    pool: Executor, groups: int, heatmaps: np.ndarray, layout: Layout, settings: Settings, notes: list[str]
+    pool: numpy_backend.Helpers, groups: int, heatmaps: np.ndarray, layout: Layout, settings: Settings, notes: list[str]
 ) -> Located:
     """:func:`~peakloc.run.locate.locate` of an in-memory stack ``(B, *spatial)`` on ``pool``'s helpers.
 

@@ -88,7 +88,7 @@ def test_a_stack_whose_helper_died_is_located_here_and_so_are_the_stacks_after_i
     stack = movie(frames=8)
     here = locate(stack, layout_of(stack), SPOTS)
     with spread.helpers(2) as pool:
-        for process in list(pool._processes.values()):
+        for process in list(pool.executor._processes.values()):
             process.kill()
             process.join(5)
         for _ in range(2):
@@ -180,7 +180,7 @@ def test_this_process_takes_its_share_of_few_items(pool):
 
 def test_shared_work_whose_helper_died_runs_here():
     with spread.helpers(1) as pool, numpy_backend.sharing(pool):
-        for process in list(pool._processes.values()):
+        for process in list(pool.executor._processes.values()):
             process.kill()
             process.join(5)
         assert numpy_backend.map_shared(divmod, [7, 9, 11], 4) == [divmod(7, 4), divmod(9, 4), divmod(11, 4)]
