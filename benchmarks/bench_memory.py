@@ -378,6 +378,7 @@ def main() -> None:
     if unknown := sorted(set(parts) - set(PARTS)):
         parser.error(f"unknown parts {unknown}; choose from {PARTS}")
     budget = parse_size(args.budget)
+    _common.compile_package()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -921,6 +921,7 @@ def main() -> None:
         "--cluster-files", type=int, default=20000, help="PNG files for the --dask case (default 20000; 0: skip)"
     )
     args = parser.parse_args()
+    _common.compile_package()
     print(f"machine: {_common.machine()}")
     cpu(args.quick)
     peak_finding(args.quick)
