@@ -9,7 +9,7 @@ only counts where the model disagrees with the clip.
 The model's widths lie along the array axes (a microscope's point-spread function, a pose model's target),
 so it is separable: each spot is the outer product of one profile per axis. :func:`fit_spots`, which fits
 one spot or several of one width (:mod:`.crowded`), builds its normal equations from those profiles, never
-from a Jacobian over the whole window, wherever every sample of a window counts.
+from a Jacobian over the whole window, wherever every sample of a job's box counts.
 """
 
 from __future__ import annotations
@@ -362,12 +362,13 @@ def _expand(atoms: list[np.ndarray]) -> np.ndarray:
     return out.reshape(out.shape[0], out.shape[1], -1)
 
 
-def _normal(theta: np.ndarray, profiles, r: np.ndarray, whole: np.ndarray, active: np.ndarray, k: int):
+def _normal(theta: np.ndarray, profiles: _Profiles, r: np.ndarray, whole: np.ndarray, active: np.ndarray, k: int):
     """``J^T J`` ``(G, P, P)`` and ``J^T r`` ``(G, P)`` of jobs at ``theta``, residuals ``r`` ``(G, *box)``.
 
-    Where every sample of a job counts (``whole``), from the terms' factors alone: the Gram matrix of
-    rank-one terms is the product of their Gram matrices per axis, and ``J^T r`` contracts ``r`` one axis
-    at a time. Elsewhere from the terms on the whole box, weighted by ``active``.
+    Where every sample of a job's own box counts (``whole``; its profiles are zero outside that box, see
+    :func:`fit_spots`), from the terms' factors alone: the Gram matrix of rank-one terms is the product of
+    their Gram matrices per axis, and ``J^T r`` contracts ``r`` one axis at a time. Elsewhere from the
+    terms on the whole box, weighted by ``active``.
     """
     ndim = len(profiles.bounds)
     atoms = _atoms(profiles, k)
