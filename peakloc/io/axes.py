@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -137,6 +138,17 @@ def to_heatmaps(array: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
         A view (no copy) with batch axes first, in stored order, then the spatial axes in Z, Y, X order.
     layout : Layout
     """
-    layout = layout_of(array.shape, axes)
-    axes = validate_axes(axes)
-    return array.transpose([axes.index(a) for a in layout.batch + layout.spatial]), layout
+    layout, order = _arrangement(tuple(array.shape), axes)
+    return (array if order is None else array.transpose(order)), layout
+
+
+@lru_cache(maxsize=64)
+def _arrangement(shape: tuple[int, ...], axes: str) -> tuple[Layout, tuple[int, ...] | None]:
+    """:func:`to_heatmaps`' layout and axis order (None: as stored), once per shape and letters.
+
+    A folder of images of one shape asks the same question for every file.
+    """
+    layout = layout_of(shape, axes)
+    letters = validate_axes(axes)
+    order = tuple(letters.index(a) for a in layout.batch + layout.spatial)
+    return layout, (None if order == tuple(range(len(order))) else order)
