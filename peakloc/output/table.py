@@ -14,6 +14,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +51,9 @@ def infer_format(output: str, fmt: str | None) -> str:
 #: Significant digits of computed float64 numbers: 1e-9 px on a 1000 px map, far below any method's
 #: accuracy, and no ``254.99999999999997`` for an interpolated 255.
 DIGITS = 12
+#: :data:`DIGITS` as a format spec, built once: a spec nested in an f-string is parsed again for every number
+#: (twice the time of the SMLM movie's 15 000 rows).
+_ROUNDED = f".{DIGITS}g"
 
 
 def number(value: Any) -> int | float | None:
@@ -72,7 +76,7 @@ def number(value: Any) -> int | float | None:
     else:
         value = float(value)
         if math.isfinite(value):  # math, not NumPy: a few rows per input, one call per number
-            value = float(f"{value:.{DIGITS}g}")
+            value = float(format(value, _ROUNDED))
     return value if math.isfinite(value) else None
 
 
@@ -93,7 +97,8 @@ def numbers(values: np.ndarray) -> list[int | float | None]:
     if values.dtype.itemsize < 8:
         # str() of a NumPy float32 is its shortest round-trip repr; Python's float has no such form.
         return [float(str(v)) if ok else None for v, ok in zip(values, finite)]
-    return [float(f"{v:.{DIGITS}g}") if ok else None for v, ok in zip(values.tolist(), finite)]
+    rounded = map(float, map(format, values.tolist(), repeat(_ROUNDED)))
+    return [v if ok else None for v, ok in zip(rounded, finite)]
 
 
 def _cell(value: Any) -> str:

@@ -61,6 +61,12 @@ def test_a_column_of_numbers_is_each_number_alone(dtype):
     assert [type(v) for v in got] == [type(number(v)) for v in column]
 
 
+def test_float64_numbers_are_rounded_to_12_significant_digits():
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(0, 1, 200) * 10.0 ** rng.integers(-320, 300, 200), [5e-324, 1.7e308, 0.0]])
+    assert numbers(values) == [float(f"{v:.12g}") for v in values.tolist()]  # the rule, spelled apart
+
+
 @pytest.mark.parametrize(
     "output,fmt", [("-", "csv"), ("a.TSV", "tsv"), ("a.json", "json"), ("a.jsonl", "jsonl"), ("a.txt", "csv")]
 )
