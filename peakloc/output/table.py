@@ -200,7 +200,7 @@ class TableWriter:
             if text.count("\r") == len(rows) and text.count("\n") == len(rows):
                 self._stream.write(text.replace("\r\n", "\n"))
                 self._count += len(rows)
-                self._stream.flush()
+                self._flush()
                 return
         for row in rows:
             if self.fmt in ("csv", "tsv"):
@@ -214,7 +214,12 @@ class TableWriter:
                 else:
                     self._stream.write(text + "\n")
             self._count += 1
-        self._stream.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        """A stream's rows out now (a reader waits on them); a file's wait in its buffer until it is closed."""
+        if self._tmp is None:
+            self._stream.flush()
 
     def close(self) -> None:
         """Finish the table; for a file, move it into place in one step."""
