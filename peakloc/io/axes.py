@@ -135,7 +135,8 @@ def to_heatmaps(array: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
     Returns
     -------
     heatmaps : ndarray, shape ``batch_shape + spatial_shape``
-        A view (no copy) with batch axes first, in stored order, then the spatial axes in Z, Y, X order.
+        The array, or a view of it (no copy), with batch axes first, in stored order, then the spatial
+        axes in Z, Y, X order.
     layout : Layout
     """
     layout, order = _arrangement(tuple(array.shape), axes)

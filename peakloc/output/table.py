@@ -51,8 +51,8 @@ def infer_format(output: str, fmt: str | None) -> str:
 #: Significant digits of computed float64 numbers: 1e-9 px on a 1000 px map, far below any method's
 #: accuracy, and no ``254.99999999999997`` for an interpolated 255.
 DIGITS = 12
-#: :data:`DIGITS` as a format spec, built once: a spec nested in an f-string is parsed again for every number
-#: (twice the time of the SMLM movie's 15 000 rows).
+#: :data:`DIGITS` as a format spec, built once: a spec nested in an f-string is parsed again for every number,
+#: which made the numbers of the SMLM movie's 15 000 rows take twice as long.
 _ROUNDED = f".{DIGITS}g"
 
 
