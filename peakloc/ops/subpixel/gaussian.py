@@ -708,11 +708,10 @@ def noise_terms(
             whole[again] = part  # first's arrays are its own
     stats, jac, inverse = first
     x = np.where(kept, x, 0.0)
-    spread = [
-        np.einsum("nii->ni", inverse @ (jac.transpose(0, 2, 1) @ (w[..., None] * jac)) @ inverse)
-        for w in (kept.astype(np.float64), x)
-    ]
-    return NoiseTerms(spread[0], spread[1], stats)
+    # The white-noise part, H^-1 J^T J H^-1 over the kept samples, is H^-1 itself: jac is zero off them, and
+    # H^-1 is the pseudo-inverse of that very J^T J (A+ A A+ = A+). Only the shot-noise part needs its sum.
+    spread1 = np.einsum("nii->ni", inverse @ (jac.transpose(0, 2, 1) @ (x[..., None] * jac)) @ inverse)
+    return NoiseTerms(np.einsum("nii->ni", inverse).copy(), spread1, stats)
 
 
 def _pinv(a: np.ndarray) -> np.ndarray:
@@ -757,11 +756,13 @@ def _noise_stats(r: np.ndarray, jac: np.ndarray, x: np.ndarray, kept: np.ndarray
     Also the Jacobian restricted to them and the pseudo-inverse of its ``J^T J``, which the covariance reuses.
     """
     m = kept.sum(axis=1).astype(np.float64)
-    x = np.where(kept, x, 0.0)
-    jac = np.where(kept[..., None], jac, 0.0)
+    every = kept.all()  # most fits keep every sample: then no masked copies
+    x = x if every else np.where(kept, x, 0.0)
+    jac = jac if every else np.where(kept[..., None], jac, 0.0)
     inverse = _pinv(jac.transpose(0, 2, 1) @ jac)
-    leverage = np.sum((jac @ inverse) * jac, axis=-1)
-    y = np.where(kept, r * r / np.clip(1 - leverage, 0.05, None), 0.0)
+    leverage = np.einsum("gmp,gmp->gm", jac @ inverse, jac)  # not np.sum over the short last axis: 4x slower
+    y = r * r / np.clip(1 - leverage, 0.05, None)
+    y = y if every else np.where(kept, y, 0.0)
     stats = np.stack([m, x.sum(axis=1), (x * x).sum(axis=1), y.sum(axis=1), (x * y).sum(axis=1)], axis=1)
     return stats, jac, inverse
 
