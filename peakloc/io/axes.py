@@ -139,15 +139,16 @@ def to_heatmaps(array: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
         axes in Z, Y, X order.
     layout : Layout
     """
-    layout, order = _arrangement(tuple(array.shape), axes)
+    layout, order = arrangement(tuple(array.shape), axes)
     return (array if order is None else array.transpose(order)), layout
 
 
 @lru_cache(maxsize=64)
-def _arrangement(shape: tuple[int, ...], axes: str) -> tuple[Layout, tuple[int, ...] | None]:
-    """:func:`to_heatmaps`' layout and axis order (None: as stored), once per shape and letters.
+def arrangement(shape: tuple[int, ...], axes: str) -> tuple[Layout, tuple[int, ...] | None]:
+    """:func:`layout_of` an array of ``shape`` with letters ``axes``, and the order of its axes for it.
 
-    A folder of images of one shape asks the same question for every file.
+    The order moves the batch axes first and the spatial ones into Z, Y, X order (None: as stored). Once per
+    shape and letters: a folder of images of one shape asks the same question for every file.
     """
     layout = layout_of(shape, axes)
     letters = validate_axes(axes)

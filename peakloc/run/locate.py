@@ -18,7 +18,7 @@ from .. import backends
 from ..backends.numpy_backend import count_per_row
 from ..errors import NoFiniteValueError, NoRoomError
 from ..io import is_supported, read, readers, remote
-from ..io.axes import Layout, layout_of, to_heatmaps, validate_axes
+from ..io.axes import Layout, arrangement, to_heatmaps
 from ..io.probe import probe
 from ..io.readers import kind_of
 from ..io.remote import is_url
@@ -762,8 +762,7 @@ class Source:
 
 
 def _stack(array, letters: str) -> tuple[Maps, Layout]:
-    layout = layout_of(array.shape, letters)
-    order = [validate_axes(letters).index(a) for a in layout.batch + layout.spatial]
+    layout, order = arrangement(tuple(array.shape), letters)
     return Maps(array, len(layout.spatial), order), layout
 
 
