@@ -177,13 +177,11 @@ def _edges(axes: list[np.ndarray]) -> _Edges:
         width = coordinate.shape[1]
         if boxes:
             values.append(np.concatenate([coordinate - 0.5, coordinate[:, -1:] + 0.5], axis=1))
-            bounds.append((first, first + width))
-            first += width + 1
         else:
             values.append(np.stack([coordinate - 0.5, coordinate + 0.5], axis=-1).reshape(len(coordinate), -1))
-            bounds.append((first, first + width))
-            first += width
         axis.append(np.full(values[-1].shape[1], a))
+        bounds.append((first, first + width))
+        first += width + 1 if boxes else width  # a box's slot between two axes' edges is no pixel
     lower, upper = (slice(None, -1), slice(1, None)) if boxes else (slice(0, None, 2), slice(1, None, 2))
     return _Edges(np.concatenate(values, axis=1), np.concatenate(axis), lower, upper, tuple(bounds))
 
@@ -704,6 +702,9 @@ def noise_terms(
     again = np.flatnonzero(np.any(closer != kept, axis=1))
     kept = closer
     if len(again):
+        first = list(first)
+        if first[1] is jac:  # every sample was kept: _noise_stats passed the caller's Jacobian through
+            first[1] = jac.copy()
         for whole, part in zip(first, _noise_stats(r[again], jac[again], x[again], kept[again])):
             whole[again] = part  # first's arrays are its own
     stats, jac, inverse = first
