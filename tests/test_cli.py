@@ -215,8 +215,13 @@ def test_find_on_npy_with_cpu_device_imports_no_torch_cv2_or_tifffile(tmp_path):
     assert _modules_after(["find", "a.npy", "--device", "cpu"], tmp_path) == []
 
 
-def test_find_on_png_imports_no_torch_or_tifffile(files):
-    assert _modules_after(["find", str(files / "a.png")], files) == ["cv2"]
+def test_find_on_grey_png_imports_no_torch_cv2_or_tifffile(files):
+    assert _modules_after(["find", str(files / "a.png")], files) == []
+
+
+def test_find_on_colour_png_imports_cv2_alone(tmp_path):
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((8, 9, 3), 40, np.uint8))
+    assert _modules_after(["find", "c.png"], tmp_path) == ["cv2"]
 
 
 def test_short_options_parse_without_clicks_option_suggestions(tmp_path):

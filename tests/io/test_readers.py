@@ -1,4 +1,6 @@
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,54 @@ def test_png_16_bit_keeps_all_16_bits(tmp_path):
     array, _ = io.read(tmp_path / "a.png")
     assert array.dtype == np.uint16
     np.testing.assert_array_equal(array, a)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _grey_png(samples: np.ndarray, depth: int, extra: bytes = b"") -> bytes:
+    """A grey PNG (colour type 0) of ``samples`` ``(H, W)`` at ``depth`` bits, written by hand from the spec."""
+    if depth == 16:
+        rows = [row.astype(">u2").tobytes() for row in samples]
+    else:
+        rows = [
+            np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - depth :]).tobytes()
+            for row in samples
+        ]
+    header = struct.pack(">IIBBBBB", samples.shape[1], samples.shape[0], depth, 0, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\x00" + row for row in rows))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 8, 16])
+def test_grey_png_of_any_bit_depth_reads_as_opencv_decodes_it(tmp_path, rng, depth):
+    samples = rng.integers(0, 2**depth, (13, 21))
+    data = _grey_png(samples, depth)
+    (tmp_path / "g.png").write_bytes(data)
+    array, axes = io.read(tmp_path / "g.png")
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert axes == "YX" and array.dtype == expected.dtype and array.shape == expected.shape
+    np.testing.assert_array_equal(array, expected)
+    if depth >= 8:
+        np.testing.assert_array_equal(array, samples)
+
+
+def test_grey_png_with_a_transparent_value_reads_as_one_sample_per_pixel(tmp_path, rng):
+    samples = rng.integers(0, 256, (9, 11))
+    data = _grey_png(samples, 8, _chunk(b"tRNS", struct.pack(">H", int(samples[0, 0]))))
+    (tmp_path / "t.png").write_bytes(data)
+    array, _ = io.read(tmp_path / "t.png")
+    assert array.dtype == np.uint8
+    np.testing.assert_array_equal(array, samples)
+
+
+def test_grey_png_with_a_broken_crc_keeps_opencvs_error(tmp_path, rng):
+    data = bytearray(_grey_png(rng.integers(0, 256, (9, 11)), 8))
+    data[data.index(b"IDAT") + 6] ^= 0xFF  # a byte of the compressed samples: the chunk's CRC no longer holds
+    (tmp_path / "b.png").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="cannot decode image"):
+        io.read(tmp_path / "b.png")
 
 
 def test_colour_png_becomes_grey_luminance(tmp_path, rng):
