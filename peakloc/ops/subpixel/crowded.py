@@ -103,9 +103,14 @@ def fit_groups_of(
     low = np.stack([np.where(e, c, np.inf).min(axis=1) for e, c in zip(extent, axes)], axis=1)
     high = np.stack([np.where(e, c, -np.inf).max(axis=1) for e, c in zip(extent, axes)], axis=1)
 
+    bounded = np.isfinite(reach)  # a two-spot test's reach is its window alone: no distance to measure
+
     def acceptable(t, rows):
         mu = t[:, : k * ndim].reshape(len(t), k, ndim)
-        return np.all((mu >= low[rows][:, None]) & (mu <= high[rows][:, None]), axis=(1, 2)) & np.all(
+        inside = np.all((mu >= low[rows][:, None]) & (mu <= high[rows][:, None]), axis=(1, 2))
+        if not bounded[rows].any():
+            return inside  # a NaN centre is outside already
+        return inside & np.all(
             np.linalg.norm((mu - anchor[rows]) / scale[rows][:, None], axis=2) <= reach[rows][:, None], axis=1
         )
 
@@ -117,28 +122,34 @@ def fit_groups_of(
         ok = np.all(theta[:, k * ndim : k * ndim + k] > 0, axis=1) & np.all(theta[:, -ndim:] > 0, axis=1)
         ok &= acceptable(theta, np.arange(g)) & np.all(np.isfinite(theta), axis=1)
         sigma = np.where(ok[:, None], theta[:, -ndim:], np.nan) ** -0.5
+        mean_sigma = np.exp(np.log(sigma).mean(axis=1))
+    # Whole arrays first, then one row of each per group: a split test makes thousands of these.
+    centres = theta[:, : k * ndim].reshape(g, k, ndim).copy()
+    amplitudes = theta[:, k * ndim : k * ndim + k].copy()
+    errors = fitted.errors[:, : k * ndim].reshape(g, k, ndim)
+    terms = fitted.terms
+    spread0, spread1 = (
+        (None, None)
+        if terms is None
+        else (terms.spread0[:, : k * ndim].reshape(g, k, ndim), terms.spread1[:, : k * ndim].reshape(g, k, ndim))
+    )
+    scalars = zip(
+        mean_sigma.tolist(), theta[:, k * ndim + k].tolist(), fitted.rss.tolist(), fitted.used.tolist(), ok.tolist()
+    )
     return [
         GroupFit(
-            theta[i, : k * ndim].reshape(k, ndim).copy(),
-            theta[i, k * ndim : k * ndim + k].copy(),
+            centres[i],
+            amplitudes[i],
             sigma[i],
-            float(np.exp(np.log(sigma[i]).mean())),
-            float(theta[i, k * ndim + k]),
-            fitted.errors[i, : k * ndim].reshape(k, ndim),
-            float(fitted.rss[i]),
-            int(fitted.used[i]),
-            bool(ok[i]),
-            *(
-                (None, None, None)
-                if fitted.terms is None
-                else (
-                    fitted.terms.spread0[i, : k * ndim].reshape(k, ndim),
-                    fitted.terms.spread1[i, : k * ndim].reshape(k, ndim),
-                    fitted.terms.stats[i],
-                )
-            ),
+            mean,
+            background,
+            errors[i],
+            rss,
+            int(used),
+            good,
+            *((None, None, None) if terms is None else (spread0[i], spread1[i], terms.stats[i])),
         )
-        for i in range(g)
+        for i, (mean, background, rss, used, good) in enumerate(scalars)
     ]
 
 
@@ -283,8 +294,11 @@ def _components(n: int, first: np.ndarray, second: np.ndarray) -> list[np.ndarra
 
     graph = coo_array((np.ones(len(first), bool), (first, second)), shape=(n, n))
     _, label = connected_components(graph, directed=False)
+    sizes = np.bincount(label)
+    # Only the components of two or more: split into one array per single peak, thousands cost 12 ms.
     members = np.argsort(label, kind="stable")
-    groups = [g for g in np.split(members, np.cumsum(np.bincount(label))[:-1]) if len(g) > 1]
+    members = members[sizes[label[members]] > 1]
+    groups = np.split(members, np.cumsum(sizes[sizes > 1])[:-1]) if len(members) else []
     return sorted(groups, key=lambda g: g[0])
 
 
