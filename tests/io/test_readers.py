@@ -79,6 +79,22 @@ def test_grey_png_with_a_broken_crc_keeps_opencvs_error(tmp_path, rng):
         io.read(tmp_path / "b.png")
 
 
+def test_grey_png_past_opencvs_pixel_limit_is_refused_before_libpng_decodes_it(tmp_path, monkeypatch):
+    import imagecodecs
+
+    calls = []
+    monkeypatch.setattr(imagecodecs, "png_decode", lambda data: calls.append(data))
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)  # 1.6e9 pixels: OpenCV refuses past 2^30
+    data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    (tmp_path / "bomb.png").write_bytes(data + _chunk(b"IEND", b""))
+    with pytest.raises(InputError, match="cannot decode image"):
+        io.read(tmp_path / "bomb.png")
+    assert calls == []
+    small = _grey_png(np.zeros((3, 4), int), 8)  # within the limit: libpng's to decode (the stand-in's here)
+    readers.decode_image(small, ".png")
+    assert calls == [small]
+
+
 def test_colour_png_becomes_grey_luminance(tmp_path, rng):
     bgr = (rng.random((20, 30, 3)) * 255).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "c.png"), bgr)
