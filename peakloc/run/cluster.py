@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import PeaklocError
 from ..ops.streaming import Slabs
 from .batch import Job, Outcome, chunk_size, failure, run_chunk
+from .spread import HEAP_PAD, MIN_BUDGET, mallopt
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -103,10 +105,66 @@ def _same(job: Job) -> Job:
 
 
 def run_chunk_task(job: Job, items: Sequence[Input], budget: int | None) -> list[Outcome]:
-    """:func:`~peakloc.run.batch.run_chunk` on a worker, with its share of ``budget`` and its slabs as tasks."""
-    share, threads = _worker_share(budget)
-    job = replace(job, settings=replace(job.settings, threads=threads))
-    return run_chunk(job, items, share, ClusterSlabs(threads))
+    """:func:`~peakloc.run.batch.run_chunk` on a worker, with its share of ``budget`` and its slabs as tasks.
+
+    The heap keeps freed memory while it runs (:func:`heap_kept`), out of the budget.
+    """
+    with heap_kept(budget is None or budget >= MIN_BUDGET) as kept:
+        share, threads = _worker_share(budget if budget is None or not kept else budget - HEAP_PAD)
+        job = replace(job, settings=replace(job.settings, threads=threads))
+        return run_chunk(job, items, share, ClusterSlabs(threads))
+
+
+#: glibc's ``mallopt`` parameters, and its mmap threshold where nothing set it (``DEFAULT_MMAP_THRESHOLD_MIN``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 128 << 10
+#: Arrays up to this size come from the heap while :func:`heap_kept` holds (glibc's largest, 64-bit).
+HEAP_ARRAYS = 32 << 20
+_heap_lock = threading.Lock()
+_heap_tasks = 0
+
+
+@contextmanager
+def heap_kept(allowed: bool = True) -> Iterator[bool]:
+    """While peakloc's tasks run in this Dask worker, a heap that keeps freed memory; whether it holds.
+
+    Arrays up to :data:`HEAP_ARRAYS` come from the heap, and :data:`~peakloc.run.spread.HEAP_PAD` of freed
+    memory stays in it.
+
+    Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``, so that freed memory goes back to
+    the system at once. It also fixes glibc's mmap threshold at 128 KiB (a set threshold turns off glibc's
+    adaptive one), so each array larger than that is mapped afresh and its pages faulted in, and a task's
+    arrays are mostly larger: a chunk of 256 PNG heatmaps made 12 400 page faults in a worker against 200
+    in a plain process, and took 135 ms against 110 ms. While any peakloc task runs in the worker the
+    thresholds are raised; the last one to end sets back the values the variables name (128 KiB for the
+    mmap threshold where none does), and glibc trims the heap at its next ``free``. Nothing changes where
+    ``MALLOC_TRIM_THRESHOLD_`` is not set (a worker without a nanny: glibc adapts its thresholds itself, and
+    setting one would stop that for good), where mallopt is missing (not glibc), or where not ``allowed``
+    (a budget too small to spare the pad).
+    """
+    global _heap_tasks
+    trim, mmap = os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    try:
+        restore = (int(trim), _MMAP_THRESHOLD if mmap is None else int(mmap)) if trim is not None else None
+        set_option = mallopt() if restore is not None and allowed else None
+    except ValueError:  # a value glibc would not have read either
+        set_option = None
+    if set_option is None:
+        yield False
+        return
+    with _heap_lock:
+        _heap_tasks += 1
+        if _heap_tasks == 1:
+            set_option(_M_MMAP_THRESHOLD, HEAP_ARRAYS)
+            set_option(_M_TRIM_THRESHOLD, HEAP_PAD)
+    try:
+        yield True
+    finally:
+        with _heap_lock:
+            _heap_tasks -= 1
+            if _heap_tasks == 0:
+                set_option(_M_MMAP_THRESHOLD, restore[1])
+                set_option(_M_TRIM_THRESHOLD, restore[0])
 
 
 class ClusterSlabs(Slabs):

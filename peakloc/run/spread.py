@@ -99,14 +99,20 @@ def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
     16 MiB gave 1.8 s of system time, 128 KiB 5.4 s), so runs whose budget cannot spare 64 MiB get none
     (:func:`helper_count`). glibc only (Linux).
     """
+    set_option = mallopt()
+    return set_option is not None and bool(set_option(-2, int(pad)))  # M_TOP_PAD
+
+
+def mallopt():
+    """The C library's ``mallopt`` (glibc), or None: not Linux, or not glibc (musl has none)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         import ctypes
 
-        return bool(ctypes.CDLL(None).mallopt(-2, int(pad)))  # M_TOP_PAD
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def quiet_child(parent: int | None) -> None:

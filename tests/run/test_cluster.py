@@ -328,3 +328,40 @@ def test_the_run_layer_takes_a_client(shared, tmp_path):
     assert [(o.path, o.rows, o.errors, o.warnings) for o in remote] == [
         (o.path, o.rows, o.errors, o.warnings) for o in local
     ]
+
+
+_HEAP_PROBE = """
+import resource, numpy as np
+from peakloc.run.cluster import heap_kept
+
+def faults(times=20, size=16 << 20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        np.ones(size, np.uint8)  # allocated, every page touched, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+plain = faults()
+with heap_kept() as kept:
+    inside = faults()
+after = faults()
+print(kept, plain, inside, after)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_task_in_a_worker_whose_nanny_returns_freed_memory_at_once_keeps_its_heap_while_it_runs():
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every 16 MiB array is mapped afresh and
+    # its pages faulted in (fewer faults with transparent huge pages, but each time) unless heap_kept holds;
+    # afterwards the nanny's thresholds are back.
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, env=env, timeout=WAIT)
+    kept, plain, inside, after = out.stdout.split()
+    assert kept == "True"
+    assert int(inside) * 5 < int(plain) and int(after) * 2 > int(plain)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_worker_without_a_nanny_keeps_glibcs_own_adaptive_heap():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, env=env, timeout=WAIT)
+    assert out.stdout.split()[0] == "False"
