@@ -362,13 +362,13 @@ def gaussian_parts(image: np.ndarray, trackpy_s: float, repeat: int) -> None:
     peaks = peakloc.find_peaks(image, num_peaks=2000, min_distance=3, threshold=300)
     maps, owner = image[None], np.zeros(len(peaks), np.int64)
     shape = estimate_shape(maps, owner, peaks)
-    fits = gaussian.fit_peaks(maps, owner, peaks, shape)
+    fits = gaussian.fit_peaks(maps, owner, peaks, shape, errors=False)  # as refine, which is asked for no errors
     parts = {
         "find_peaks": lambda: peakloc.find_peaks(image, num_peaks=2000, min_distance=3, threshold=300),
         "peak shapes (estimate_shape)": lambda: estimate_shape(maps, owner, peaks),
-        "each spot's own fit (fit_peaks)": lambda: gaussian.fit_peaks(maps, owner, peaks, shape),
+        "each spot's own fit (fit_peaks)": lambda: gaussian.fit_peaks(maps, owner, peaks, shape, errors=False),
         "joint fits of spots that overlap (fit_groups)": lambda: crowded.fit_groups(
-            maps, owner, peaks, copy.deepcopy(fits)
+            maps, owner, peaks, copy.deepcopy(fits), errors=False
         ),
     }
     print("  gaussian's parts, each alone:")

@@ -452,6 +452,7 @@ def _assemble(raw, work, layout, settings, found, centres, present, nonfinite, c
                 clip_levels=clip_levels,
                 threads=settings.threads,
                 known=_known_fits(tested, owner, points, rows) if method == "gaussian" else None,
+                uncertainty=settings.extra,  # its columns are --extra's
             )
             coords = scatter(result.coords, 0.0)
             peaks[method] = MethodPeaks(

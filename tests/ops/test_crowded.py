@@ -264,10 +264,10 @@ def test_among_spots_their_own_fits_explain_a_merged_pair_is_still_split_and_the
     tested = []
     run = crowded._run
 
-    def counting(jobs, starts, threads=None, cost_tolerance=0.0, shared=False):
+    def counting(jobs, starts, threads=None, cost_tolerance=0.0, shared=False, errors=True):
         if cost_tolerance == crowded.SPLIT_TOLERANCE:
             tested.append(len(starts))
-        return run(jobs, starts, threads, cost_tolerance, shared)
+        return run(jobs, starts, threads, cost_tolerance, shared, errors)
 
     monkeypatch.setattr(crowded, "_run", counting)
     located = locate(
@@ -299,3 +299,21 @@ def test_a_spot_whose_neighbour_was_split_is_fitted_as_if_afresh():
     points = located.peaks["argmax"].coords[0][present]
     afresh = refine_flat(heat[None], np.zeros(len(points), np.int64), points, "gaussian")
     np.testing.assert_array_equal(g.coords[0][present], afresh.coords)
+
+
+def test_a_fit_asked_for_no_uncertainty_gives_every_other_number_as_with_it():
+    # Spots alone, in pairs fitted jointly and in a failed-fit corner: the noise terms are skipped, nothing
+    # else moves (the command line asks for them with --extra, refine with full_output).
+    from peakloc.ops.subpixel import refine_flat
+
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[:96, :96].astype(float)
+    spots = [(20.0, 20.0), (20.0, 24.5), (60.0, 30.0), (62.5, 33.0), (70.0, 75.0), (1.0, 94.0)]
+    heat = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 6) for y, x in spots) + rng.normal(0, 0.03, (96, 96))
+    points = np.array([[20, 20], [20, 25], [60, 30], [62, 33], [70, 75], [1, 94]])
+    owner = np.zeros(len(points), np.int64)
+    full = refine_flat(heat[None], owner, points, "gaussian", threads=1)
+    bare = refine_flat(heat[None], owner, points, "gaussian", threads=1, uncertainty=False)
+    for name in ("coords", "fallback", "sigma", "amplitude", "snr"):
+        np.testing.assert_array_equal(getattr(bare, name), getattr(full, name))
+    assert np.isfinite(full.uncertainty[~full.fallback]).all() and np.isnan(bare.uncertainty).all()

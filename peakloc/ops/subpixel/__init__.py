@@ -86,6 +86,7 @@ def refine_flat(
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
     known: tuple[np.ndarray, gaussian.Fits] | None = None,
+    uncertainty: bool = True,
 ) -> Refined:
     """Refine peaks given as (heatmap, integer centre) pairs.
 
@@ -113,6 +114,9 @@ def refine_flat(
     known : (ndarray, Fits), optional
         ``gaussian``: fits already made of some of these peaks, with this ``shape`` (see
         :func:`.gaussian.fit_peaks`); ignored with ``sigma``, which replaces the shape's widths.
+    uncertainty : bool
+        ``gaussian``: compute the uncertainty (NaN without: its terms are a third of a small batch's fit,
+        and no other number depends on them).
 
     Returns
     -------
@@ -143,6 +147,7 @@ def refine_flat(
         clip_levels=clip_levels,
         threads=threads,
         known=known,
+        uncertainty=uncertainty,
     )
     spatial = np.array(heatmaps.shape[1:]) - 1
     coords = np.clip(np.where(np.isfinite(coords), coords, centres), 0, spatial)
@@ -230,6 +235,7 @@ def refine(
         beta=beta,
         normalize=normalize,
         clip_levels=clip,
+        uncertainty=full_output,  # the coordinates alone need none
     )
     shape = points.shape[:-1]
     if not full_output:

@@ -83,6 +83,7 @@ def fit_groups_of(
     anchor: np.ndarray,
     cost_tolerance: float = 0.0,
     weights: np.ndarray | None = None,
+    errors: bool = True,
 ) -> list[GroupFit]:
     """:func:`fit_group` for ``G`` groups of ``K`` spots on boxes of one shape, each group's fit its own.
 
@@ -90,7 +91,8 @@ def fit_groups_of(
     coordinates along each axis), ``centres`` and ``anchor`` ``(G, K, ndim)``, ``amplitudes`` ``(G, K)``,
     ``widths`` ``(G, ndim)`` (sigma per axis, which also measure ``reach``), the rest ``(G,)``; ``cost_tolerance`` as
     :func:`.gaussian.fit_spots`' (a fit with one decides a test: it has no errors), and ``weights`` too (``rss``
-    is then the weighted sum).
+    is then the weighted sum). Without ``errors`` (or with a ``cost_tolerance``), no errors: NaN, and no
+    noise terms.
     """
     g, k, ndim = centres.shape
     scale = np.maximum(widths, 0.3)  # a reach is measured in the starting widths
@@ -114,8 +116,9 @@ def fit_groups_of(
             np.linalg.norm((mu - anchor[rows]) / scale[rows][:, None], axis=2) <= reach[rows][:, None], axis=1
         )
 
+    errors = errors and not cost_tolerance
     fitted = gaussian.fit_spots(
-        values, axes, theta, lower, upper, k, acceptable, ITERATIONS, cost_tolerance, not cost_tolerance, weights
+        values, axes, theta, lower, upper, k, acceptable, ITERATIONS, cost_tolerance, errors, weights
     )
     theta = fitted.theta
     with np.errstate(all="ignore"):
@@ -336,12 +339,18 @@ def _stack(jobs: list[dict]) -> _Jobs:
 
 
 def _run(
-    jobs: _Jobs, starts: np.ndarray, threads: int | None = None, cost_tolerance: float = 0.0, shared: bool = False
+    jobs: _Jobs,
+    starts: np.ndarray,
+    threads: int | None = None,
+    cost_tolerance: float = 0.0,
+    shared: bool = False,
+    errors: bool = True,
 ) -> list[GroupFit]:
     """Fit ``jobs`` from ``starts`` ``(G, K, ndim)``, in chunks on ``threads`` threads, in job order.
 
     ``shared``: the chunks go to the run's helper processes too, where it has them
-    (:func:`~peakloc.backends.numpy_backend.map_shared`); not from inside work already shared.
+    (:func:`~peakloc.backends.numpy_backend.map_shared`); not from inside work already shared. ``errors``:
+    as :func:`fit_groups_of`'s.
     """
     g, k, ndim = jobs.start.shape
     size = gaussian.chunk(int(np.prod(jobs.values.shape[1:])), ndim, k)
@@ -349,7 +358,7 @@ def _run(
     threads = numpy_backend.DEFAULT_THREADS if threads is None else max(1, int(threads))
 
     def job(rows: np.ndarray) -> tuple:
-        return jobs.rows(rows), starts[rows], cost_tolerance
+        return jobs.rows(rows), starts[rows], cost_tolerance, errors
 
     if shared:
         fitted = numpy_backend.map_shared(_fit_chunk, chunks, threads, job, on_threads=True)
@@ -360,22 +369,23 @@ def _run(
 
 
 def _fit_chunk(job: tuple, threads: int | None = None) -> list[GroupFit]:
-    """:func:`fit_groups_of` of ``job`` ``(jobs, starts, cost_tolerance)``: a pure function of its arrays."""
-    part, starts, cost_tolerance = job
+    """:func:`fit_groups_of` of ``job`` ``(jobs, starts, cost_tolerance, errors)``: a pure function of its arrays."""
+    part, starts, cost_tolerance, errors = job
     return fit_groups_of(
         part.values, part.axes, starts, part.amplitudes, part.background, part.widths, part.lower,
-        part.upper, part.reach, part.start, cost_tolerance, part.weights,
+        part.upper, part.reach, part.start, cost_tolerance, part.weights, errors,
     )  # fmt: skip
 
 
-def _fit_batch(batch: list[dict], threads: int | None = None) -> list[GroupFit]:
+def _fit_batch(job: tuple[list[dict], bool], threads: int | None = None) -> list[GroupFit]:
     """Joint fits of a batch of groups of one size and box shape (:func:`fit_groups`' jobs), in job order.
 
-    Failed, or a spot pressed against the edge of its reach (a local minimum): the fit starts again from the
-    peaks' own fits, and the better one stays.
+    ``job`` is ``(batch, errors)``. Failed, or a spot pressed against the edge of its reach (a local
+    minimum): the fit starts again from the peaks' own fits, and the better one stays.
     """
+    batch, errors = job
     jobs = _stack(batch)
-    results = _run(jobs, jobs.start, threads)
+    results = _run(jobs, jobs.start, threads, errors=errors)
     redo = [
         i
         for i, f in enumerate(results)
@@ -384,13 +394,15 @@ def _fit_batch(batch: list[dict], threads: int | None = None) -> list[GroupFit]:
     ]
     if redo:
         again = np.stack([batch[i]["again"] for i in redo])
-        for i, other in zip(redo, _run(jobs.rows(np.array(redo)), again, threads)):
+        for i, other in zip(redo, _run(jobs.rows(np.array(redo)), again, threads, errors=errors)):
             if other.ok and (not results[i].ok or other.rss < results[i].rss):
                 results[i] = other
     return results
 
 
-def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: int | None = None) -> None:
+def fit_groups(
+    heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: int | None = None, errors: bool = True
+) -> None:
     """Fit jointly the peaks of one heatmap chained within :data:`GROUP_LINK` widths, in place of own fits.
 
     ``fits`` is :func:`.gaussian.fit_peaks`'s; a group whose joint fit fails (or of more than
@@ -432,7 +444,8 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
             )
         )
     # Batches are independent: on helper processes where the run has them (each with one thread), else here.
-    for batch, results in zip(batches.values(), numpy_backend.map_shared(_fit_batch, list(batches.values()), threads)):
+    jobs = [(batch, errors) for batch in batches.values()]
+    for batch, results in zip(batches.values(), numpy_backend.map_shared(_fit_batch, jobs, threads)):
         for job, fit in zip(batch, results):
             if not fit.ok:  # abandoned: each spot keeps its own fit, flagged
                 fits.fallback[job["members"]] = True
@@ -446,8 +459,9 @@ def fit_groups(heatmaps, owner: np.ndarray, centres: np.ndarray, fits, threads: 
             fits.amplitude[members] = fit.amplitudes
             fits.background[members] = fit.background
             fits.noise[members] = np.sqrt(fit.rss / max(fit.used - gaussian.parameters(len(members), ndim), 1))
-            fits.spread0[members], fits.spread1[members] = fit.spread0, fit.spread1
-            fits.stats[members] = fit.stats / len(members)  # its sums, once over the group's spots
+            if fit.stats is not None:  # computed (errors asked for)
+                fits.spread0[members], fits.spread1[members] = fit.spread0, fit.spread1
+                fits.stats[members] = fit.stats / len(members)  # its sums, once over the group's spots
 
 
 #: ``--split-threshold``'s default: single noisy spots exceed it in well under 1% of maps, and equal pairs
@@ -594,16 +608,20 @@ def locate(
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
     known: tuple[np.ndarray, gaussian.Fits] | None = None,
+    uncertainty: bool = True,
     **_,
 ) -> tuple[np.ndarray, np.ndarray, PeakShape, np.ndarray]:
     """Coordinates ``(N, ndim)``, fallback flags, the fitted shape, and the uncertainty ``(N, ndim)``.
 
     The shape's sigma is the fit's geometric mean, its amplitude the fit's, and its noise the residual
     standard deviation (the estimate's where the fit failed). Peaks of one heatmap whose windows overlap are
-    then fitted together (:func:`fit_groups`).
+    then fitted together (:func:`fit_groups`). Without ``uncertainty`` it is NaN, and the fits compute none
+    of its terms; nothing else changes.
     """
-    fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known)
-    fit_groups(heatmaps, owner, centres, fits, threads)
+    fits = gaussian.fit_peaks(heatmaps, owner, centres, shape, clip_levels, threads, known, uncertainty)
+    fit_groups(heatmaps, owner, centres, fits, threads, uncertainty)
     fits.settle(centres)
     fitted = PeakShape(fits.sigma, shape.background, fits.amplitude, fits.noise, fits.widths)
+    if not uncertainty:
+        return fits.coords, fits.fallback, fitted, np.full(fits.coords.shape, np.nan)
     return fits.coords, fits.fallback, fitted, gaussian.pooled_errors(fits, owner)

@@ -796,17 +796,18 @@ def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.n
 def _fit(job: tuple, threads: int | None = None) -> Fits:
     """Fit peaks that share window half-widths ``half`` ``(ndim,)``: coordinates, fallback, sigma, amplitude.
 
-    ``job`` is ``(w, spatial, centres, start, shape, upper, lower, half, near)``: the peaks' windows ``w``
-    ``(n, *(2 * half + 1))`` (:func:`~peakloc.ops.windows.windows`), their map's shape, their integer peaks and
-    starts ``(n, ndim)``, shape estimates, clip levels ``(n,)``. A pure function of its arrays, it runs on
-    the run's helper processes as well as here (``threads`` is unused: one chunk is one thread's work).
+    ``job`` is ``(w, spatial, centres, start, shape, upper, lower, half, near, errors)``: the peaks' windows
+    ``w`` ``(n, *(2 * half + 1))`` (:func:`~peakloc.ops.windows.windows`), their map's shape, their integer
+    peaks and starts ``(n, ndim)``, shape estimates, clip levels ``(n,)``, and whether to compute the
+    :class:`NoiseTerms` (see :func:`fit_peaks`). A pure function of its arrays, it runs on the run's helper
+    processes as well as here (``threads`` is unused: one chunk is one thread's work).
 
     ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
     peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
     neighbour's spot, which would pull a single Gaussian towards it (in crowded 3-D fields, one spot in four),
     and a fit that left samples to a neighbour may not move its peak more than :data:`CROWDED_PULL` widths.
     """
-    w, spatial, centres, start, shape, upper, lower, half, near = job
+    w, spatial, centres, start, shape, upper, lower, half, near, errors = job
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
     w = w.reshape(n, -1)
@@ -821,7 +822,8 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
     theta = np.concatenate([start - centres, a0[:, None], shape.background[:, None], 1 / s0**2], axis=1)
     axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
     inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half, axis=1)  # noqa: E731
-    fitted = fit_spots(w.reshape((n,) + tuple(2 * half + 1)), axes, theta, lower, upper, 1, inside)
+    fitted = fit_spots(w.reshape((n,) + tuple(2 * half + 1)), axes, theta, lower, upper, 1, inside, errors=errors)
+    terms = fitted.terms or NoiseTerms(np.full(theta.shape, np.nan), np.full(theta.shape, np.nan), np.zeros((n, 5)))
     theta = fitted.theta
     mu = centres + theta[:, :ndim]
     precision = theta[:, -ndim:]
@@ -848,9 +850,9 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
             np.broadcast_to(half, (n, ndim)).copy(),
             lower,
             upper,
-            fitted.terms.spread0[:, :ndim],
-            fitted.terms.spread1[:, :ndim],
-            np.where(ok[:, None], fitted.terms.stats, 0.0),
+            terms.spread0[:, :ndim],
+            terms.spread1[:, :ndim],
+            np.where(ok[:, None], terms.stats, 0.0),
             _capped(shape.per_axis(ndim)),
             far,
         )
@@ -998,13 +1000,16 @@ def fit_peaks(
     clip_levels: tuple[np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
     known: tuple[np.ndarray, Fits] | None = None,
+    errors: bool = True,
 ) -> Fits:
     """Each peak's own fit (see the module), in windows of its own size.
 
     Chunks of peaks run on ``threads`` threads (default: one per core, at most 8). ``known`` is
     ``(rows, fits)``: peak ``i`` with ``rows[i] >= 0`` takes row ``rows[i]`` of ``fits``, an earlier call's
     fits of the same peaks with the same shape estimates, clip levels and :func:`neighbours` (a fit depends
-    on nothing else), instead of being fitted again.
+    on nothing else), instead of being fitted again. Without ``errors``, no :class:`NoiseTerms` are computed
+    (``spread0``, ``spread1`` NaN, ``stats`` 0): nothing else depends on them, and they are a third of a
+    small batch's fit.
     """
     n, ndim = centres.shape
     fits = Fits(
@@ -1054,7 +1059,10 @@ def fit_peaks(
         mine = row[first] >= 0
         near = (row[first[mine]], centres[second[mine]] - centres[first[mine]])
         w = windows(heatmaps, owner[part], centres[part], half)
-        return w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], half, near
+        return (
+            w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], half, near,
+            errors,
+        )  # fmt: skip
 
     # The chunks are independent: on the run's helper processes and here, else on threads (NumPy releases
     # the GIL in their loops).
