@@ -1,6 +1,7 @@
 """Readers: a path in, ``(array, axes)`` out. One function per format; no maths here.
 
-Heavy libraries load only for their own format: OpenCV for images, tifffile for TIFF; NPY needs NumPy alone.
+Heavy libraries load only for their own format: imagecodecs (libpng) for grey PNGs, OpenCV for other images,
+tifffile for TIFF; NPY needs NumPy alone.
 """
 
 from __future__ import annotations
