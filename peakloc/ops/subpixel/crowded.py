@@ -129,7 +129,7 @@ def fit_groups_of(
     # Whole arrays first, then one row of each per group: a split test makes thousands of these.
     centres = theta[:, : k * ndim].reshape(g, k, ndim).copy()
     amplitudes = theta[:, k * ndim : k * ndim + k].copy()
-    errors = fitted.errors[:, : k * ndim].reshape(g, k, ndim)
+    centre_errors = fitted.errors[:, : k * ndim].reshape(g, k, ndim)
     terms = fitted.terms
     spread0, spread1 = (
         (None, None)
@@ -146,7 +146,7 @@ def fit_groups_of(
             sigma[i],
             mean,
             background,
-            errors[i],
+            centre_errors[i],
             rss,
             int(used),
             good,
