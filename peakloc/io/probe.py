@@ -46,8 +46,12 @@ def _open(path):
     return open(path, "rb")
 
 
-def _png(head: bytes) -> Probe | None:
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+def probe_png(head: bytes) -> Probe | None:
+    """What a PNG decodes to (in OpenCV's terms: ``samples`` 1 only for grey), from its first 26 bytes or more.
+
+    None where ``head`` is no PNG's start, or cut short.
+    """
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or len(head) < 26:
         return None
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
     # OpenCV expands palettes to BGR and grey + alpha to BGRA.
@@ -160,7 +164,7 @@ def probe_image(handle) -> Probe | None:
     """
     try:
         head = handle.read(64)
-        for sniff in (_png, _bmp, _pnm):
+        for sniff in (probe_png, _bmp, _pnm):
             found = sniff(head)
             if found is not None:
                 return found

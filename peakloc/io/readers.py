@@ -21,7 +21,7 @@ from ..errors import AxesError, InputError, PeaklocWarning
 from .axes import default_axes, validate_axes
 from .hdf5 import SUFFIXES as HDF5_SUFFIXES
 from .hdf5 import read_hdf5, split_selector
-from .probe import OPENCV_MAX_PIXELS, Probe, probe_image
+from .probe import OPENCV_MAX_PIXELS, Probe, probe_image, probe_png
 from .remote import filesystem, is_url
 
 NPY_SUFFIXES = frozenset({".npy"})
@@ -541,10 +541,9 @@ def _grey_png(data: bytes) -> np.ndarray | None:
     and its PNG codec takes 3 ms, OpenCV 15-18 ms, which a run over one PNG (about 0.12 s) or each process
     of a pool over many pays once.
     """
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 26 or data[25] != 0:
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    if width * height > OPENCV_MAX_PIXELS:  # OpenCV refuses it, in its words; libpng would try to allocate it
+    found = probe_png(data)
+    # Past OpenCV's limit, OpenCV refuses it in its words; libpng would try to allocate it.
+    if found is None or found.samples != 1 or found.values > OPENCV_MAX_PIXELS:
         return None
     try:
         import imagecodecs
