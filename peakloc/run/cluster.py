@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import PeaklocError
 from ..ops.streaming import Slabs
 from .batch import Job, Outcome, chunk_size, failure, run_chunk
-from .spread import HEAP_PAD, MIN_BUDGET, mallopt
+from .spread import HEAP_PAD, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MIN_BUDGET, mallopt
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -115,8 +115,7 @@ def run_chunk_task(job: Job, items: Sequence[Input], budget: int | None) -> list
         return run_chunk(job, items, share, ClusterSlabs(threads))
 
 
-#: glibc's ``mallopt`` parameters, and its mmap threshold where nothing set it (``DEFAULT_MMAP_THRESHOLD_MIN``).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: glibc's mmap threshold where nothing set it (``DEFAULT_MMAP_THRESHOLD_MIN``).
 _MMAP_THRESHOLD = 128 << 10
 #: Arrays up to this size come from the heap while :func:`heap_kept` holds (glibc's largest, 64-bit).
 HEAP_ARRAYS = 32 << 20
@@ -155,16 +154,16 @@ def heap_kept(allowed: bool = True) -> Iterator[bool]:
     with _heap_lock:
         _heap_tasks += 1
         if _heap_tasks == 1:
-            set_option(_M_MMAP_THRESHOLD, HEAP_ARRAYS)
-            set_option(_M_TRIM_THRESHOLD, HEAP_PAD)
+            set_option(M_MMAP_THRESHOLD, HEAP_ARRAYS)
+            set_option(M_TRIM_THRESHOLD, HEAP_PAD)
     try:
         yield True
     finally:
         with _heap_lock:
             _heap_tasks -= 1
             if _heap_tasks == 0:
-                set_option(_M_MMAP_THRESHOLD, restore[1])
-                set_option(_M_TRIM_THRESHOLD, restore[0])
+                set_option(M_MMAP_THRESHOLD, restore[1])
+                set_option(M_TRIM_THRESHOLD, restore[0])
 
 
 class ClusterSlabs(Slabs):

@@ -100,7 +100,11 @@ def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
     (:func:`helper_count`). glibc only (Linux).
     """
     set_option = mallopt()
-    return set_option is not None and bool(set_option(-2, int(pad)))  # M_TOP_PAD
+    return set_option is not None and bool(set_option(M_TOP_PAD, int(pad)))
+
+
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def mallopt():
