@@ -237,7 +237,7 @@ def _fits_of_widths(widths: np.ndarray):
     zeros, false = np.zeros(n), np.zeros(n, bool)
     return Fits(
         np.zeros((n, ndim)), false.copy(), zeros, zeros, zeros, zeros, widths, zeros, np.full((n, ndim), 4), zeros,
-        zeros, np.zeros((n, ndim)), np.zeros((n, ndim)), np.zeros((n, 5)), false.copy(), false.copy(),
+        zeros, np.zeros((n, 2 * ndim)), np.zeros((n, 2 * ndim)), np.zeros((n, 5)), false.copy(), false.copy(),
     )  # fmt: skip
 
 
@@ -247,8 +247,48 @@ def test_a_spot_wide_along_one_axis_takes_its_excess_width_on_every_axis_it_is_w
     spread = np.linspace(-0.03, 0.03, 40)  # one spot's widths, measured with noise: none past the gate
     widths = np.c_[2.0 + spread, 1.3 + spread[::-1], 1.3 + np.roll(spread, 7)]
     widths[0] = [2.0, 1.6, 1.31]  # two spots apart along y, and a little along z: y's excess is far past the gate
-    added = unresolved_spread(_fits_of_widths(widths), np.zeros(40, int))
+    added = unresolved_spread(_fits_of_widths(widths), np.zeros(40, int), np.full(widths.shape, 0.02))
     typical = np.median(widths, axis=0)
     np.testing.assert_allclose(added[0], np.maximum(widths[0] ** 2 - typical**2, 0.0))
     assert added[0, 1] > 0 and added[0, 2] > 0  # z too: a pair's distance has a share along it
     assert not added[1:].any()
+
+
+def test_a_spot_a_little_wider_than_typical_is_taken_for_two_only_where_its_own_width_is_measured_that_well():
+    from peakloc.ops.subpixel.gaussian import WIDTH_GATE, unresolved_spread
+
+    widths = np.full((20, 2), 1.3)
+    widths[0, 0] = 1.3 * 1.05  # a pair 0.7 widths apart along y: 5% wider
+    fits, owner = _fits_of_widths(widths), np.zeros(20, int)
+    bright = unresolved_spread(fits, owner, np.full(widths.shape, 0.065 / (WIDTH_GATE + 0.5)))
+    dim = unresolved_spread(fits, owner, np.full(widths.shape, 0.065 / (WIDTH_GATE - 0.5)))
+    np.testing.assert_allclose(bright[0], [1.365**2 - 1.3**2, 0.0])
+    assert not bright[1:].any() and not dim.any()
+
+
+def test_width_errors_cover_the_fitted_widths_of_noisy_spots_as_standard_errors_do():
+    # Pixel-integrated spots of sigma 1.5 in white noise; the reference is the true width.
+    from scipy.special import erf
+
+    from peakloc.ops.subpixel import gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    rng = np.random.default_rng(8)
+    n, side, sigma = 400, 21, 1.5
+    centre = 10 + rng.uniform(-0.5, 0.5, (n, 2))
+    edges = np.arange(side + 1) - 0.5
+    profile = [np.diff(erf((edges[None] - centre[:, a, None]) / (np.sqrt(2) * sigma)), axis=1) for a in (0, 1)]
+    heat = (
+        profile[0][:, :, None]
+        * profile[1][:, None, :]
+        / (np.diff(erf(np.array([-0.5, 0.5]) / (np.sqrt(2) * sigma)))[0] ** 2)
+    )
+    heat = heat + rng.normal(0, 0.05, heat.shape)
+    owner, peaks = np.arange(n), np.unravel_index(heat.reshape(n, -1).argmax(1), (side, side))
+    peaks = np.stack(peaks, axis=1)
+    fits = gaussian.fit_peaks(heat, owner, peaks, estimate_shape(heat, owner, peaks), threads=1)
+    a, b = gaussian.pooled_noise(fits.stats, np.zeros(n, int))  # one camera made every map
+    precision_errors = gaussian.NoiseTerms(fits.spread0, fits.spread1, fits.stats).errors(a, b)[:, 2:]
+    z = (fits.widths - sigma) / gaussian.width_errors(fits.widths, precision_errors)
+    assert not fits.fallback.any()
+    assert np.all((z.std(axis=0) > 0.85) & (z.std(axis=0) < 1.15)), z.std(axis=0)

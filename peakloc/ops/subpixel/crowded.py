@@ -52,8 +52,9 @@ class GroupFit:
         Samples used.
     ok : bool
         Converged to a valid model: positive amplitudes and widths, centres within the box and their reach.
-    spread0, spread1 : ndarray, shape ``(K, ndim)``, and stats : ndarray, shape ``(5,)``
-        The centres' :class:`.gaussian.NoiseTerms` (for errors under a heatmap's pooled noise model).
+    spread0, spread1 : ndarray, shape ``(K, 2 ndim)``, and stats : ndarray, shape ``(5,)``
+        The :class:`.gaussian.NoiseTerms` of each centre and of the shared precisions ``sigma^-2`` (for errors
+        under a heatmap's pooled noise model), as :class:`.gaussian.Fits` keeps them.
     """
 
     centres: np.ndarray
@@ -131,10 +132,16 @@ def fit_groups_of(
     amplitudes = theta[:, k * ndim : k * ndim + k].copy()
     centre_errors = fitted.errors[:, : k * ndim].reshape(g, k, ndim)
     terms = fitted.terms
+    # Each spot's centre terms, then the group's shared precisions' (Fits' spread0 and spread1).
     spread0, spread1 = (
         (None, None)
         if terms is None
-        else (terms.spread0[:, : k * ndim].reshape(g, k, ndim), terms.spread1[:, : k * ndim].reshape(g, k, ndim))
+        else tuple(
+            np.concatenate(
+                [t[:, : k * ndim].reshape(g, k, ndim), np.broadcast_to(t[:, None, -ndim:], (g, k, ndim))], axis=2
+            )
+            for t in (terms.spread0, terms.spread1)
+        )
     )
     scalars = zip(
         mean_sigma.tolist(), theta[:, k * ndim + k].tolist(), fitted.rss.tolist(), fitted.used.tolist(), ok.tolist()

@@ -850,12 +850,17 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
             np.broadcast_to(half, (n, ndim)).copy(),
             lower,
             upper,
-            terms.spread0[:, :ndim],
-            terms.spread1[:, :ndim],
+            _centres_and_precisions(terms.spread0, ndim),
+            _centres_and_precisions(terms.spread1, ndim),
             np.where(ok[:, None], terms.stats, 0.0),
             _capped(shape.per_axis(ndim)),
             far,
         )
+
+
+def _centres_and_precisions(spread: np.ndarray, ndim: int) -> np.ndarray:
+    """A one-spot fit's :class:`NoiseTerms` column ``(N, P)`` cut to what :class:`Fits` keeps ``(N, 2 ndim)``."""
+    return np.concatenate([spread[:, :ndim], spread[:, -ndim:]], axis=1)
 
 
 def _capped(widths: np.ndarray) -> np.ndarray:
@@ -877,8 +882,9 @@ class Fits:
     standard deviation), ``rss`` (sum of squared residuals), ``lower`` and
     ``upper`` (clip levels) ``(N,)``; ``widths`` ``(N, ndim)`` the fitted Gaussian's
     sigma along each axis, pixels (1 where the fit failed); ``half`` ``(N, ndim)`` the window's half-widths;
-    ``spread0``, ``spread1`` ``(N, ndim)`` and ``stats`` ``(N, 5)``: the centre's :class:`NoiseTerms` (a joint
-    fit's share of its ``stats`` on each of its spots), from which :func:`pooled_errors` gives the errors;
+    ``spread0``, ``spread1`` ``(N, 2 ndim)`` and ``stats`` ``(N, 5)``: the :class:`NoiseTerms` of the centre
+    (columns ``:ndim``) and of the precisions ``sigma^-2`` (``ndim:``; a joint fit's shared ones on each of its
+    spots, with its share of its ``stats``), from which :func:`pooled_errors` gives the errors;
     ``capped`` ``(N,)``: the spot is wider than its window can hold (:func:`_capped`), which shows only its top;
     ``far`` ``(N,)``: the fit left samples to a neighbour and went more than :data:`CROWDED_PULL_PX` from its
     peak, so that the peak keeps its integer position unless a joint fit places it (:meth:`settle`).
@@ -923,50 +929,66 @@ def pooled_errors(fits: Fits, owner: np.ndarray) -> np.ndarray:
     NaN where the fit fell back.
     """
     a, b = pooled_noise(fits.stats, owner)
-    error = NoiseTerms(fits.spread0, fits.spread1, fits.stats).errors(a, b)
+    ndim = fits.coords.shape[1]
+    both = NoiseTerms(fits.spread0, fits.spread1, fits.stats).errors(a, b)
+    error, precision_error = both[:, :ndim], both[:, ndim:]
     # A fit whose residuals exceed its heatmap's noise (two spots fitted as one, a spot held at its reach)
     # is no better than its residuals say: its errors grow by the square root of the excess.
     m, s1, t0 = fits.stats[:, 0], fits.stats[:, 1], fits.stats[:, 3]
     with np.errstate(all="ignore"):
         excess = t0 / (a * m + b * s1)
     error = error * np.sqrt(np.where(np.isfinite(excess), np.maximum(excess, 1.0), 1.0))[:, None]
-    error = np.sqrt(error**2 + unresolved_spread(fits, owner))
+    error = np.sqrt(error**2 + unresolved_spread(fits, owner, width_errors(fits.widths, precision_error)))
     return np.where(fits.fallback[:, None], np.nan, error)
 
 
-#: A spot wider along an axis than its heatmap's typical spot by more than this many robust standard
-#: deviations of the heatmap's widths is taken for unresolved spots (:func:`unresolved_spread`). Measured
-#: (SD of error over error bar) on make bench's SMLM movie, 5000-spot and 500-spot volumes, and make
-#: bench-accuracy's realistic conditions: 3 gives 1.07, 1.21/1.12/1.11, 0.93-1.03 and 0.96-1.02; 2.5 gives
-#: 1.04, 1.13/1.04/1.03, 0.93-1.03 and 0.95-1.01; 2 gives 1.01, 1.11/1.02/1.01, but 0.90 (z) on the sparse
-#: volume, whose spots have no hidden neighbour to widen them.
+#: A spot wider along an axis than its heatmap's typical spot by more than this many of its own width's
+#: standard errors is taken for unresolved spots (:func:`unresolved_spread`). Measured (SD of error over error
+#: bar, per axis) on make bench's SMLM movie and its 5000- and 500-spot volumes, with each generator's own
+#: seed and two or three fresh ones: 2 gives 1.00-1.01, 0.90-0.99 (y 0.898 on one seed) and 0.91-1.02; 2.5
+#: gives 1.02-1.05, 0.92-1.09 and 0.93-1.03; 2.75 1.03-1.04, up to 1.10 (z) on the first volume; 3 1.05,
+#: 1.13 (z) on it. The gate it replaced, 2.5 robust standard deviations of the heatmap's widths, read
+#: 1.13-1.29 on the 5000-spot volumes.
 WIDTH_GATE = 2.5
 #: Fewest spots of a heatmap (not fallen back, held by their window) for its typical width.
 WIDTH_SPOTS = 5
 
 
-def unresolved_spread(fits: Fits, owner: np.ndarray) -> np.ndarray:
+def width_errors(widths: np.ndarray, precision_errors: np.ndarray) -> np.ndarray:
+    """Standard errors ``(N, ndim)`` of fitted widths ``(N, ndim)`` (sigma, px) from those of their precisions.
+
+    The fit's parameter is the precision ``p = sigma^-2``; to first order ``d sigma = sigma^3 d p / 2``.
+    """
+    return 0.5 * widths**3 * precision_errors
+
+
+def unresolved_spread(fits: Fits, owner: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """Variance ``(N, ndim)``, px^2, to add to each centre's for the spots it may hold unresolved.
 
     Two spots closer than about 1.5 widths give one peak, a little wider than one spot, and a fit that sits
     between them: half their distance from each, far beyond a noise-sized error bar (one such spot in a
     thousand made the 3-D volumes' spread 1.5 instead of 1.0). Where a spot is wider than its heatmap's
     typical spot (the median, over the heatmap's spots, of the fitted width) along some axis by more than
-    :data:`WIDTH_GATE` robust standard deviations (1.4826 x the median absolute deviation, at least 1% of the
-    width), the two would lie ``sqrt(w^2 - w_typical^2)`` from the fit along each axis it is wider on: that
-    is added in quadrature, on every such axis. Two spots lie along the line between them, seldom along an
-    array axis, and widen each axis by their distance's share along it: the gate may see one axis and the
-    fit's error lie mostly along another (at a gate of 3, the 5000-spot volume's SD read 1.38/1.38/1.49
-    with the term on the gated axis alone, 1.21/1.12/1.11 on every axis wider than typical). It assumes
-    what a microscope's spots share, one point-spread function per heatmap; it needs :data:`WIDTH_SPOTS`
-    spots, and leaves a heatmap of fewer alone.
+    :data:`WIDTH_GATE` of its own width's standard errors ``errors`` ``(N, ndim)`` (:func:`width_errors`),
+    the two would lie ``sqrt(w^2 - w_typical^2)`` from the fit along each axis it is wider on: that is added
+    in quadrature, on every such axis.
+
+    - Each spot's own error, not the spread of the heatmap's widths: a bright spot's width is measured to a
+      percent, and a pair 0.6 to 0.85 widths apart widens it by only 4-9%, which that spread (set by the many
+      dim spots) hides, while the pair puts the fit 0.3-0.4 widths from each spot, 10 or more of its error
+      bars. A dim spot's width is too noisy to tell, and so is its centre, whose error bar is wider.
+    - Every axis it is wider on: two spots lie along the line between them, seldom along an array axis, and
+      widen each axis by their distance's share along it. The gate may see one axis and the fit's error lie
+      mostly along another.
+
+    It assumes what a microscope's spots share, one point-spread function per heatmap; it needs
+    :data:`WIDTH_SPOTS` spots, and leaves a heatmap of fewer alone.
     """
     usable = ~fits.fallback & ~fits.capped
     widths = np.where(usable[:, None], fits.widths, np.nan)
     typical, count = grouped_median(widths, owner)
-    spread = np.maximum(1.4826 * grouped_median(np.abs(widths - typical), owner)[0], 0.01 * typical)
     with np.errstate(invalid="ignore"):
-        wide = (widths - typical > WIDTH_GATE * spread) & (count >= WIDTH_SPOTS)[:, None]
+        wide = (widths - typical > WIDTH_GATE * errors) & (count >= WIDTH_SPOTS)[:, None]
         excess = np.where(widths > typical, widths**2 - typical**2, 0.0)
     return np.where(wide.any(axis=1, keepdims=True), excess, 0.0)
 
@@ -1024,8 +1046,8 @@ def fit_peaks(
         np.zeros((n, ndim), np.int64),
         np.full(n, -np.inf),
         np.full(n, np.inf),
-        np.full((n, ndim), np.nan),
-        np.full((n, ndim), np.nan),
+        np.full((n, 2 * ndim), np.nan),
+        np.full((n, 2 * ndim), np.nan),
         np.zeros((n, 5)),
         np.zeros(n, bool),
         np.zeros(n, bool),
