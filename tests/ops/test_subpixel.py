@@ -292,3 +292,24 @@ def test_width_errors_cover_the_fitted_widths_of_noisy_spots_as_standard_errors_
     z = (fits.widths - sigma) / gaussian.width_errors(fits.widths, precision_errors)
     assert not fits.fallback.any()
     assert np.all((z.std(axis=0) > 0.85) & (z.std(axis=0) < 1.15)), z.std(axis=0)
+
+
+def test_fit_boxes_are_the_window_or_a_square_of_its_largest_half_width_rounded_up_to_even():
+    from peakloc.ops.subpixel.gaussian import fit_box
+
+    halves = np.array([[4, 4], [5, 3], [4, 7], [6, 5], [9, 4], [10, 10]])
+    expected = [[4, 4], [5, 3], [8, 8], [6, 6], [10, 10], [10, 10]]
+    np.testing.assert_array_equal(fit_box(halves), expected)
+    np.testing.assert_array_equal(fit_box(np.array([[6, 4, 4], [5, 3, 6]])), [[6, 4, 4], [5, 3, 6]])  # 3-D: own
+
+
+def test_a_wide_window_fitted_in_a_larger_box_uses_only_its_own_samples():
+    # A spot twice as wide along x: its window is 4 x 7 px a side, fitted in a box of 8 a side. Bright pixels
+    # inside that box but outside the window must not move it from its true centre.
+    from ..conftest import pixel_gaussian
+
+    centre = (20.3, 24.6)
+    heat = pixel_gaussian((41, 49), centre, (1.3, 2.6))
+    heat[20, 25 + 8] = heat[20 + 6, 25] = 0.6
+    got = peakloc.refine(heat, np.array([[20, 25]]), "gaussian")
+    np.testing.assert_allclose(got[0], centre, atol=1e-6)

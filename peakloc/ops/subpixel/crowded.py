@@ -516,15 +516,15 @@ def split_merged(
         crowded[spots[group]] = True
     tested = np.flatnonzero(standing & ~crowded)
     ndim = centres.shape[1]
-    halves, which = np.unique(fits.half[tested].reshape(-1, ndim), axis=0, return_inverse=True)
+    boxes, which = np.unique(gaussian.fit_box(fits.half[tested].reshape(-1, ndim)), axis=0, return_inverse=True)
     a, b = gaussian.pooled_noise(fits.stats, owner)
     maps, index = np.unique(owner, return_inverse=True)
     index = index.reshape(-1)
     populous = (np.bincount(index, standing, len(maps)) >= SCREEN_SPOTS)[index]
     for key, members in groups(which.reshape(-1)):
-        peaks, half = tested[members], halves[key]
+        peaks = tested[members]
         jobs, one_spot, explained = _split_jobs(
-            heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), half, a[peaks], b[peaks]
+            heatmaps, owner[peaks], centres[peaks], fits.rows(peaks), boxes[key], a[peaks], b[peaks]
         )
         keep = np.flatnonzero(~(explained & populous[peaks]))
         peaks, jobs, one_spot = peaks[keep], jobs.rows(keep), one_spot[keep]
@@ -541,9 +541,12 @@ def split_merged(
 
 
 def _split_jobs(
-    heatmaps, owner: np.ndarray, centres: np.ndarray, fits, half: np.ndarray, a: np.ndarray, b: np.ndarray
+    heatmaps, owner: np.ndarray, centres: np.ndarray, fits, box: np.ndarray, a: np.ndarray, b: np.ndarray
 ) -> tuple[_Jobs, np.ndarray, np.ndarray]:
-    """The two-spot fits of peaks with windows of ``half`` ``(ndim,)``: two starts along each window's long axis.
+    """The two-spot fits of peaks fitted in boxes of ``box`` ``(ndim,)``: two starts along each window's long axis.
+
+    Each peak's samples are those of its own fit's window (``fits.half``, within ``box``:
+    :func:`.gaussian.fit_box`); the rest of the box is left out.
 
     Also the one-spot fit's sum of squared residuals on the same windows ``(N,)``, and whether it explains
     its window ``(N,)``: that sum at most its degrees of freedom (see :data:`SCREEN_SPOTS`). Both sums weigh each
@@ -557,9 +560,14 @@ def _split_jobs(
     that spread.
     """
     n, ndim = centres.shape
-    values = windows(heatmaps, owner, centres, half)
+    values = windows(heatmaps, owner, centres, box)
+    base = offsets(box, ndim)
+    if np.any(fits.half != box):
+        flat = values.reshape(n, -1)
+        flat[np.any(np.abs(base)[None] > fits.half[:, None, :], axis=2)] = np.nan
+        values = flat.reshape(values.shape)
     mu = fits.coords - centres
-    d = offsets(half, ndim)[None] - mu[:, None, :]
+    d = base[None] - mu[:, None, :]
     weight = np.nan_to_num(np.clip(values.reshape(n, -1) - fits.background[:, None], 0, None))
     moments = (d * weight[..., None]).transpose(0, 2, 1) @ d / np.maximum(weight.sum(axis=1), 1e-300)[:, None, None]
     eigenvalues, vectors = np.linalg.eigh(moments)
@@ -569,7 +577,7 @@ def _split_jobs(
     start = np.stack([mu + offset, mu - offset], axis=1)
     variance = fits.widths**2
     widths = np.sqrt(np.maximum(variance - spread[:, None] * long_axis**2, 0.25 * variance))
-    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
+    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in box]
     theta = np.concatenate([mu, fits.amplitude[:, None], fits.background[:, None], fits.widths**-2], axis=1)
     model, r, active = gaussian.model_and_residuals(
         values, axes, theta, 1, fits.lower.astype(np.float64), fits.upper.astype(np.float64)

@@ -788,41 +788,70 @@ def fit_window(widths: np.ndarray) -> np.ndarray:
     return np.clip(np.ceil(2.5 * widths), 3, FIT_MAX_HALF[widths.shape[1]]).astype(np.int64)
 
 
+def fit_box(halves: np.ndarray) -> np.ndarray:
+    """Half-widths ``(N, ndim)`` of the box each peak is fitted in, from its window's ``halves`` ``(N, ndim)``.
+
+    Its own window where no half-width passes :data:`FIT_BOX_EXACT`; else, along every axis, its largest
+    rounded up to even (at most :data:`FIT_MAX_HALF`), the window's own samples inside and the rest left out
+    (NaN). Wide windows come in many shapes, a few peaks each (a movie group's 7 700 own fits had 32 shapes,
+    23 of them under 30 peaks), and each shape is a batch of its own whose steps cost the NumPy calls'
+    own time whatever its size: in a few square boxes they are fitted in a few batches. The box depends on
+    the peak's own window alone, so its fit never depends on the peaks beside it.
+    """
+    ndim = halves.shape[1]
+    largest = halves.max(axis=1, keepdims=True)
+    square = np.minimum(-(-largest // 2) * 2, FIT_MAX_HALF[ndim])
+    return np.where(largest > FIT_BOX_EXACT[ndim], square, halves)
+
+
+#: A window with no half-width past this is fitted in its own box (:func:`fit_box`). 3-D windows always
+#: are: their half-widths are 3 to 6, and a cube of 6 would double the work of the common 13x9x9 window of
+#: a spot twice as wide in z.
+FIT_BOX_EXACT = {1: 5, 2: 5, 3: 6}
+
+
 def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(i, j)`` of peaks of one heatmap near enough to share samples of a fit window."""
     return near_pairs(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
 
 
 def _fit(job: tuple, threads: int | None = None) -> Fits:
-    """Fit peaks that share window half-widths ``half`` ``(ndim,)``: coordinates, fallback, sigma, amplitude.
+    """Fit peaks that share a box of half-widths ``box`` ``(ndim,)``: coordinates, fallback, sigma, amplitude.
 
-    ``job`` is ``(w, spatial, centres, start, shape, upper, lower, half, near, errors)``: the peaks' windows
-    ``w`` ``(n, *(2 * half + 1))`` (:func:`~peakloc.ops.windows.windows`), their map's shape, their integer
-    peaks and starts ``(n, ndim)``, shape estimates, clip levels ``(n,)``, and whether to compute the
-    :class:`NoiseTerms` (see :func:`fit_peaks`). A pure function of its arrays, it runs on the run's helper
-    processes as well as here (``threads`` is unused: one chunk is one thread's work).
+    ``job`` is ``(w, spatial, centres, start, shape, upper, lower, box, half, near, errors)``: the peaks'
+    boxes ``w`` ``(n, *(2 * box + 1))`` (:func:`~peakloc.ops.windows.windows`), their map's shape, their
+    integer peaks and starts ``(n, ndim)``, shape estimates, clip levels ``(n,)``, their own windows'
+    half-widths ``(n, ndim)`` (within ``box``: :func:`fit_box`; the samples past them are left out), and
+    whether to compute the :class:`NoiseTerms` (see :func:`fit_peaks`). A pure function of its arrays, it
+    runs on the run's helper processes as well as here (``threads`` is unused: one chunk is one thread's work).
 
     ``near`` ``(rows, offsets)``: each neighbouring peak's window row and its offset from that window's
     peak. A window's samples nearer to a neighbour than to its own peak are left out: they hold the
     neighbour's spot, which would pull a single Gaussian towards it (in crowded 3-D fields, one spot in four),
     and a fit that left samples to a neighbour may not move its peak more than :data:`CROWDED_PULL` widths.
     """
-    w, spatial, centres, start, shape, upper, lower, half, near, errors = job
+    w, spatial, centres, start, shape, upper, lower, box, half, near, errors = job
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
     w = w.reshape(n, -1)
+    d_base = offsets(box, ndim)
+    beyond = None
+    if np.any(half != box):
+        beyond = np.any(np.abs(d_base)[None] > half[:, None, :], axis=2)  # (n, M): past the peak's own window
+        w[beyond] = np.nan
     crowded = np.zeros(n, bool)
     if near is not None:
-        d_base = offsets(half, ndim).astype(np.float64)
-        theirs = nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)
+        theirs = nearer_to_others(d_base.astype(np.float64), near[0], near[1].astype(np.float64), n)
+        if beyond is not None:
+            theirs &= ~beyond
         w[theirs] = np.nan
         crowded = theirs.any(axis=1)  # a neighbour beyond the window cannot be taken in
     s0 = np.clip(shape.per_axis(ndim), 0.5, half)
     a0 = np.where(amplitude > 0, amplitude, 1.0)
     theta = np.concatenate([start - centres, a0[:, None], shape.background[:, None], 1 / s0**2], axis=1)
-    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in half]
-    inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half, axis=1)  # noqa: E731
-    fitted = fit_spots(w.reshape((n,) + tuple(2 * half + 1)), axes, theta, lower, upper, 1, inside, errors=errors)
+    axes = [np.broadcast_to(np.arange(-h, h + 1, dtype=np.float64), (n, 2 * h + 1)) for h in box]
+    inside = lambda t, rows: np.all(np.abs(t[:, :ndim]) <= half[rows], axis=1)  # noqa: E731
+    fitted = fit_spots(w.reshape((n,) + tuple(2 * box + 1)), axes, theta, lower, upper, 1, inside, errors=errors)
     terms = fitted.terms or NoiseTerms(np.full(theta.shape, np.nan), np.full(theta.shape, np.nan), np.zeros((n, 5)))
     theta = fitted.theta
     mu = centres + theta[:, :ndim]
@@ -847,7 +876,7 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
             np.sqrt(fitted.rss / dof),
             widths,
             fitted.rss,
-            np.broadcast_to(half, (n, ndim)).copy(),
+            half.copy(),
             lower,
             upper,
             _centres_and_precisions(terms.spread0, ndim),
@@ -1062,11 +1091,13 @@ def fit_peaks(
             return fits
     start, _ = vertex(heatmaps, owner, centres)
     bounds = clip_levels if clip_levels is not None else censoring(heatmaps)
-    halves, which = np.unique(fit_window(shape.per_axis(ndim)[todo]), axis=0, return_inverse=True)
+    halves = np.zeros((n, ndim), np.int64)
+    halves[todo] = fit_window(shape.per_axis(ndim)[todo])
+    boxes, which = np.unique(fit_box(halves[todo]), axis=0, return_inverse=True)
     chunks = [
-        (halves[key], todo[members[lo : lo + size]])
+        (boxes[key], todo[members[lo : lo + size]])
         for key, members in groups(which.reshape(-1))
-        for size in [chunk(int(np.prod(2 * halves[key] + 1)), ndim)]
+        for size in [chunk(int(np.prod(2 * boxes[key] + 1)), ndim)]
         for lo in range(0, len(members), size)
     ]
 
@@ -1075,15 +1106,15 @@ def fit_peaks(
 
     def job(chunk: tuple[np.ndarray, np.ndarray]) -> tuple:
         """A chunk's :func:`_fit` job: its windows gathered here, when its turn comes (memory: a chunk each)."""
-        half, part = chunk
+        box, part = chunk
         row = np.full(n, -1)
         row[part] = np.arange(len(part))
         mine = row[first] >= 0
         near = (row[first[mine]], centres[second[mine]] - centres[first[mine]])
-        w = windows(heatmaps, owner[part], centres[part], half)
+        w = windows(heatmaps, owner[part], centres[part], box)
         return (
-            w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], half, near,
-            errors,
+            w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], box,
+            halves[part], near, errors,
         )  # fmt: skip
 
     # The chunks are independent: on the run's helper processes and here, else on threads (NumPy releases
