@@ -317,3 +317,19 @@ def test_a_fit_asked_for_no_uncertainty_gives_every_other_number_as_with_it():
     for name in ("coords", "fallback", "sigma", "amplitude", "snr"):
         np.testing.assert_array_equal(getattr(bare, name), getattr(full, name))
     assert np.isfinite(full.uncertainty[~full.fallback]).all() and np.isnan(bare.uncertainty).all()
+
+
+def test_a_wide_windows_two_spot_test_takes_only_its_own_windows_samples_in_a_larger_box():
+    # One spot twice as wide along x: its window is 4 x 7 px a side, tested in a box of 8 a side. The box's
+    # samples past the window are left out (NaN), so that the test sees what the peak's own fit saw.
+    from peakloc.ops.subpixel import gaussian
+    from peakloc.ops.windows import estimate_shape
+
+    heat = pixel_gaussian((41, 49), (20.3, 24.6), (1.3, 2.6))[None]
+    owner, centres = np.zeros(1, int), np.array([[20, 25]])
+    fits = gaussian.fit_peaks(heat, owner, centres, estimate_shape(heat, owner, centres))
+    assert fits.half.tolist() == [[4, 7]]
+    box = gaussian.fit_box(fits.half)[0]
+    jobs, _, _ = crowded._split_jobs(heat, owner, centres, fits, box, np.ones(1), np.zeros(1))
+    yy, xx = np.abs(np.mgrid[-8:9, -8:9])
+    np.testing.assert_array_equal(np.isfinite(jobs.values[0]), (yy <= 4) & (xx <= 7))
