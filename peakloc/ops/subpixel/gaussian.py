@@ -794,7 +794,7 @@ def fit_box(halves: np.ndarray) -> np.ndarray:
     Its own window where no half-width passes :data:`FIT_BOX_EXACT`; else, along every axis, its largest
     rounded up to even (at most :data:`FIT_MAX_HALF`), the window's own samples inside and the rest left out
     (NaN). Wide windows come in many shapes, a few peaks each (a movie group's 7 700 own fits had 32 shapes,
-    23 of them under 30 peaks), and each shape is a batch of its own whose steps cost the NumPy calls'
+    25 of them under 30 peaks), and each shape is a batch of its own whose steps cost the NumPy calls'
     own time whatever its size: in a few square boxes they are fitted in a few batches. The box depends on
     the peak's own window alone, so its fit never depends on the peaks beside it.
     """
