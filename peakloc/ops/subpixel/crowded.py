@@ -259,21 +259,22 @@ def _padded(values: np.ndarray, axes: list[np.ndarray]) -> tuple[np.ndarray, lis
     return out, [a[0] + np.arange(s, dtype=np.float64) for a, s in zip(axes, shape)]
 
 
-def overlapping(owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> list[np.ndarray]:
-    """Groups (index arrays) of peaks of one heatmap whose windows overlap, directly or through others.
+def overlapped(owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Which peaks ``(N,)`` have a window that overlaps another peak's window of the same heatmap.
 
     ``owner`` ``(N,)`` each peak's heatmap, ``centres`` ``(N, ndim)``, ``half`` ``(N, ndim)`` the windows'
-    half-widths per axis. Singles are left out; groups come in order of their first member.
+    half-widths per axis.
 
     Examples
     --------
-    >>> found = overlapping(np.zeros(4, int), np.array([[0, 0], [5, 0], [9, 0], [40, 40]]), np.full((4, 2), 3))
-    >>> [g.tolist() for g in found]
-    [[0, 1, 2]]
+    >>> overlapped(np.zeros(4, int), np.array([[0, 0], [5, 0], [9, 0], [40, 40]]), np.full((4, 2), 3)).tolist()
+    [True, True, True, False]
     """
     first, second = near_pairs(owner, centres, 2 * half.max(axis=1, initial=0))
     keep = np.all(np.abs(centres[first] - centres[second]) <= half[first] + half[second], axis=1)
-    return _components(len(centres), first[keep], second[keep])
+    out = np.zeros(len(centres), bool)
+    out[first[keep]] = True
+    return out
 
 
 def close_groups(
@@ -512,8 +513,7 @@ def split_merged(
     # pair (a local maximum too, where no threshold is given) must not keep the pair from being split.
     crowded = np.zeros(len(centres), bool)
     spots = np.flatnonzero(standing)
-    for group in overlapping(owner[spots], centres[spots], fits.half[spots]):
-        crowded[spots[group]] = True
+    crowded[spots] = overlapped(owner[spots], centres[spots], fits.half[spots])
     tested = np.flatnonzero(standing & ~crowded)
     ndim = centres.shape[1]
     boxes, which = np.unique(gaussian.fit_box(fits.half[tested].reshape(-1, ndim)), axis=0, return_inverse=True)
