@@ -313,3 +313,15 @@ def test_a_wide_window_fitted_in_a_larger_box_uses_only_its_own_samples():
     heat[20, 25 + 8] = heat[20 + 6, 25] = 0.6
     got = peakloc.refine(heat, np.array([[20, 25]]), "gaussian")
     np.testing.assert_allclose(got[0], centre, atol=1e-6)
+
+
+def test_where_a_heatmaps_spots_vary_in_width_a_spot_within_that_variation_is_not_taken_for_two():
+    # Spots out of focus: widths 1.2 to 2.2 px, each measured to 0.02 px. One spot is 0.5 px wider than the
+    # typical one: 25 of its own errors, but well within how much the spots vary; another lies past it all.
+    from peakloc.ops.subpixel.gaussian import unresolved_spread
+
+    widths = np.repeat(np.r_[np.linspace(1.2, 2.2, 41), 4.0][:, None], 2, axis=1)
+    errors = np.full(widths.shape, 0.02)
+    added = unresolved_spread(_fits_of_widths(widths), np.zeros(len(widths), int), errors)
+    assert not added[:-1].any()  # the widest of the varying spots, 2.2 px, too
+    assert added[-1].all()  # far past the variation: two spots, or more
