@@ -132,16 +132,11 @@ def fit_groups_of(
     amplitudes = theta[:, k * ndim : k * ndim + k].copy()
     centre_errors = fitted.errors[:, : k * ndim].reshape(g, k, ndim)
     terms = fitted.terms
-    # Each spot's centre terms, then the group's shared precisions' (Fits' spread0 and spread1).
+    # Per spot, as gaussian.Fits keeps them: its centre's terms, then the group's shared precisions'.
     spread0, spread1 = (
         (None, None)
         if terms is None
-        else tuple(
-            np.concatenate(
-                [t[:, : k * ndim].reshape(g, k, ndim), np.broadcast_to(t[:, None, -ndim:], (g, k, ndim))], axis=2
-            )
-            for t in (terms.spread0, terms.spread1)
-        )
+        else (gaussian.spot_terms(terms.spread0, k, ndim), gaussian.spot_terms(terms.spread1, k, ndim))
     )
     scalars = zip(
         mean_sigma.tolist(), theta[:, k * ndim + k].tolist(), fitted.rss.tolist(), fitted.used.tolist(), ok.tolist()
@@ -561,13 +556,13 @@ def _split_jobs(
     """
     n, ndim = centres.shape
     values = windows(heatmaps, owner, centres, box)
-    base = offsets(box, ndim)
-    if np.any(fits.half != box):
+    beyond = gaussian.beyond_window(box, fits.half)
+    if beyond is not None:
         flat = values.reshape(n, -1)
-        flat[np.any(np.abs(base)[None] > fits.half[:, None, :], axis=2)] = np.nan
+        flat[beyond] = np.nan
         values = flat.reshape(values.shape)
     mu = fits.coords - centres
-    d = base[None] - mu[:, None, :]
+    d = offsets(box, ndim)[None] - mu[:, None, :]
     weight = np.nan_to_num(np.clip(values.reshape(n, -1) - fits.background[:, None], 0, None))
     moments = (d * weight[..., None]).transpose(0, 2, 1) @ d / np.maximum(weight.sum(axis=1), 1e-300)[:, None, None]
     eigenvalues, vectors = np.linalg.eigh(moments)

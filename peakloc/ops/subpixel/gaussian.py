@@ -804,6 +804,27 @@ def fit_box(halves: np.ndarray) -> np.ndarray:
     return np.where(largest > FIT_BOX_EXACT[ndim], square, halves)
 
 
+def beyond_window(box: np.ndarray, halves: np.ndarray) -> np.ndarray | None:
+    """Which samples ``(N, M)`` of a box of half-widths ``box`` ``(ndim,)`` lie past each peak's own window.
+
+    ``halves`` ``(N, ndim)``: the windows' half-widths, within ``box`` (:func:`fit_box`); ``M`` the box's
+    samples in C order. None where every window fills the box.
+    """
+    if np.all(halves == box):
+        return None
+    return np.any(np.abs(offsets(box, halves.shape[1]))[None] > halves[:, None, :], axis=2)
+
+
+def spot_terms(spread: np.ndarray, k: int, ndim: int) -> np.ndarray:
+    """A fit of ``k`` spots' :class:`NoiseTerms` column ``(G, P)``, per spot as :class:`Fits` keeps it.
+
+    ``(G, k, 2 ndim)``: each spot's centre, then the shared precisions ``sigma^-2``.
+    """
+    g = len(spread)
+    centres = spread[:, : k * ndim].reshape(g, k, ndim)
+    return np.concatenate([centres, np.broadcast_to(spread[:, None, -ndim:], (g, k, ndim))], axis=2)
+
+
 #: A window with no half-width past this is fitted in its own box (:func:`fit_box`). 3-D windows always
 #: are: their half-widths are 3 to 6, and a cube of 6 would double the work of the common 13x9x9 window of
 #: a spot twice as wide in z.
@@ -834,14 +855,13 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
     n, ndim = centres.shape
     sigma, amplitude = shape.sigma, shape.amplitude
     w = w.reshape(n, -1)
-    d_base = offsets(box, ndim)
-    beyond = None
-    if np.any(half != box):
-        beyond = np.any(np.abs(d_base)[None] > half[:, None, :], axis=2)  # (n, M): past the peak's own window
+    beyond = beyond_window(box, half)
+    if beyond is not None:
         w[beyond] = np.nan
     crowded = np.zeros(n, bool)
     if near is not None:
-        theirs = nearer_to_others(d_base.astype(np.float64), near[0], near[1].astype(np.float64), n)
+        d_base = offsets(box, ndim).astype(np.float64)
+        theirs = nearer_to_others(d_base, near[0], near[1].astype(np.float64), n)
         if beyond is not None:
             theirs &= ~beyond
         w[theirs] = np.nan
@@ -879,17 +899,12 @@ def _fit(job: tuple, threads: int | None = None) -> Fits:
             half.copy(),
             lower,
             upper,
-            _centres_and_precisions(terms.spread0, ndim),
-            _centres_and_precisions(terms.spread1, ndim),
+            spot_terms(terms.spread0, 1, ndim)[:, 0],
+            spot_terms(terms.spread1, 1, ndim)[:, 0],
             np.where(ok[:, None], terms.stats, 0.0),
             _capped(shape.per_axis(ndim)),
             far,
         )
-
-
-def _centres_and_precisions(spread: np.ndarray, ndim: int) -> np.ndarray:
-    """A one-spot fit's :class:`NoiseTerms` column ``(N, P)`` cut to what :class:`Fits` keeps ``(N, 2 ndim)``."""
-    return np.concatenate([spread[:, :ndim], spread[:, -ndim:]], axis=1)
 
 
 def _capped(widths: np.ndarray) -> np.ndarray:
@@ -1015,7 +1030,6 @@ def unresolved_spread(fits: Fits, owner: np.ndarray, errors: np.ndarray) -> np.n
     - Every axis it is wider on: two spots lie along the line between them, seldom along an array axis, and
       widen each axis by their distance's share along it. The gate may see one axis and the fit's error lie
       mostly along another.
-
     - Where the point-spread function itself varies from spot to spot (spots out of focus, astigmatic
       ones), the widths spread by more than their errors explain: by more than :data:`WIDTH_VARIATION` of the
       typical width, that variation (the widths' robust standard deviation, 1.4826 x their median absolute
