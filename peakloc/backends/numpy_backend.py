@@ -147,11 +147,17 @@ def share(
     try:
         # Among many items, two in flight per helper: the next waits in its queue while this process
         # prepares the one after (between its own items), so that a helper does not wait. Among few (a
-        # stack's groups, one per process), one: this process takes its share.
+        # stack's groups, one per process), one: this process takes its share, claimed before the helpers
+        # get theirs (a helper done first would otherwise claim it from its callback).
         helpers = pool.count
-        for _ in range(2 * helpers if len(items) >= 4 * (helpers + 1) else helpers):
+        few = len(items) < 4 * (helpers + 1)
+        mine = next(claims) if few else len(items)
+        for _ in range(helpers if few else 2 * helpers):
             feed()
         done = 0
+        if mine < len(items):
+            out[mine] = fn(ready(items[mine]))
+            done += 1
         while (k := next(claims)) < len(items):
             out[k] = fn(ready(items[k]))
             done += 1

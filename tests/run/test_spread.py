@@ -178,6 +178,21 @@ def test_this_process_takes_its_share_of_few_items(pool):
     assert os.getpid() in pids and len(set(pids)) == 2
 
 
+def test_this_process_keeps_its_share_of_few_items_from_a_helper_done_at_once():
+    # A helper whose item is done before this process claims its own would take that one too, from its
+    # callback (a loaded machine made the test above fail so): this process claims its share first.
+    from concurrent.futures import Executor, Future
+
+    class DoneAtOnce(Executor):
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_result(("helper", args[0]))
+            return future
+
+    got = numpy_backend.share(numpy_backend.Helpers(DoneAtOnce(), 1), lambda item: ("here", item), [0, 1])
+    assert sorted(who for who, _ in got) == ["helper", "here"] and [item for _, item in got] == [0, 1]
+
+
 def test_shared_work_whose_helper_died_runs_here():
     with spread.helpers(1) as pool, numpy_backend.sharing(pool):
         for process in list(pool.executor._processes.values()):
