@@ -11,6 +11,8 @@ Bombs: 30000^2 and 60000^2 8-bit PNG and tiled zlib TIFF (a few MB on disk, 0.8 
 with and without --overlay. Each must fail alone, with its size in the message, within the budget.
 Noise: a 512 MiB uniform-noise volume (millions of local maxima) and a 256 MiB uint16 Poisson-noise volume
 (ties and one-level bumps everywhere) with --peaks 50 in a quarter of the budget.
+Fits: the smFISH-like volume of make bench (48x512x512, 5000 spots) at the default threshold, whose 80 000
+local maxima (noise among them) each take a Gaussian fit, with --extra, in 300 MiB.
 HDF5 (#25): a 2 GiB float32 volume as a chunked gzip dataset with --peaks 100 in 512 MiB, against its NPY copy.
 
 Writes benchmarks/results/memory.{csv,json} with the machine's description.
@@ -312,6 +314,33 @@ def noise_volume(folder: Path, budget: str, baseline: dict, side: int, rows: lis
         path.unlink()
 
 
+def many_fits(folder: Path, budget: str, baseline: dict, quick: bool, rows: list) -> None:
+    """Every local maximum of a noisy spot volume fitted (``-m gaussian --extra``) within ``budget``.
+
+    At the default threshold, the noise's local maxima count too: 80 000 peaks in make bench's 5000-spot
+    volume, 6.5 million pairs of them within a fit window's reach, which must not all be held at once.
+    """
+    import workloads
+
+    limit = parse_size(budget)
+    shape = (16 if quick else 48, 512, 512)
+    volume, _ = workloads.spot_volume(shape, 5000 * shape[0] // 48)
+    path = folder / "spots.npy"
+    np.save(path, volume)
+    options = ["--peaks", "100000", "--min-distance", "2", "-m", "gaussian", "--extra"]
+    table = folder / "spots.csv"
+    got = measure([*PEAKLOC, "find", str(path), *options, "--max-memory", budget, "-q", "-o", str(table)])
+    peaks = sum(1 for _ in open(table)) - 1 if table.exists() else 0
+    case = f"{'x'.join(map(str, shape))} uint16 spot volume, {peaks} peaks, {' '.join(options)}"
+    rows.append({**row(case, got, limit, baseline), "peaks": peaks})
+    verdict = "PASS" if got["rc"] == 0 and got["anon_bytes"] <= limit else "FAIL"
+    print(
+        f"{case}: exit {got['rc']}, RssAnon {describe(got['anon_bytes'])} ({got['anon_bytes'] / limit:.1%} of "
+        f"{describe(limit)}), {got['seconds']} s, {verdict}"
+    )
+    path.unlink()
+
+
 def timing(folder: Path, budget: str, baseline: dict, side: int, rows: list) -> None:
     """A ``side/2 x side x side`` volume (1024: 2 GiB), default methods, against NumPy's max over its memory map."""
     limit = parse_size(budget)
@@ -361,7 +390,7 @@ def pose_batch(folder: Path, budget: str, baseline: dict, poses: int, rows: list
 
 
 #: The benchmark's parts, in the order they run.
-PARTS = ("bombs", "volume", "noise", "timing", "pose", "hdf5")
+PARTS = ("bombs", "volume", "noise", "fits", "timing", "pose", "hdf5")
 
 
 def main() -> None:
@@ -372,6 +401,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=1024, help="the big volume's side (1024: 4 GiB)")
     parser.add_argument("--poses", type=int, default=10000, help="pose frames (10000: 2 GiB)")
     parser.add_argument("--hdf5-budget", default="512MiB", help="budget of the HDF5 volume's run (#25)")
+    parser.add_argument("--fits-budget", default="300MiB", help="budget of the fitted spot volume's run")
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, comma-separated: {','.join(PARTS)}")
     args = parser.parse_args()
     parts = [p for p in args.only.split(",") if p]
@@ -431,6 +461,8 @@ def main() -> None:
             volume_formats(folder, args.budget, baseline, side, rows)
         if "noise" in parts:
             noise_volume(folder, args.budget, baseline, side, rows)
+        if "fits" in parts:
+            many_fits(folder, args.fits_budget, baseline, args.quick, rows)
         if "timing" in parts:
             timing(folder, args.budget, baseline, side, rows)
         if "pose" in parts:

@@ -394,26 +394,36 @@ def line_widths(w: np.ndarray, background: np.ndarray, amplitude: np.ndarray) ->
     return np.clip(np.nan_to_num(out, nan=1.0), 0.5, half / 2)
 
 
-def near_pairs(owner: np.ndarray, centres: np.ndarray, reach) -> tuple[np.ndarray, np.ndarray]:
-    """Every ordered pair ``(i, j)``, ``i != j``, of peaks of one heatmap near each other (Chebyshev distance).
+#: Candidate pairs a search of :func:`near_pair_blocks` holds at once (per cell of the 3^ndim it looks in):
+#: 2^17 pairs, a few MB. Every pair of 80 000 peaks of a noisy volume within a fit window's reach at once
+#: took 438 MiB.
+PAIR_BLOCK = 1 << 17
 
-    ``reach`` is a distance, or one per peak ``(N,)``: then ``i`` and ``j`` are near where they are at most
-    ``(reach_i + reach_j) / 2`` apart (windows of half-widths ``h`` overlap within ``2 h``: ``reach = 2 h``).
-    Found on a grid of cells as wide as the widest reach: a peak's neighbours lie in its own cell or the
-    ``3^ndim - 1`` around it, each found by a binary search among the peaks sorted by cell. The pairs come in
-    no particular order.
 
-    Examples
-    --------
-    >>> i, j = near_pairs(np.array([0, 0, 0, 1]), np.array([[0, 0], [3, 1], [9, 0], [1, 0]]), 3)
-    >>> sorted(zip(i.tolist(), j.tolist()))
-    [(0, 1), (1, 0)]
+@dataclass(frozen=True)
+class PeakGrid:
+    """Peaks of heatmaps sorted by the cell they lie in, for :func:`near_pairs`; made by :func:`peak_grid`."""
+
+    centres: np.ndarray  # (N, ndim)
+    reach: np.ndarray  # (N,) float64
+    key: np.ndarray  # (N,) int64: each peak's heatmap and cell, raveled
+    order: np.ndarray  # (N,) the peaks sorted by key
+    ordered: np.ndarray  # (N,) key[order]
+    shifts: np.ndarray  # (3^ndim,) int64: a cell and its neighbours, as steps of key
+    most: int  # the most peaks in one cell
+
+
+def peak_grid(owner: np.ndarray, centres: np.ndarray, reach) -> PeakGrid:
+    """Peaks on a grid of cells as wide as the widest reach, for :func:`near_pairs`.
+
+    ``owner`` ``(N,)`` each peak's heatmap, ``centres`` ``(N, ndim)``; ``reach`` is a distance, or one per
+    peak ``(N,)``: see :func:`near_pairs`.
     """
     n, ndim = centres.shape
     reach = np.broadcast_to(np.asarray(reach, np.float64), (n,))
-    empty = np.zeros(0, np.int64)
-    if n < 2:
-        return empty, empty
+    if n == 0:
+        empty = np.zeros(0, np.int64)
+        return PeakGrid(centres, reach, empty, empty, empty, np.zeros(1, np.int64), 0)
     size = max(float(reach.max()), 1.0)
     # Cells, shifted to start at 1: the ring of empty cells around them keeps every neighbour's index
     # inside the grid (no wrapping from one row of cells into the next).
@@ -428,18 +438,58 @@ def near_pairs(owner: np.ndarray, centres: np.ndarray, reach) -> tuple[np.ndarra
     key = np.ravel_multi_index((owner, *cells.T), dims)
     order = np.argsort(key, kind="stable")
     ordered = key[order]
-    strides = np.cumprod((1,) + dims[:0:-1])[::-1][1:]  # one cell along each spatial axis, in raveled keys
-    first, second = [], []
-    for shift in np.ndindex(*(3,) * ndim):
-        wanted = key + int(np.dot(np.array(shift) - 1, strides))
-        lo = np.searchsorted(ordered, wanted, side="left")
-        count = np.searchsorted(ordered, wanted, side="right") - lo
-        i = np.repeat(np.arange(n), count)
-        j = order[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(len(i))]
-        near = (i != j) & (np.abs(centres[i] - centres[j]).max(axis=1) <= (reach[i] + reach[j]) / 2)
-        first.append(i[near])
-        second.append(j[near])
-    return np.concatenate(first), np.concatenate(second)
+    strides = c_strides(dims)[1:]  # one cell along each spatial axis, in raveled keys
+    shifts = (np.array(list(np.ndindex(*(3,) * ndim)), np.int64).reshape(-1, ndim) - 1) @ strides
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    most = int(np.diff(np.r_[starts, n]).max())
+    return PeakGrid(centres, reach, key, order, ordered, shifts, most)
+
+
+def near_pair_blocks(grid: PeakGrid, query=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`near_pairs` of the peaks ``query`` (all by default), a block of query peaks at a time.
+
+    A block holds at most :data:`PAIR_BLOCK` candidate pairs per cell searched, so that a caller keeping
+    only what it needs of each block (a flag per peak, the pairs that pass its own test) holds no more.
+    """
+    query = np.arange(len(grid.key)) if query is None else np.asarray(query, np.int64)
+    if len(grid.key) < 2 or not len(query):
+        return
+    step = max(1, PAIR_BLOCK // grid.most)  # candidates per cell searched: at most step x most
+    for lo in range(0, len(query), step):
+        q = query[lo : lo + step]
+        first, second = [], []
+        for shift in grid.shifts:
+            wanted = grid.key[q] + shift
+            start = np.searchsorted(grid.ordered, wanted, side="left")
+            count = np.searchsorted(grid.ordered, wanted, side="right") - start
+            i = np.repeat(q, count)
+            j = grid.order[np.repeat(start - np.cumsum(count) + count, count) + np.arange(len(i))]
+            c = grid.centres
+            near = (i != j) & (np.abs(c[i] - c[j]).max(axis=1) <= (grid.reach[i] + grid.reach[j]) / 2)
+            first.append(i[near])
+            second.append(j[near])
+        yield np.concatenate(first), np.concatenate(second)
+
+
+def near_pairs(grid: PeakGrid, query=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``(i, j)``, ``i != j``, of peaks of one heatmap near each other (Chebyshev distance).
+
+    ``i`` is among ``query`` (all peaks by default); the pairs come in no particular order.
+
+    ``i`` and ``j`` are near where they are at most ``(reach_i + reach_j) / 2`` apart (windows of half-widths
+    ``h`` overlap within ``2 h``: ``reach = 2 h``). A peak's neighbours lie in its own cell of ``grid`` or the
+    ``3^ndim - 1`` around it, each found by a binary search among the peaks sorted by cell.
+
+    Examples
+    --------
+    >>> i, j = near_pairs(peak_grid(np.array([0, 0, 0, 1]), np.array([[0, 0], [3, 1], [9, 0], [1, 0]]), 3))
+    >>> sorted(zip(i.tolist(), j.tolist()))
+    [(0, 1), (1, 0)]
+    """
+    blocks = list(near_pair_blocks(grid, query))
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
 def nearer_to_others(d_base: np.ndarray, i: np.ndarray, delta: np.ndarray, n: int) -> np.ndarray:

@@ -305,12 +305,24 @@ def _known_fits(tested, owner: np.ndarray, points: np.ndarray, rows: np.ndarray)
         return None
     tested_owner, tested_points, fits, _ = tested
     rows = rows.copy()
-    # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours. A pair
-    # (peak, neighbour) found in one list and not in the other changed the peak's neighbours.
+    # A fit leaves out the samples of its neighbours: it is the same only among the same neighbours. They
+    # changed where a peak within a neighbour's reach is in one list and not the other (a split spot, a peak
+    # the test took away): only those few peaks' neighbours are looked for, so memory stays small however
+    # many peaks there are.
     dims = _key_space(tested, owner, points)
-    pairs = np.concatenate([_neighbour_pairs(tested_owner, tested_points, dims), _neighbour_pairs(owner, points, dims)])
-    table, count = np.unique(pairs, axis=0, return_counts=True)
-    rows[np.isin(_peak_keys(owner, points, dims), table[count == 1, 0])] = -1
+    keys, tested_keys = _peak_keys(owner, points, dims), _peak_keys(tested_owner, tested_points, dims)
+    gone, added = ~np.isin(tested_keys, keys), ~np.isin(keys, tested_keys)
+    changes = int(gone.sum() + added.sum())
+    if changes:
+        from ..ops.subpixel.gaussian import neighbour_grid
+        from ..ops.windows import near_pairs
+
+        grid = neighbour_grid(
+            np.concatenate([tested_owner[gone], owner[added], owner]),
+            np.concatenate([tested_points[gone], points[added], points]),
+        )
+        _, near = near_pairs(grid, np.arange(changes))
+        rows[near[near >= changes] - changes] = -1
     return rows, fits
 
 
@@ -324,18 +336,6 @@ def _key_space(tested, owner: np.ndarray, points: np.ndarray) -> tuple[int, ...]
 def _peak_keys(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
     """One int64 per peak ``(heatmap, *position)``, within ``dims`` (heatmaps, then the positions' bounds)."""
     return np.ravel_multi_index((owner, *points.T), dims).astype(np.int64)
-
-
-def _neighbour_pairs(owner: np.ndarray, points: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
-    """``(E, 2)``: the :func:`_peak_keys` of each peak and of each of its neighbours.
-
-    Neighbours as :func:`~peakloc.ops.subpixel.gaussian.neighbours` finds them.
-    """
-    from ..ops.subpixel.gaussian import neighbours
-
-    i, j = neighbours(owner, points)
-    keys = _peak_keys(owner, points, dims)
-    return np.stack([keys[i], keys[j]], axis=1)
 
 
 def _rows_in(tested, owner: np.ndarray, points: np.ndarray) -> np.ndarray:

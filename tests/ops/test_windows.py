@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 import peakloc.ops.windows as windows_module
-from peakloc.ops.windows import c_strides, estimate_shape, groups, nanpercentile_rows, near_pairs, offsets, windows
+from peakloc.ops.windows import (
+    c_strides,
+    estimate_shape,
+    groups,
+    nanpercentile_rows,
+    near_pair_blocks,
+    near_pairs,
+    offsets,
+    peak_grid,
+    windows,
+)
 
 from ..conftest import gaussian
 
@@ -71,7 +81,7 @@ def test_widths_per_axis_are_each_spots_own_beside_neighbours_off_its_lines():
 
 def test_near_pairs_with_a_reach_per_peak_take_the_mean_of_the_two():
     centres = np.array([[0, 0], [0, 5], [0, 9]])
-    i, j = near_pairs(np.zeros(3, int), centres, np.array([6, 4, 4]))  # pairs within (r_i + r_j) / 2
+    i, j = near_pairs(peak_grid(np.zeros(3, int), centres, np.array([6, 4, 4])))  # pairs within (r_i + r_j) / 2
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # 0 and 2: 9 > 5
 
 
@@ -89,7 +99,7 @@ def test_near_pairs_are_every_pair_of_one_heatmap_within_reach_once_and_no_other
     owner = rng.integers(0, 3, n)
     centres = rng.integers(-5, 30, (n, ndim)) + (rng.random((n, ndim)) if seed % 2 else 0)
     reach = rng.uniform(0, 10, n) if seed % 3 else float(rng.choice([0.0, 0.5, 7.0]))
-    i, j = near_pairs(owner, centres, reach)
+    i, j = near_pairs(peak_grid(owner, centres, reach))
     found = list(zip(i.tolist(), j.tolist()))
     assert len(found) == len(set(found))
     assert set(found) == _pairs_by_brute_force(owner, centres, reach)
@@ -100,7 +110,7 @@ def test_near_pairs_of_peaks_far_apart_for_their_reach_are_found_too():
     rng = np.random.default_rng(7)
     centres = rng.integers(0, 4, (60, 3)) * rng.choice([1, 10**7], (60, 3)) + rng.integers(0, 3, (60, 3))
     owner = rng.integers(0, 2, 60)
-    i, j = near_pairs(owner, centres, 1.5)
+    i, j = near_pairs(peak_grid(owner, centres, 1.5))
     assert set(zip(i.tolist(), j.tolist())) == _pairs_by_brute_force(owner, centres, 1.5)
 
 
@@ -108,10 +118,34 @@ def test_near_pairs_of_a_thin_volume_are_all_found():
     # 48 planes deep and wide in y and x: the same pairs as by brute force.
     rng = np.random.default_rng(2)
     centres = np.stack([rng.integers(0, 48, 300), rng.integers(0, 512, 300), rng.integers(0, 512, 300)], axis=1)
-    i, j = near_pairs(np.zeros(300, int), centres, 20)
+    i, j = near_pairs(peak_grid(np.zeros(300, int), centres, 20))
     d = np.abs(centres[:, None] - centres[None]).max(axis=2)
     expected = {(a, b) for a, b in zip(*np.nonzero(d <= 20)) if a != b}
     assert set(zip(i.tolist(), j.tolist())) == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_near_pairs_of_some_peaks_are_their_pairs_alone(seed):
+    rng = np.random.default_rng(seed)
+    owner, centres = rng.integers(0, 2, 80), rng.integers(0, 40, (80, 2))
+    query = rng.choice(80, int(rng.integers(0, 30)), replace=False)
+    i, j = near_pairs(peak_grid(owner, centres, 6), query)
+    expected = {(a, b) for a, b in _pairs_by_brute_force(owner, centres, 6) if a in set(query.tolist())}
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(expected)
+
+
+def test_near_pairs_come_in_blocks_of_bounded_size_with_the_same_pairs(monkeypatch):
+    # 400 peaks within reach of one another: every pair at once would be 160 000; blocks of at most 2000
+    # candidates per cell searched hold a few query peaks each.
+    rng = np.random.default_rng(3)
+    owner, centres = np.zeros(400, int), rng.integers(0, 20, (400, 2))
+    monkeypatch.setattr(windows_module, "PAIR_BLOCK", 2000)
+    grid = peak_grid(owner, centres, 20)
+    blocks = list(near_pair_blocks(grid))
+    assert len(blocks) > 1
+    assert all(len(i) <= 2000 * len(grid.shifts) for i, _ in blocks)
+    found = [(a, b) for i, j in blocks for a, b in zip(i.tolist(), j.tolist())]
+    assert sorted(found) == sorted(_pairs_by_brute_force(owner, centres, 20))
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 100])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import PeakShape, groups, near_pairs, offsets, take_rows, windows
+from ..windows import PeakShape, groups, near_pair_blocks, offsets, peak_grid, take_rows, windows
 from . import gaussian
 
 #: Iterations of a group's fit.
@@ -265,10 +265,10 @@ def overlapped(owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> np.n
     >>> overlapped(np.zeros(4, int), np.array([[0, 0], [5, 0], [9, 0], [40, 40]]), np.full((4, 2), 3)).tolist()
     [True, True, True, False]
     """
-    first, second = near_pairs(owner, centres, 2 * half.max(axis=1, initial=0))
-    keep = np.all(np.abs(centres[first] - centres[second]) <= half[first] + half[second], axis=1)
     out = np.zeros(len(centres), bool)
-    out[first[keep]] = True
+    for first, second in near_pair_blocks(peak_grid(owner, centres, 2 * half.max(axis=1, initial=0))):
+        keep = np.all(np.abs(centres[first] - centres[second]) <= half[first] + half[second], axis=1)
+        out[first[keep]] = True
     return out
 
 
@@ -281,11 +281,15 @@ def close_groups(
     ``sqrt(sum_a (d_a / s_a)^2)`` with ``s_a`` the mean of the two spots' sigmas along axis ``a`` (``widths``
     ``(N, ndim)``), is at most ``link``.
     """
-    first, second = near_pairs(owner, centres, 2 * half.max(axis=1, initial=0))
-    d = centres[first] - centres[second]
-    scale = (widths[first] + widths[second]) / 2
-    keep = np.all(np.abs(d) <= half[first] + half[second], axis=1) & (np.sum((d / scale) ** 2, axis=1) <= link**2)
-    return _components(len(centres), first[keep], second[keep])
+    linked = []
+    for first, second in near_pair_blocks(peak_grid(owner, centres, 2 * half.max(axis=1, initial=0))):
+        d = centres[first] - centres[second]
+        scale = (widths[first] + widths[second]) / 2
+        close = np.all(np.abs(d) <= half[first] + half[second], axis=1) & (np.sum((d / scale) ** 2, axis=1) <= link**2)
+        linked.append((first[close], second[close]))
+    if not linked:
+        return []
+    return _components(len(centres), np.concatenate([f for f, _ in linked]), np.concatenate([s for _, s in linked]))
 
 
 def _components(n: int, first: np.ndarray, second: np.ndarray) -> list[np.ndarray]:

@@ -21,7 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backends import numpy_backend
-from ..windows import SIGMA_WINDOW, PeakShape, groups, near_pairs, nearer_to_others, offsets, take_rows, windows
+from ..windows import (
+    SIGMA_WINDOW,
+    PeakGrid,
+    PeakShape,
+    groups,
+    near_pairs,
+    nearer_to_others,
+    offsets,
+    peak_grid,
+    take_rows,
+    windows,
+)
 from .quadratic import vertex
 
 #: Largest half-width of the Gaussian fit's window (3-D windows grow as its cube).
@@ -831,9 +842,9 @@ def spot_terms(spread: np.ndarray, k: int, ndim: int) -> np.ndarray:
 FIT_BOX_EXACT = {1: 5, 2: 5, 3: 6}
 
 
-def neighbours(owner: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)`` of peaks of one heatmap near enough to share samples of a fit window."""
-    return near_pairs(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
+def neighbour_grid(owner: np.ndarray, centres: np.ndarray) -> PeakGrid:
+    """The peaks on a grid whose :func:`~peakloc.ops.windows.near_pairs` may share samples of fit windows."""
+    return peak_grid(owner, centres, 2 * FIT_MAX_HALF[centres.shape[1]])
 
 
 def _fit(job: tuple, threads: int | None = None) -> Fits:
@@ -1086,10 +1097,10 @@ def fit_peaks(
 
     Chunks of peaks run on ``threads`` threads (default: one per core, at most 8). ``known`` is
     ``(rows, fits)``: peak ``i`` with ``rows[i] >= 0`` takes row ``rows[i]`` of ``fits``, an earlier call's
-    fits of the same peaks with the same shape estimates, clip levels and :func:`neighbours` (a fit depends
-    on nothing else), instead of being fitted again. Without ``errors``, no :class:`NoiseTerms` are computed
-    (``spread0``, ``spread1`` NaN, ``stats`` 0): nothing else depends on them, and they are a third of a
-    small batch's fit.
+    fits of the same peaks with the same shape estimates, clip levels and neighbours (:func:`neighbour_grid`;
+    a fit depends on nothing else), instead of being fitted again. Without ``errors``, no :class:`NoiseTerms`
+    are computed (``spread0``, ``spread1`` NaN, ``stats`` 0): nothing else depends on them, and they are a
+    third of a small batch's fit.
     """
     n, ndim = centres.shape
     fits = Fits(
@@ -1130,7 +1141,7 @@ def fit_peaks(
         for lo in range(0, len(members), size)
     ]
 
-    first, second = neighbours(owner, centres)
+    grid = neighbour_grid(owner, centres)
     upper, lower = np.nan_to_num(bounds[0][owner], nan=np.inf), np.nan_to_num(bounds[1][owner], nan=-np.inf)
 
     def job(chunk: tuple[np.ndarray, np.ndarray]) -> tuple:
@@ -1138,8 +1149,8 @@ def fit_peaks(
         box, part = chunk
         row = np.full(n, -1)
         row[part] = np.arange(len(part))
-        mine = row[first] >= 0
-        near = (row[first[mine]], centres[second[mine]] - centres[first[mine]])
+        first, second = near_pairs(grid, part)  # the chunk's pairs alone: memory a chunk's worth
+        near = (row[first], centres[second] - centres[first])
         w = windows(heatmaps, owner[part], centres[part], box)
         return (
             w, heatmaps.shape[1:], centres[part], start[part], shape.rows(part), upper[part], lower[part], box,
