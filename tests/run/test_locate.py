@@ -116,6 +116,24 @@ def test_gaussian_after_the_two_spot_test_equals_its_fits_made_afresh(rng, monke
         np.testing.assert_array_equal(values, afresh.shape[column])
 
 
+def test_a_peak_beside_a_split_is_fitted_again_among_its_new_neighbours(monkeypatch):
+    # A spot 4 px from a merged pair: once the pair splits, some of its window's samples lie nearer to one of
+    # the two new spots than they did to the merged peak, so the test's own fit of it is not the one made
+    # afresh; taking it anyway gives other coordinates.
+    yy, xx = np.mgrid[:40, :48]
+    spot = lambda y, x: 100 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))  # noqa: E731
+    heat = 5 + spot(10, 10) + spot(30.3, 18) + spot(30, 14 - 1.2) + spot(30, 14 + 1.2)
+    maps = (heat + np.random.default_rng(0).normal(0, 1, heat.shape))[None]
+    layout = Layout("", (), "YX", heat.shape)
+    settings = Settings(methods=("gaussian",), peaks=6, threshold=30, extra=True)
+    reused = locate(maps, layout, settings).peaks["gaussian"]
+    assert reused.split.sum() == 2
+    monkeypatch.setattr(locate_module, "_known_fits", lambda *args: None)
+    afresh = locate(maps, layout, settings).peaks["gaussian"]
+    np.testing.assert_array_equal(reused.coords, afresh.coords)
+    np.testing.assert_array_equal(reused.error, afresh.error)
+
+
 def test_a_temporary_folder_on_tmpfs_is_memory_and_one_on_a_disk_is_not(tmp_path):
     from peakloc.run.locate import _in_memory_filesystem
 
