@@ -24,7 +24,7 @@ from ..errors import PeaklocError
 from ..io.axes import Layout
 from ..io.inputs import Input
 from ..io.remote import is_url
-from ..output.table import rows
+from ..output.table import Rows, rows
 from .capture import captured
 from .locate import Located, locate, read_heatmaps
 from .settings import Settings
@@ -85,7 +85,7 @@ class Outcome:
     """
 
     path: str
-    rows: list[dict] = field(default_factory=list)
+    rows: list[dict] | Rows = field(default_factory=list)
     heatmaps: int = 0
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -147,8 +147,8 @@ def _finish(job: Job, path: str, located: Located, outcome: Outcome) -> None:
     outcome.warnings.extend(located.warnings())
     outcome.heatmaps = located.layout.count
     labels = located.layout.index_labels()
-    outcome.rows = list(
-        rows(path, labels, located.layout.spatial, located.peaks, located.table_coords(settings.coords), settings.extra)
+    outcome.rows = rows(
+        path, labels, located.layout.spatial, located.peaks, located.table_coords(settings.coords), settings.extra
     )
     if settings.overlay is not None:
         from ..io.spacing import voxel_size
@@ -322,7 +322,7 @@ def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome
     return True
 
 
-def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -> list[list[dict]]:
+def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -> list[list[dict] | Rows]:
     """Each stacked input's table rows, built for the whole stack at once (a column at a time).
 
     The rows :func:`_finish` gives each input alone: each heatmap keeps its input's path and index label.
@@ -331,7 +331,7 @@ def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -
     labels = [label for k in members for label in loaded[k][1].index_labels()]
     coords = together.table_coords(settings.coords)
     paths = [items[k].path for k in members]
-    made = list(rows(paths, labels, together.layout.spatial, together.peaks, coords, settings.extra))
+    made = rows(paths, labels, together.layout.spatial, together.peaks, coords, settings.extra)
     ends = np.cumsum(sum(np.count_nonzero(p.present, axis=1) for p in together.peaks.values())).tolist()
     return [made[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 

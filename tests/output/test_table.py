@@ -153,3 +153,33 @@ def test_rows_of_a_stack_with_a_path_per_heatmap_are_each_heatmaps_rows_in_turn(
         one = {m: q.rows(k, k + 1) for m, q in peaks.items()}
         alone += rows(paths[k], [""], "YX", one, {m: q.coords for m, q in one.items()})
     assert together == alone
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl"])
+def test_rows_held_a_column_at_a_time_are_written_as_the_same_rows_as_dicts(tmp_path, monkeypatch, fmt):
+    # Blocks of 3 rows; one path holds a line break, so that its block is written row by row (quoted).
+    from peakloc.output import table as table_module
+    from peakloc.output.table import Rows
+
+    monkeypatch.setattr(table_module, "WRITE_BLOCK", 3)
+    n = 10
+    columns = {c: [None] * n for c in COLUMNS}
+    columns.update(
+        path=[f"a{k}.png" if k != 4 else "line\nbreak.png" for k in range(n)],
+        peak=list(range(1, n + 1)),
+        method=["gaussian"] * n,
+        x=[k / 3 for k in range(n)],
+        y=[float(k) for k in range(n)],
+        value=[k if k % 2 else None for k in range(n)],
+    )
+    held = Rows(columns)
+    assert len(held) == n and held[2]["x"] == 2 / 3 and list(held[1:3]) == list(held)[1:3]
+    written = {}
+    for name, given in (("columns", held), ("dicts", list(held))):
+        out = tmp_path / f"{name}.{fmt}"
+        writer = TableWriter(str(out), fmt)
+        writer.write(given)
+        writer.close()
+        written[name] = out.read_bytes()
+    assert written["columns"] == written["dicts"]
+    assert written["columns"].count(b"a9.png") == 1
