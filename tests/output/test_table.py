@@ -159,7 +159,7 @@ def test_rows_of_a_stack_with_a_path_per_heatmap_are_each_heatmaps_rows_in_turn(
 def test_rows_held_a_column_at_a_time_are_written_as_the_same_rows_as_dicts(tmp_path, monkeypatch, fmt):
     # Blocks of 3 rows; one path holds a line break, so that its block is written row by row (quoted).
     from peakloc.output import table as table_module
-    from peakloc.output.table import Rows
+    from peakloc.output.table import Rounded, Rows
 
     monkeypatch.setattr(table_module, "WRITE_BLOCK", 3)
     n = 10
@@ -172,8 +172,9 @@ def test_rows_held_a_column_at_a_time_are_written_as_the_same_rows_as_dicts(tmp_
         y=[float(k) for k in range(n)],
         value=[k if k % 2 else None for k in range(n)],
     )
-    held = Rows(columns)
+    held = Rows({**columns, "z": Rounded(np.array([k / 7 if k % 3 else np.nan for k in range(n)]))})
     assert len(held) == n and held[2]["x"] == 2 / 3 and list(held[1:3]) == list(held)[1:3]
+    assert held[1]["z"] == 0.142857142857 and held[3]["z"] is None
     written = {}
     for name, given in (("columns", held), ("dicts", list(held))):
         out = tmp_path / f"{name}.{fmt}"
@@ -183,3 +184,25 @@ def test_rows_held_a_column_at_a_time_are_written_as_the_same_rows_as_dicts(tmp_
         written[name] = out.read_bytes()
     assert written["columns"] == written["dicts"]
     assert written["columns"].count(b"a9.png") == 1
+
+
+def test_rounded_numbers_are_written_as_the_text_of_the_numbers_rounded_to_12_digits():
+    # The reference: the float nearest the 12-digit text, then its shortest form (str), as a CSV writer
+    # writes a number; across magnitudes, with whole numbers, 1e12 and past, subnormals, zeros and NaN.
+    from peakloc.output.table import Rounded
+
+    rng = np.random.default_rng(11)
+    with np.errstate(over="ignore"):
+        values = np.concatenate(
+            [
+                rng.normal(50, 30, 2000),
+                rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-320, 300, 2000),
+                np.round(rng.normal(0, 1e6, 500)),
+                rng.integers(-(10**15), 10**15, 500).astype(float),
+                [254.99999999999997, -0.0, 0.0, 1e12, 1e16, 5e-324, 0.30000000000000004, 0.9999999999999],
+                [99999999999.99999, np.nan, np.inf, -np.inf],
+            ]
+        )
+    expected = [str(float(format(v, ".12g"))) if np.isfinite(v) else None for v in values.tolist()]
+    assert Rounded(values).text() == expected
+    assert Rounded(np.full(3, np.nan)).text() == [None] * 3
