@@ -322,7 +322,7 @@ def _stacked(job: Job, items, loaded, members: list[int], outcomes: list[Outcome
     return True
 
 
-def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -> list[list[dict] | Rows]:
+def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -> list[list[dict]]:
     """Each stacked input's table rows, built for the whole stack at once (a column at a time).
 
     The rows :func:`_finish` gives each input alone: each heatmap keeps its input's path and index label.
@@ -331,7 +331,8 @@ def _rows_each(job: Job, items, loaded, members: list[int], together: Located) -
     labels = [label for k in members for label in loaded[k][1].index_labels()]
     coords = together.table_coords(settings.coords)
     paths = [items[k].path for k in members]
-    made = rows(paths, labels, together.layout.spatial, together.peaks, coords, settings.extra)
+    # As dicts: each input's few rows are written on their own, where a column at a time costs more per call.
+    made = list(rows(paths, labels, together.layout.spatial, together.peaks, coords, settings.extra))
     ends = np.cumsum(sum(np.count_nonzero(p.present, axis=1) for p in together.peaks.values())).tolist()
     return [made[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
