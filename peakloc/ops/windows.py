@@ -455,6 +455,7 @@ def near_pair_blocks(grid: PeakGrid, query=None) -> Iterator[tuple[np.ndarray, n
     if len(grid.key) < 2 or not len(query):
         return
     step = max(1, PAIR_BLOCK // grid.most)  # candidates per cell searched: at most step x most
+    c = grid.centres
     for lo in range(0, len(query), step):
         q = query[lo : lo + step]
         first, second = [], []
@@ -464,7 +465,6 @@ def near_pair_blocks(grid: PeakGrid, query=None) -> Iterator[tuple[np.ndarray, n
             count = np.searchsorted(grid.ordered, wanted, side="right") - start
             i = np.repeat(q, count)
             j = grid.order[np.repeat(start - np.cumsum(count) + count, count) + np.arange(len(i))]
-            c = grid.centres
             near = (i != j) & (np.abs(c[i] - c[j]).max(axis=1) <= (grid.reach[i] + grid.reach[j]) / 2)
             first.append(i[near])
             second.append(j[near])
