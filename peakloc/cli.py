@@ -6,6 +6,7 @@ Heavy modules (torch, OpenCV, tifffile, rich) are imported only on the paths tha
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -490,6 +491,19 @@ class LongFormCommand(click.Command):
 @click.version_option(__version__, "--version", prog_name="peakloc", message="%(prog)s %(version)s")
 def main() -> None:
     """Find peaks in heatmaps: PNG, NPY and TIFF files, 2-D images and 3-D volumes."""
+
+
+def entry() -> None:
+    """The ``peakloc`` command: :func:`main`, ending without the interpreter's last full garbage collection.
+
+    At exit, that collection walks every object of the modules NumPy, SciPy and OpenCV loaded: 30-40 ms of
+    every run (of the SMLM movie's 1.7 s). Frozen first (``gc.freeze``), they are left out of it; the rest of
+    a normal exit still happens (``atexit`` handlers, streams flushed, modules cleared, files closed).
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
 
 
 @main.command(cls=LongFormCommand, no_args_is_help=False)

@@ -325,3 +325,22 @@ def test_a_threshold_in_noise_deviations_keeps_spots_and_drops_the_noise(tmp_pat
     rows = table(run(tmp_path / "spots.npy", "--peaks", "10", "--min-distance", "3", "--threshold", "5sd").stdout)
     found = sorted((int(r["y"]), int(r["x"])) for r in rows if r["method"] == "argmax")
     assert len(found) == 2 and np.abs(np.array(found) - [(15, 20), (40, 55)]).max() <= 1  # noise moves a pixel
+
+
+@pytest.mark.parametrize("status", [0, 1, 2])
+def test_the_command_freezes_the_collector_before_it_exits_with_its_status(monkeypatch, status):
+    # The interpreter's last full collection at exit is skipped (frozen objects), whatever the status.
+    import gc
+
+    from peakloc import cli
+
+    frozen = []
+
+    def run():
+        raise SystemExit(status)
+
+    monkeypatch.setattr(cli, "main", run)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == status and frozen == [True]
