@@ -391,7 +391,7 @@ def outcomes(job: Job, items: Sequence[Input], client=None) -> Iterator[Iterator
         # Few inputs: the other cores help with the maps of each (:mod:`.spread`), out of the same budget.
         count = helper_count(items, job.settings, budget)
         left = budget_left(budget, count)
-        with helpers(count, early="gaussian" in job.settings.methods) as pool:
+        with helpers(count) as pool:
             yield (outcome for chunk in chunks for outcome in run_chunk(job, chunk, left, pool=pool))
         return
     import multiprocessing

@@ -141,53 +141,12 @@ def quiet_child(parent: int | None) -> None:
         os._exit(0)
 
 
-#: Modules a run's fits may need late, imported on a thread of this process as soon as its helpers are forked:
-#: SciPy's graph module (the crowded groups' components) costs 0.15-0.2 s to import (its array-API layer),
-#: which then overlaps with the reading and the local maxima, whose NumPy loops leave the interpreter free.
-#: In the helpers too where the run fits spots (``gaussian``): a helper that locates a stack's group needs it
-#: for the group's crowded spots, and imported there at the fork it overlaps with this process's reading
-#: instead of adding to the group's time (the SMLM movie's: 0.16 s of 1.5 s). It costs a helper 20 MiB,
-#: within :data:`HELPER_BYTES`. A helper that only shares a volume's fits never needs it, but the helpers
-#: start before the input is read; runs without ``gaussian`` do not import it there.
-EARLY_IMPORTS = ("scipy.sparse.csgraph",)
-
-
-def _start_helper(parent: int, early: bool = False) -> None:
-    """A helper's start: its signals, and the modules that locate maps imported while the parent reads them.
-
-    ``early``: :data:`EARLY_IMPORTS` too.
-    """
+def _start_helper(parent: int) -> None:
+    """A helper's start: its signals, and the modules that locate maps imported while the parent reads them."""
     quiet_child(parent)
     import cv2  # noqa: F401 - the local maxima's labelling
 
     from ..ops import peaks, subpixel  # noqa: F401
-
-    if early:
-        _import_early_modules()
-
-
-def _import_early_modules() -> None:
-    """Import :data:`EARLY_IMPORTS`; where one is missing, stop (the fits import it again, and say so there)."""
-    import importlib
-
-    for name in EARLY_IMPORTS:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return
-
-
-def _import_early():
-    """Import :data:`EARLY_IMPORTS` on a daemon thread, which is returned (:func:`helpers` joins it).
-
-    Only after every fork of the run, and joined before the run ends: a child forked while this thread held
-    an import lock would wait on it forever.
-    """
-    import threading
-
-    thread = threading.Thread(target=_import_early_modules, name="peakloc-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 def kill_children() -> None:
@@ -202,11 +161,8 @@ def kill_children() -> None:
 
 
 @contextmanager
-def helpers(count: int, early: bool = False) -> Iterator[numpy_backend.Helpers | None]:
-    """``count`` helper processes, forked now (or None for 0), ended when the block ends.
-
-    ``early``: they import :data:`EARLY_IMPORTS` as they start (a run that fits spots).
-    """
+def helpers(count: int) -> Iterator[numpy_backend.Helpers | None]:
+    """``count`` helper processes, forked now (or None for 0), ended when the block ends."""
     if count < 1:
         yield None
         return
@@ -224,13 +180,11 @@ def helpers(count: int, early: bool = False) -> Iterator[numpy_backend.Helpers |
     # call, took the other process's core (the dense volume's joint fits shared over 2 processes took 2.1 s
     # instead of 0.9 s). Set before the fork, the helpers inherit it.
     limits = threadpool_limits(1, user_api="blas")
-    pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(), early))
-    importing = None
+    pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), _start_helper, (os.getpid(),))
     try:
         # With fork, the first task starts every helper: now, while this process is small and has no thread.
         # Not waited for: the helpers import what they need while this process reads the first input.
         pool.submit(int)
-        importing = _import_early()
         yield numpy_backend.Helpers(pool, count)
     except BaseException:
         kill_children()
@@ -238,8 +192,6 @@ def helpers(count: int, early: bool = False) -> Iterator[numpy_backend.Helpers |
         raise
     finally:
         limits.restore_original_limits()
-        if importing is not None:
-            importing.join(10)  # an import: done long before, unless the run was very short
     pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -4,6 +4,7 @@ import csv
 import io
 
 import numpy as np
+import pytest
 
 import peakloc
 from peakloc.cli import main
@@ -333,3 +334,19 @@ def test_a_wide_windows_two_spot_test_takes_only_its_own_windows_samples_in_a_la
     jobs, _, _ = crowded._split_jobs(heat, owner, centres, fits, box, np.ones(1), np.zeros(1))
     yy, xx = np.abs(np.mgrid[-8:9, -8:9])
     np.testing.assert_array_equal(np.isfinite(jobs.values[0]), (yy <= 4) & (xx <= 7))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_groups_of_a_few_links_are_those_of_scipys_graph_components(seed, monkeypatch):
+    # Few links go to SciPy's union-find, many to its compiled graph module: the same groups, members and
+    # order (by first member, each ascending), whichever is used.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    first, second = rng.integers(0, n, (2, int(rng.integers(1, 200))))
+    keep = first != second
+    first, second = np.r_[first[keep], second[keep]], np.r_[second[keep], first[keep]]
+    few = crowded._components(n, first, second)
+    monkeypatch.setattr(crowded, "FEW_LINKS", -1)
+    many = crowded._components(n, first, second)
+    assert [g.tolist() for g in few] == [g.tolist() for g in many]
+    assert all(g.dtype == np.int64 for g in few)
