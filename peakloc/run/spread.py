@@ -88,6 +88,10 @@ def budget_left(budget: int | None, count: int) -> int | None:
 HEAP_PAD = 64 << 20
 
 
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
 def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
     """Have glibc's ``malloc`` keep ``pad`` bytes of freed memory at the top of its heap; False where it cannot.
 
@@ -101,10 +105,6 @@ def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
     """
     set_option = mallopt()
     return set_option is not None and bool(set_option(M_TOP_PAD, int(pad)))
-
-
-#: glibc's ``mallopt`` parameters (``malloc.h``).
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def mallopt():

@@ -266,10 +266,20 @@ def overlapped(owner: np.ndarray, centres: np.ndarray, half: np.ndarray) -> np.n
     [True, True, True, False]
     """
     out = np.zeros(len(centres), bool)
-    for first, second in near_pair_blocks(peak_grid(owner, centres, 2 * half.max(axis=1, initial=0))):
-        keep = np.all(np.abs(centres[first] - centres[second]) <= half[first] + half[second], axis=1)
-        out[first[keep]] = True
+    for first, _, _ in _overlapping_pairs(owner, centres, half):
+        out[first] = True
     return out
+
+
+def _overlapping_pairs(owner: np.ndarray, centres: np.ndarray, half: np.ndarray):
+    """The pairs ``(i, j)`` whose windows overlap, and their offsets ``centres[i] - centres[j]``, a block at a time.
+
+    Windows of half-widths ``half`` ``(N, ndim)``; blocks of :func:`~peakloc.ops.windows.near_pair_blocks`.
+    """
+    for first, second in near_pair_blocks(peak_grid(owner, centres, 2 * half.max(axis=1, initial=0))):
+        d = centres[first] - centres[second]
+        keep = np.all(np.abs(d) <= half[first] + half[second], axis=1)
+        yield first[keep], second[keep], d[keep]
 
 
 def close_groups(
@@ -282,10 +292,8 @@ def close_groups(
     ``(N, ndim)``), is at most ``link``.
     """
     linked = []
-    for first, second in near_pair_blocks(peak_grid(owner, centres, 2 * half.max(axis=1, initial=0))):
-        d = centres[first] - centres[second]
-        scale = (widths[first] + widths[second]) / 2
-        close = np.all(np.abs(d) <= half[first] + half[second], axis=1) & (np.sum((d / scale) ** 2, axis=1) <= link**2)
+    for first, second, d in _overlapping_pairs(owner, centres, half):
+        close = np.sum((d / ((widths[first] + widths[second]) / 2)) ** 2, axis=1) <= link**2
         linked.append((first[close], second[close]))
     if not linked:
         return []
