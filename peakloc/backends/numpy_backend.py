@@ -355,10 +355,19 @@ def _sparse_sums(flat, spatial, hi, coef, index, dtype) -> np.ndarray:
 
     ``index`` holds the kept values' flat positions in ``flat``, ascending.
     """
-    b, per_map = flat.shape
+    return sparse_sums(flat.reshape(-1)[index], index, flat.shape[0], spatial, hi, coef, dtype)
+
+
+def sparse_sums(values, index, b: int, spatial: tuple[int, ...], hi, coef, dtype) -> np.ndarray:
+    """Total weight and weighted coordinate sums ``(b, 1 + ndim)`` of the kept ``values`` of ``b`` maps.
+
+    ``index`` holds the values' flat positions in the ``(b, *spatial)`` maps, ascending; ``values`` are in
+    the maps' dtype. A caller that listed a map's kept values while reading it gets :func:`_sums`'s answer.
+    """
+    per_map = int(np.prod(spatial))
     owner, position = np.divmod(index, per_map)
     with np.errstate(over="ignore"):  # as in _weights: -inf logits are weight 0
-        logits = (flat.reshape(-1)[index] - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
+        logits = (values - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
     weights = np.exp(logits)
     out = np.empty((b, 1 + len(spatial)))
     out[:, 0] = np.bincount(owner, weights, minlength=b)
@@ -400,7 +409,29 @@ def _mostly_kept(flat: np.ndarray, threshold: np.ndarray, finite: np.ndarray | N
     kept = flat[:, ::SAMPLE_STRIDE] >= threshold[:, None]
     if finite is not None:
         kept &= finite.reshape(flat.shape)[:, ::SAMPLE_STRIDE]
-    return np.count_nonzero(kept, axis=1) > DENSE_SHARE * kept.shape[1]
+    return dense_sample(np.count_nonzero(kept, axis=1), flat.shape[1])
+
+
+def weight_threshold(hi, coef, per_map: int, offset: int, dtype) -> np.ndarray:
+    """Per map, the least value whose weight :func:`_sums` counts, in ``dtype`` promoted with float32.
+
+    A value below it weighs less than ``exp(-NEGLIGIBLE_LOGIT)`` of the maximum's weight over the
+    ``per_map * (1 + offset)`` values of the map it belongs to (``offset``: the rows before a slab).
+    """
+    # coef * (v - hi) >= cut  <=>  v >= hi + cut / coef  (coef > 0); coef == 0 keeps every value (uniform).
+    cut = -(np.log(per_map * (1 + offset)) + NEGLIGIBLE_LOGIT)
+    with np.errstate(divide="ignore"):
+        threshold = np.where(coef > 0, hi + cut / np.where(coef > 0, coef, 1), -np.inf)
+    return threshold.astype(np.result_type(dtype, np.float32))
+
+
+def dense_sample(kept, per_map: int):
+    """Whether a map takes the dense path: more than :data:`DENSE_SHARE` of its sample kept (bool, per map).
+
+    ``kept`` (an int, or an array of one per map): how many of its values at the sampled places (every
+    :data:`SAMPLE_STRIDE`-th from its first) reach its :func:`weight_threshold`.
+    """
+    return kept > DENSE_SHARE * len(range(0, per_map, SAMPLE_STRIDE))
 
 
 def _sums(
@@ -415,18 +446,14 @@ def _sums(
     spatial = x.shape[1:]
     per_map = int(np.prod(spatial))
     flat = x.reshape(b, per_map)
-    # coef * (v - hi) >= cut  <=>  v >= hi + cut / coef  (coef > 0); coef == 0 keeps every value (uniform).
-    cut = -(np.log(per_map * (1 + offset)) + NEGLIGIBLE_LOGIT)
-    with np.errstate(divide="ignore"):
-        threshold = np.where(coef > 0, hi + cut / np.where(coef > 0, coef, 1), -np.inf)
-    threshold = threshold.astype(np.result_type(flat.dtype, np.float32))
+    threshold = weight_threshold(hi, coef, per_map, offset, flat.dtype)
     index = _few_kept(flat, threshold, finite)
     if index is None:
         dense = _mostly_kept(flat, threshold, finite)
     else:  # the same choice, read off the list of kept values: those at the sampled places
         owner, position = np.divmod(index, per_map)
         sampled = owner[position % SAMPLE_STRIDE == 0]
-        dense = np.bincount(sampled, minlength=b) > DENSE_SHARE * len(range(0, per_map, SAMPLE_STRIDE))
+        dense = dense_sample(np.bincount(sampled, minlength=b), per_map)
     out = np.empty((b, 1 + len(spatial)))
     if dense.any():
         rows = slice(None) if dense.all() else np.flatnonzero(dense)

@@ -86,11 +86,12 @@ class Slabs:
         #: Rows of the store's chunks when slabs are read through a band of whole chunks (0: read directly).
         self.band = band
 
-    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
+    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args, fold=None) -> list:
         """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order.
 
         A store that decodes is read through a band (:class:`_Band`) where slabs overlap (their halos), so
-        that each row is decoded once a pass.
+        that each row is decoded once a pass. With ``fold``, each result is handed to ``fold(box, result)``
+        as soon as its slab is done, in order, and not kept: returns an empty list.
         """
         overlap = any(box[0] < previous[1] for previous, box in zip(boxes, boxes[1:]))
         if self.band > 1:
@@ -103,7 +104,13 @@ class Slabs:
                 (rows.read(box[0], box[1]) if rows else maps.read(b, (slice(box[0], box[1]),)), box)
                 for box in boxes[k : k + self.threads]
             ]
-            out += numpy_backend.map_in_threads(lambda p: compute(p[0], p[1], *args), pending, self.threads)
+            done = numpy_backend.map_in_threads(lambda p: compute(p[0], p[1], *args), pending, self.threads)
+            del pending
+            if fold is None:
+                out += done
+            else:
+                for box, result in zip(boxes[k : k + self.threads], done):
+                    fold(box, result)
         return out
 
 
@@ -246,36 +253,81 @@ def map_stats(
     is more than 1). They are kept with the map's finite range in ``maps.seen[b]``
     (:attr:`~peakloc.ops.lazy.Maps.seen`): the overlay then reads the map no more.
     """
+    return survey(maps, b, rows, counts, threads, slabs, picture).stats
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one read of each slab of a map gives (:func:`survey`)."""
+
+    stats: MapStats
+    #: Per slab, its local-maximum candidates under no threshold (:func:`_candidates_of`), if asked.
+    candidates: list | None
+    #: The soft-argmax ``(ndim,)``, if asked: :func:`soft_argmax`'s answer.
+    soft: np.ndarray | None
+
+
+def survey(
+    maps: Maps,
+    b: int,
+    rows: int,
+    counts: bool = True,
+    threads: int | None = None,
+    slabs: Slabs | None = None,
+    picture: int = 0,
+    peaks: tuple[int, int] | None = None,
+    soft: tuple[float, str] | None = None,
+) -> Survey:
+    """:func:`map_stats` of map ``b``, and from the same read of each slab what the later passes need.
+
+    - ``peaks`` ``(min_distance, most)``: each slab is read with ``min_distance`` rows of halo, and its
+      ``most`` best local-maximum candidates are kept, under no threshold yet (the threshold may depend on
+      the extremes): :func:`local_maxima` takes them as ``surveyed`` and applies it.
+    - ``soft`` ``(beta, normalize)``: the soft-argmax, equal to :func:`soft_argmax`'s bit for bit. Its weights
+      need the map's extremes, which only the whole pass gives; so each slab lists the few values that could
+      weigh anything (:func:`_soft_listing`), and the sums come from those lists wherever they hold every
+      value that counts (:func:`_listed_sums`). Only the slabs where they do not are read again: a map
+      whose weight lies on a few peaks is read once.
+    """
     per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
-    boxes = _boxes(maps.spatial[0], rows)
+    n = maps.spatial[0]
+    boxes = _boxes(n, rows, 0 if peaks is None else peaks[0])
     runner = _runner(slabs, threads)
     ndim = len(maps.spatial)
     picture = picture if ndim == 3 or (ndim == 2 and picture > 1) else 0
-    if picture:
-        # Folded as they come, a few slabs at a time: every slab's projection or block row at once could
-        # outgrow the budget.
-        parts = []
+    plan = None
+    if soft is not None and maps.spatial[0] * per_row > numpy_backend.BLOCK_ELEMENTS:
+        plan = (*soft, numpy_backend.large_map_rows(maps.spatial))
+    along_z = None
+    if picture:  # what an overlay draws, folded slab by slab
         if ndim == 3:
             along_z = np.full(maps.spatial[1:], np.nan)
             along_y = np.empty((maps.spatial[0], maps.spatial[2]), np.float64)
             along_x = np.empty((maps.spatial[0], maps.spatial[1]), np.float64)
         else:
             pooled = np.full([-(-n // picture) for n in maps.spatial], np.nan)
-        step = 2 * max(1, getattr(runner, "threads", 1))
-        for k in range(0, len(boxes), step):
-            some = boxes[k : k + step]
-            for box, (extremes, drawn) in zip(some, runner.map(_extremes_of, maps, b, some, counts, picture)):
-                parts.append(extremes)
-                if ndim == 3:
-                    along_z = np.fmax(along_z, drawn[0])
-                    along_y[box[0] : box[1]], along_x[box[0] : box[1]] = drawn[1], drawn[2]
-                else:
-                    at, block_rows = drawn
-                    pooled[at : at + len(block_rows)] = np.fmax(pooled[at : at + len(block_rows)], block_rows)
-        seen = {"projections": (along_z, along_y, along_x)} if ndim == 3 else {"pooled": (picture, pooled)}
-    else:
-        parts = runner.map(_extremes_of, maps, b, boxes, counts)
-    found = [(box[:2], p) for box, p in zip(boxes, parts) if p is not None]
+    parts, candidates, listings = [], [], []
+
+    def fold(box: tuple[int, int, int], got: tuple) -> None:
+        # Folded as they come: every slab's projection or block row at once could outgrow the budget.
+        nonlocal along_z
+        extremes, drawn, found, listing = got
+        parts.append(extremes)
+        candidates.append(found)
+        listings.append(listing)
+        if not picture:
+            return
+        start, stop = box[2], min(box[2] + rows, n)
+        if ndim == 3:
+            along_z = np.fmax(along_z, drawn[0])
+            along_y[start:stop], along_x[start:stop] = drawn[1], drawn[2]
+        else:
+            at, block_rows = drawn
+            pooled[at : at + len(block_rows)] = np.fmax(pooled[at : at + len(block_rows)], block_rows)
+
+    runner.map(_survey_of, maps, b, boxes, rows, counts, picture, peaks, plan, fold=fold)
+    inner = [(start, min(start + rows, n)) for _, _, start in boxes]
+    found = [(box, p) for box, p in zip(inner, parts) if p is not None]
     if not found:
         raise NoFiniteValueError(f"heatmap {b} has no finite value", b)
     hi = max(p[0] for _, p in found)
@@ -287,8 +339,166 @@ def map_stats(
     count_lo = sum(p[4] for _, p in found if p[1] == lo)
     total = maps.spatial[0] * per_row
     if picture:
+        seen = {"projections": (along_z, along_y, along_x)} if ndim == 3 else {"pooled": (picture, pooled)}
         maps.seen[b] = {**seen, "range": (float(lo), float(hi))}
-    return MapStats(hi, lo, count, total - count, first, count_hi, count_lo)
+    stats = MapStats(hi, lo, count, total - count, first, count_hi, count_lo)
+    soft_at = None
+    if soft is not None:
+        soft_plan = _soft_plan(maps, stats, *soft)
+        if soft_plan is None:  # one block: read whole, as soft_argmax does
+            soft_at = soft_argmax(maps, b, stats, *soft, rows, threads, slabs)
+        else:
+            soft_at = _soft_coords(_listed_sums(maps, b, inner, listings, *soft_plan))
+    return Survey(stats, candidates if peaks is not None else None, soft_at)
+
+
+def _survey_of(
+    piece: np.ndarray,
+    box: tuple[int, int, int],
+    rows: int,
+    counts: bool,
+    picture: int,
+    peaks: tuple[int, int] | None,
+    plan: tuple | None,
+) -> tuple:
+    """One slab's part of :func:`survey`: ``(extremes, drawn, candidates, listing)``.
+
+    ``piece`` is read with its halo (``box``: see :class:`Slabs`); the extremes and what an overlay draws
+    (:func:`_extremes_of`) are those of the slab's own rows, the candidates (:func:`_candidates_of`, under no
+    threshold) compare the halo too, and the listing is :func:`_soft_listing`'s. Those not asked are None.
+    """
+    low, high, start = box
+    stop = min(start + rows, high)
+    inner = piece[start - low : stop - low]
+    extremes = _extremes_of(inner, (start, stop, start), counts, picture)
+    drawn = None
+    if picture:
+        extremes, drawn = extremes
+    found = listing = None
+    if peaks is not None:
+        min_distance, most = peaks
+        halo = (piece[: start - low], piece[stop - low :])
+        finite = (
+            extremes is not None
+            and extremes[2] == inner.size
+            and (piece.dtype.kind != "f" or all(np.isfinite(h).all() for h in halo))
+        )
+        found = _candidates_of(piece, box, rows, min_distance, None, most, finite)
+    if plan is not None:
+        listing = _soft_listing(inner, start, extremes, *plan)
+    return extremes, drawn, found, listing
+
+
+#: Values a slab lists at most for the soft-argmax (:func:`_soft_listing`); more are read again if needed.
+SOFT_LISTED = 1 << 14
+
+#: How much further below its maximum than its own extremes would put the weight threshold a slab lists
+#: values (:func:`_soft_listing`): the map's extremes, known only after the pass, set the threshold lower
+#: where the map's range is wider than the slab's.
+SOFT_MARGIN = 1.5
+
+
+def _soft_listing(inner: np.ndarray, start: int, extremes, beta: float, normalize: str, step: int) -> tuple | None:
+    """The values of a slab (no halo) that the soft-argmax could weigh, as far as the slab alone can tell.
+
+    The map's weight threshold (:func:`~peakloc.backends.numpy_backend.weight_threshold`) needs the whole
+    map's extremes. The slab lists, by flat position, its finite values at or above ``bound``:
+    :data:`SOFT_MARGIN` times as far below its own maximum as its own extremes would put that threshold.
+    Returns ``(hi, bound, positions, values)`` (``hi``: the slab's finite maximum), with ``bound`` None
+    where more than :data:`SOFT_LISTED` values reach it or every value weighs alike; None where the slab
+    has no finite value. :func:`_listed_sums` uses a list only where the map's threshold is no lower.
+    """
+    if extremes is None:
+        return None
+    hi, lo, count = extremes[:3]
+    dtype = inner.dtype
+    coef = float(coefficient(beta, normalize, np.array([hi], dtype), np.array([lo], dtype))[0])
+    if not coef > 0:
+        return hi, None, None, None
+    per_row = inner[0].size
+    cut = min(
+        -(np.log(min(step, len(inner) - s) * per_row * (1 + start + s)) + numpy_backend.NEGLIGIBLE_LOGIT)
+        for s in range(0, len(inner), step)
+    )
+    bound = float(hi) + SOFT_MARGIN * cut / coef
+    at_least = _at_least_bound(bound, dtype)
+    flat = inner.reshape(-1)
+    positions, total = [], 0
+    for i in range(0, flat.size, CACHE_VALUES):
+        part = flat[i : i + CACHE_VALUES]
+        hit = part >= at_least
+        if count < inner.size and dtype.kind == "f":
+            hit &= np.isfinite(part)  # +inf is never kept (NaN never reaches a bound)
+        where = np.flatnonzero(hit)
+        total += len(where)
+        if total > SOFT_LISTED:
+            return hi, None, None, None
+        positions.append(where + i)
+    positions = np.concatenate(positions) if positions else np.empty(0, np.intp)
+    return hi, bound, positions, flat[positions]
+
+
+def _at_least_bound(value: float, dtype: np.dtype):
+    """A scalar of ``dtype`` such that ``x >= it`` holds for every ``x`` of ``dtype`` with ``float64(x) >= value``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            bound = np.array(value).astype(dtype)[()]
+        return np.nextafter(bound, dtype.type(-np.inf)) if float(bound) > value else bound
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if value > info.max:
+            return np.inf  # nothing reaches it
+        return dtype.type(info.min if value < info.min else max(int(np.ceil(value)), info.min))
+    return value  # booleans compare as floats
+
+
+def _listed_sums(
+    maps: Maps, b: int, inner: list[tuple[int, int]], listings: list, hi, coef, dtype, step: int, all_finite: bool
+) -> list:
+    """Every slab's :func:`_sums_of`, from its :func:`_soft_listing` where that holds every kept value.
+
+    A sub-slab of ``step`` rows takes the sparse path's sums over the listed values that reach its weight
+    threshold when the list was made at or below that threshold and the values kept are few enough for the
+    sparse path; none are kept where the slab's maximum lies below it. The others are read again and summed
+    as :func:`_sums_of` sums them.
+    """
+    per_row = int(np.prod(maps.spatial[1:], dtype=np.int64))
+    ndim = len(maps.spatial)
+    out = []
+    for (start, stop), listing in zip(inner, listings):
+        sums = []
+        for s in range(start, stop, step):
+            e = min(s + step, stop)
+            per_map = (e - s) * per_row
+            threshold = numpy_backend.weight_threshold(hi, coef, per_map, s, maps.dtype)
+            if listing is None or not listing[0] >= threshold[0]:  # nothing finite, or nothing reaches it
+                sums.append(np.zeros((1, 1 + ndim)))
+                continue
+            _, bound, positions, values = listing
+            if bound is None or not bound <= float(threshold[0]):
+                sums.append(None)
+                continue
+            first, last = np.searchsorted(positions, [(s - start) * per_row, (e - start) * per_row])
+            index, kept = positions[first:last] - (s - start) * per_row, values[first:last]
+            keep = kept >= threshold[0]
+            index, kept = index[keep], kept[keep]
+            if numpy_backend.dense_sample(np.count_nonzero(index % numpy_backend.SAMPLE_STRIDE == 0), per_map):
+                sums.append(None)  # the dense path weighs every value: read again
+                continue
+            got = numpy_backend.sparse_sums(kept, index, 1, (e - s, *maps.spatial[1:]), hi, coef, dtype)
+            got[:, 1] += s * got[:, 0]
+            sums.append(got)
+        missing = [k for k, got in enumerate(sums) if got is None]
+        if missing:
+            low, high = start + missing[0] * step, min(start + (missing[-1] + 1) * step, stop)
+            piece = maps.read(b, (slice(low, high),))[np.newaxis]
+            for k in missing:
+                s = start + k * step
+                rows = piece[:, s - low : min(s + step, stop) - low]
+                sums[k] = numpy_backend.slab_sums(rows, hi, coef, dtype, s, all_finite)
+        out.append(sums)
+    return out
 
 
 def argmax(stats: MapStats, spatial: tuple[int, ...]) -> np.ndarray:
@@ -573,13 +783,15 @@ def local_maxima(
     slabs: Slabs | None = None,
     threshold_sd: float | None = None,
     soft: tuple[float, str] | None = None,
+    surveyed: list | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`peakloc.ops.peaks.local_maxima` of map ``b`` read in pieces: the same peaks, in the same order.
 
     Candidates come slab by slab, each slab read with ``min_distance`` rows of halo; the greedy spacing then
     runs here, reading the boxes that plateau growing asks for. With ``soft`` ``(beta, normalize)``, returns
     ``(peaks, soft-argmax)``: the first read of each slab serves both (a compressed store decodes once),
-    and the soft-argmax equals :func:`soft_argmax`'s.
+    and the soft-argmax equals :func:`soft_argmax`'s. ``surveyed``: the candidates :func:`survey` took
+    (with ``peaks=(min_distance, first_candidates(num_peaks))``), used instead of a first read.
     """
     found, soft_at = _local_maxima(
         maps,
@@ -595,6 +807,7 @@ def local_maxima(
         slabs,
         threshold_sd,
         None if soft is None else _soft_plan(maps, stats, *soft),
+        surveyed,
     )
     if soft is None:
         return found
@@ -617,6 +830,7 @@ def _local_maxima(
     slabs: Slabs | None,
     threshold_sd: float | None,
     plan: tuple | None,
+    surveyed: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`local_maxima`'s peaks, and the soft-argmax of ``plan`` (:func:`_soft_plan`) if one was given."""
     ndim = len(maps.spatial)
@@ -632,11 +846,12 @@ def _local_maxima(
     n = maps.spatial[0]
     boxes = _boxes(n, rows, min_distance)
     integer = maps.dtype.kind in "iu"
-    # Many thin slabs would hand on 16 Ki candidates each: a few times the peaks asked are enough at first.
-    most = min(SLAB_CANDIDATES, max(8 * num_peaks, 256))
+    most = first_candidates(num_peaks)
     while True:
         options = (min_distance, threshold, most, stats.nonfinite == 0)
-        if plan is not None and soft_at is None:
+        if surveyed is not None:  # the first read's, taken under no threshold
+            found, surveyed = [_above(f, threshold) for f in surveyed], None
+        elif plan is not None and soft_at is None:
             both = _runner(slabs, threads).map(_candidates_and_sums_of, maps, b, boxes, rows, *options, *plan)
             found, soft_at = [f for f, _ in both], _soft_coords([s for _, s in both])
         else:
@@ -671,6 +886,24 @@ def _local_maxima(
         if not left_out or len(peaks) >= num_peaks:
             return peaks, soft_at
         most *= 16
+
+
+def first_candidates(num_peaks: int) -> int:
+    """How many candidates each slab hands on at first (:func:`_candidates_of`'s ``most``)."""
+    # Many thin slabs would hand on 16 Ki candidates each: a few times the peaks asked are enough at first.
+    return min(SLAB_CANDIDATES, max(8 * num_peaks, 256))
+
+
+def _above(found: tuple, threshold: float) -> tuple:
+    """A slab's :func:`_candidates_of` taken under no threshold, as it would be under ``threshold``.
+
+    Its candidates are best first, so those strictly above ``threshold`` come first; the one left out
+    remains only if it lies above too (else every one after it lies below). The same arrays as a read with
+    ``threshold``: that read's mask drops exactly the values at or below it, as float64 compares them.
+    """
+    coords, values, left_out = found
+    keep = int(np.count_nonzero(values > threshold))
+    return coords[:keep], values[:keep], left_out if left_out is not None and left_out[0] > threshold else None
 
 
 def _c_order_before(coords: np.ndarray, point: tuple[int, ...]) -> np.ndarray:

@@ -173,10 +173,13 @@ class ClusterSlabs(Slabs):
     process) is read here, on threads.
     """
 
-    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args) -> list:
-        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order, each on some worker."""
+    def map(self, compute, maps: Maps, b: int, boxes: list[tuple[int, int, int]], *args, fold=None) -> list:
+        """``compute(slab, box, *args)`` of each box's slab of map ``b``, in order, each on some worker.
+
+        With ``fold``, as :meth:`Slabs.map`: each result goes to ``fold(box, result)`` in order, as it comes.
+        """
         if maps.source is None or len(boxes) < 2:
-            return super().map(compute, maps, b, boxes, *args)
+            return super().map(compute, maps, b, boxes, *args, fold=fold)
         from distributed import worker_client
 
         # worker_client secedes this task's thread while the slab tasks run: they may run on its worker too.
@@ -192,7 +195,12 @@ class ClusterSlabs(Slabs):
                 compute=compute,
                 args=args,
             )
-            return client.gather(futures)
+            if fold is None:
+                return client.gather(futures)
+            for box, future in zip(boxes, futures):
+                fold(box, future.result())
+                future.release()
+            return []
 
 
 _OPENED: OrderedDict[Source, Maps] = OrderedDict()

@@ -588,9 +588,31 @@ def _locate_slabs(
         from ..output.overlay import pool_factor  # only for runs that draw one
 
         picture = pool_factor(maps.spatial)
+
+    def peak_runner() -> Slabs:
+        """The peak pass reads each slab with min_distance rows of halo a side: as many slabs at once as fit."""
+        if slabs is here and budget is not None:
+            per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
+            return streaming.Slabs(max(1, min(here.threads, left // per_slab)), here.band)
+        return slabs
+
+    maxima = peak_runner()
+    soft = (settings.beta, settings.normalize) if "softargmax" in settings.methods else None
+    # One read of each slab gives the extremes, the overlay's pictures, the peak candidates and the
+    # soft-argmax (a smoothed map's passes read the smoothed file, after its extremes).
+    peaks = (settings.min_distance, streaming.first_candidates(settings.peaks)) if settings.finds_peaks else None
+    surveys: list = []
     for b in range(maps.count):
         try:
-            first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, picture)
+            if settings.smooth:
+                first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, picture)
+            else:
+                surveys.append(
+                    streaming.survey(
+                        maps, b, rows, counts, settings.threads, maxima if peaks else slabs, picture, peaks, soft
+                    )
+                )
+                first = surveys[-1].stats
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None
         raw_stats.append(first)
@@ -601,24 +623,21 @@ def _locate_slabs(
     if settings.smooth:
         here = direct
         work, slabs = _Stacked(smoothed, maps), here
-    # The peak pass reads each slab with min_distance rows of halo a side: as many slabs at once as fit.
-    maxima = slabs
-    if slabs is here and budget is not None:
-        per_slab = (rows + 2 * settings.min_distance) * int(np.prod(maps.spatial[1:])) * per_value
-        maxima = streaming.Slabs(max(1, min(here.threads, left // per_slab)), here.band)
+        maxima = peak_runner()
 
     ndim = len(layout.spatial)
     found = {"argmax": np.stack([streaming.argmax(s, maps.spatial) for s in stats])}
-    soft = (settings.beta, settings.normalize) if "softargmax" in settings.methods else None
     if soft is not None and not settings.finds_peaks:
         found["softargmax"] = np.stack(
-            [streaming.soft_argmax(work, b, s, *soft, rows, settings.threads, slabs) for b, s in enumerate(stats)]
+            [
+                surveys[b].soft if surveys else streaming.soft_argmax(work, b, s, *soft, rows, settings.threads, slabs)
+                for b, s in enumerate(stats)
+            ]
         )
     if not settings.finds_peaks:
         centres, present = found["argmax"][:, None, :], np.ones((maps.count, 1), bool)
     else:
         threshold_abs, threshold_rel, threshold_sd = parse_threshold(settings.threshold)
-        # With the soft-argmax asked too, one read of each slab serves both passes.
         lists = [
             streaming.local_maxima(
                 work,
@@ -632,13 +651,15 @@ def _locate_slabs(
                 threads=settings.threads,
                 slabs=maxima,
                 threshold_sd=threshold_sd,
-                soft=soft,
+                # Without a survey, one read of each slab serves the local maxima and the soft-argmax.
+                soft=None if surveys else soft,
+                surveyed=surveys[b].candidates if surveys else None,
             )
             for b, s in enumerate(stats)
         ]
         if soft is not None:
-            found["softargmax"] = np.stack([soft_at for _, soft_at in lists])
-            lists = [f for f, _ in lists]
+            found["softargmax"] = np.stack([sv.soft for sv in surveys] if surveys else [at for _, at in lists])
+            lists = lists if surveys else [f for f, _ in lists]
         count = max([len(f) for f in lists] + [1])
         centres = np.zeros((maps.count, count, ndim), np.int64)
         present = np.zeros((maps.count, count), bool)

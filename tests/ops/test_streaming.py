@@ -254,3 +254,106 @@ def test_the_extremes_pass_pools_a_large_2d_map_as_the_overlay_would(rng, dtype,
 
     np.testing.assert_array_equal(max_pool(heat, 3), expected)  # the overlay's own, on the map in memory
     assert max_pool(maps[0], 3) is pooled
+
+
+def _spots(rng, shape: tuple[int, ...], count: int, sigma: float = 1.5) -> np.ndarray:
+    """float32 noise in [0, 0.1) with ``count`` Gaussian spots of height 1."""
+    heat = rng.random(shape) * 0.1
+    grids = np.indices(shape)
+    for centre in rng.uniform(0, shape, (count, len(shape))):
+        heat += np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / (2 * sigma**2))
+    return heat.astype(np.float32)
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
+def test_a_surveys_soft_argmax_of_a_few_spots_reads_each_row_once_and_is_the_in_memory_one(rng, monkeypatch, normalize):
+    from peakloc.backends import numpy_backend
+
+    # Blocks of 4096 values: the in-memory answer too is summed in slabs of 2 rows, 15 of them.
+    monkeypatch.setattr(numpy_backend, "BLOCK_ELEMENTS", 4096)
+    heat = _spots(rng, (30, 40, 50), 6)
+    store = _Counting(heat[np.newaxis], (1, 1, 40, 50))
+    maps = Maps(store, 3)
+    surveyed = streaming.survey(maps, 0, 4, peaks=(2, 256), soft=(100.0, normalize))
+    want, _ = numpy_backend.soft_argmax(heat, 100.0, 3, normalize)
+    assert surveyed.soft.tolist() == want.tolist()
+    # Each row once in the pass, and the slab of the first maximum again for its argmax: nothing else.
+    first = int(np.unravel_index(np.argmax(heat), heat.shape)[0]) // 4 * 4
+    assert sum(hi - lo for lo, hi in store.reads) == 30 + 4
+    assert (first, first + 4) in store.reads
+
+
+@pytest.mark.parametrize(
+    "case,normalize",
+    [("a far lower minimum in the last slab", "minmax")]
+    + [(case, n) for case in ("uniform noise, beta 2", "a constant map") for n in ("minmax", "max", "none")],
+)
+def test_a_surveys_soft_argmax_reads_again_where_its_lists_fall_short_and_is_the_in_memory_one(
+    rng, monkeypatch, case, normalize
+):
+    from peakloc.backends import numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "BLOCK_ELEMENTS", 4096)
+    beta = 2.0 if case.startswith("uniform") else 100.0
+    heat = rng.random((30, 40, 50)).astype(np.float32) if case.startswith("uniform") else _spots(rng, (30, 40, 50), 6)
+    if case.startswith("a far lower"):
+        heat[29, 3, 4] = -50.0  # the map's range is 50x the first slabs': their lists were made too high
+    elif case == "a constant map":
+        heat[:] = 0.25
+    store = _Counting(heat[np.newaxis], (1, 1, 40, 50))
+    got = streaming.survey(Maps(store, 3), 0, 4, soft=(beta, normalize)).soft
+    want, _ = numpy_backend.soft_argmax(heat, beta, 3, normalize)
+    assert got.tolist() == want.tolist()
+    assert sum(hi - lo for lo, hi in store.reads) > 30 + 4  # slabs were read again
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
+def test_a_surveys_soft_argmax_ignores_nan_and_inf_as_the_in_memory_one_does(rng, monkeypatch, normalize):
+    from peakloc.backends import numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "BLOCK_ELEMENTS", 4096)
+    heat = _spots(rng, (30, 40, 50), 6)
+    peak = np.unravel_index(np.argmax(heat), heat.shape)
+    heat[2, 5, 5], heat[peak[0], 0, 9], heat[25, 39, 49] = np.nan, np.inf, -np.inf
+    store = _Counting(heat[np.newaxis], (1, 1, 40, 50))
+    got = streaming.survey(Maps(store, 3), 0, 4, soft=(100.0, normalize)).soft
+    want, _ = numpy_backend.soft_argmax(heat, 100.0, 3, normalize)
+    assert got.tolist() == want.tolist()
+    assert sum(hi - lo for lo, hi in store.reads) == 30 + 4  # +inf beside the peak is not listed: read once
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("threshold", [{}, {"threshold_rel": 0.97}, {"threshold_abs": 0.985}])
+def test_peaks_from_a_surveys_candidates_are_the_in_memory_ones(rng, monkeypatch, dtype, threshold):
+    from peakloc.ops.peaks import local_maxima as in_memory
+
+    # Each slab hands on 3 candidates at first, taken under no threshold: the threshold applied after must
+    # leave what a read under it would have handed on, and more be read where the peaks need it.
+    monkeypatch.setattr(streaming, "SLAB_CANDIDATES", 3)
+    heat = rng.random((12, 30, 20))
+    if dtype == np.uint8:
+        heat = heat * 9
+        threshold = {k: v * 8 if k == "threshold_abs" else v for k, v in threshold.items()}
+    heat = heat.astype(dtype)
+    maps = Maps(heat[np.newaxis], 3)
+    options = {"num_peaks": 400, "min_distance": 2, **threshold}  # thresholds that leave fewer
+    surveyed = streaming.survey(maps, 0, 2, peaks=(2, streaming.first_candidates(400)))
+    got = streaming.local_maxima(maps, 0, surveyed.stats, 2, surveyed=surveyed.candidates, **options)
+    np.testing.assert_array_equal(got, in_memory(heat, **options))
+
+
+@pytest.mark.parametrize("threshold", [{"threshold_rel": 0.999}, {"threshold_abs": 0.999}])
+def test_a_surveys_candidates_under_a_threshold_that_leaves_few_need_no_second_read(rng, monkeypatch, threshold):
+    from peakloc.ops.peaks import local_maxima as in_memory
+
+    # 4 candidates a slab at first: more than any slab has above the threshold, fewer than it has in all.
+    monkeypatch.setattr(streaming, "SLAB_CANDIDATES", 4)
+    heat = rng.random((12, 30, 20)).astype(np.float32)
+    store = _Counting(heat[np.newaxis], (1, 1, 30, 20))
+    maps = Maps(store, 3)
+    options = {"num_peaks": 400, "min_distance": 2, "merge_plateaus": False, **threshold}
+    surveyed = streaming.survey(maps, 0, 2, peaks=(2, streaming.first_candidates(400)))
+    read = sum(hi - lo for lo, hi in store.reads)
+    got = streaming.local_maxima(maps, 0, surveyed.stats, 2, surveyed=surveyed.candidates, **options)
+    np.testing.assert_array_equal(got, in_memory(heat, **options))
+    assert sum(hi - lo for lo, hi in store.reads) == read  # the survey's candidates were enough
