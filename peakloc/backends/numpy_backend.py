@@ -81,6 +81,11 @@ def _pool(threads: int):
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="peakloc")
 
 
+def worker_pool(threads: int):
+    """The process's pool of ``threads`` threads (a ``ThreadPoolExecutor``), made once."""
+    return _pool(threads)
+
+
 def map_in_threads(fn: Callable[..., T], items: Sequence, threads: int) -> list[T]:
     """``[fn(item) for item in items]`` on up to ``threads`` threads (NumPy releases the GIL in its loops)."""
     if threads > 1 and len(items) > 1:

@@ -396,7 +396,11 @@ def _tiff_in_pieces(path: Path, tif, series):
         import zarr
     except ImportError:
         return None
-    stored = zarr.open(series.aszarr(), mode="r")
+    from ..backends.numpy_backend import DEFAULT_THREADS
+
+    # Each tile a box crosses decodes on a thread of its own: tifffile's store, left to choose, decodes them
+    # one after another on two cores (a box around a peak of the 4 GiB volume: 35 -> 19 ms).
+    stored = zarr.open(series.aszarr(maxworkers=DEFAULT_THREADS), mode="r")
     return TiffPages(series, stored) if TiffPages.fits(series) else stored
 
 
@@ -447,17 +451,30 @@ class TiffPages:
         )
 
     def __getitem__(self, index) -> np.ndarray:
+        return self.read_into(index)
+
+    def read_into(self, index, out: np.ndarray | None = None) -> np.ndarray:
+        """``self[index]``; whole pages are decoded straight into ``out`` (C-contiguous, their shape) if given."""
         index = index if isinstance(index, tuple) else (index,)
         index = index + (slice(None),) * (len(self.shape) - len(index))
         lead, inside = index[: len(self.shape) - self.page_ndim], index[len(self.shape) - self.page_ndim :]
         whole = all(isinstance(i, slice) and i.indices(n) == (0, n, 1) for i, n in zip(inside, self.shape[len(lead) :]))
         if not whole:
-            return np.asarray(self.stored[index])
-        keys = np.arange(len(self.series.pages)).reshape(self.shape[: len(lead)])[lead]
-        if keys.size == 0:
-            return np.empty(keys.shape + self.shape[len(lead) :], self.dtype)
-        pages = self.series.asarray(key=keys.reshape(-1).tolist(), maxworkers=self.threads)
-        return pages.reshape(keys.shape + self.shape[len(lead) :])
+            piece = np.asarray(self.stored[index])
+        else:
+            keys = np.arange(len(self.series.pages)).reshape(self.shape[: len(lead)])[lead]
+            shape = keys.shape + self.shape[len(lead) :]
+            if keys.size == 0:
+                piece = np.empty(shape, self.dtype)
+            elif out is not None and out.flags.c_contiguous and out.shape == shape and out.dtype == self.dtype:
+                self.series.asarray(key=keys.reshape(-1).tolist(), maxworkers=self.threads, out=out)
+                return out
+            else:
+                piece = self.series.asarray(key=keys.reshape(-1).tolist(), maxworkers=self.threads).reshape(shape)
+        if out is None:
+            return piece
+        out[...] = piece
+        return out
 
 
 #: OME-Zarr (NGFF) axis names -> peakloc's letters; other names are batch axes of unknown kind.

@@ -22,6 +22,7 @@ slabs to check it).
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,19 +99,35 @@ class Slabs:
             rows = _Band(maps, b, self.band)
         else:  # bands of one row: each row read once, kept for the next slab's halo
             rows = _Band(maps, b, 1) if overlap and decodes(maps) else None
-        out = []
-        for k in range(0, len(boxes), self.threads):
-            pending = [
-                (rows.read(box[0], box[1]) if rows else maps.read(b, (slice(box[0], box[1]),)), box)
-                for box in boxes[k : k + self.threads]
-            ]
-            done = numpy_backend.map_in_threads(lambda p: compute(p[0], p[1], *args), pending, self.threads)
-            del pending
+        out: list = []
+
+        def take(box: tuple[int, int, int], result) -> None:
             if fold is None:
-                out += done
+                out.append(result)
             else:
-                for box, result in zip(boxes[k : k + self.threads], done):
-                    fold(box, result)
+                fold(box, result)
+
+        def read(box: tuple[int, int, int]) -> np.ndarray:
+            return rows.read(box[0], box[1]) if rows else maps.read(b, (slice(box[0], box[1]),))
+
+        if self.threads == 1:
+            for box in boxes:
+                take(box, compute(read(box), box, *args))
+            return out
+        # The next slab is read (a store decodes it, on threads of its own) while the slabs before it are
+        # computed: at most ``threads`` slabs in memory, as when a group is read and then computed.
+        pool = numpy_backend.worker_pool(self.threads)
+        running: deque = deque()
+        for box in boxes:
+            piece = read(box)
+            running.append((box, pool.submit(compute, piece, box, *args)))
+            del piece
+            if len(running) > self.threads:
+                box, future = running.popleft()
+                take(box, future.result())
+        while running:
+            box, future = running.popleft()
+            take(box, future.result())
         return out
 
 
@@ -132,8 +149,14 @@ class _Band:
             keep = self.rows is not None and self.lo <= lo < self.hi
             start = self.hi if keep else lo
             stop = min(self.maps.spatial[0], -(-hi // self.band) * self.band)
-            new = self.maps.read(self.b, (slice(start, stop),))
-            self.rows = np.concatenate([self.rows[lo - self.lo :], new]) if keep else new
+            if keep:  # the rows kept, then the new ones read in after them: no second copy of those
+                head = self.rows[lo - self.lo :]
+                rows = np.empty((len(head) + stop - start, *head.shape[1:]), head.dtype)
+                rows[: len(head)] = head
+                self.maps.read(self.b, (slice(start, stop),), out=rows[len(head) :])
+                self.rows = rows
+            else:
+                self.rows = self.maps.read(self.b, (slice(start, stop),))
             self.lo, self.hi = lo, stop
         return self.rows[lo - self.lo : hi - self.lo]
 

@@ -543,6 +543,7 @@ def _locate_slabs(
     from ..backends.numpy_backend import DEFAULT_THREADS, large_map_rows
     from ..ops import streaming
     from ..ops.peaks import parse_threshold
+    from .spread import slabs_from_heap
 
     # Per value: the slab and its working memory; the overlay's pictures are a fixed sum, set aside once. A
     # float map's slab passes hold little beside the slab: its local maxima a copy where it has NaN or inf and
@@ -607,11 +608,14 @@ def _locate_slabs(
             if settings.smooth:
                 first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, picture)
             else:
-                surveys.append(
-                    streaming.survey(
-                        maps, b, rows, counts, settings.threads, maxima if peaks else slabs, picture, peaks, soft
+                runner = maxima if peaks else slabs
+                halo = settings.min_distance if peaks else 0
+                slab_bytes = (rows + 2 * halo) * int(np.prod(maps.spatial[1:])) * maps.dtype.itemsize
+                # Each decoded slab a fresh array: from the heap, not mapped afresh (a memory map is no copy).
+                with slabs_from_heap(slab_bytes if streaming.decodes(maps) and slabs is here else 0):
+                    surveys.append(
+                        streaming.survey(maps, b, rows, counts, settings.threads, runner, picture, peaks, soft)
                     )
-                )
                 first = surveys[-1].stats
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None
