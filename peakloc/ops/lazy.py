@@ -248,6 +248,37 @@ class KeptBoxes(Maps):
         self.kept: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.lock = threading.Lock()
 
+    def prefetch(self, wanted: list[tuple[int, tuple[slice, ...]]], threads: int) -> None:
+        """Read the boxes ``wanted`` (``(b, box)`` pairs, each with the margin) on ``threads`` threads, and keep them.
+
+        Those first, up to the limit, where each :meth:`read` would decode its box in turn: a store's boxes,
+        read side by side, decode on every core (a TIFF's tiles, a Zarr store's chunks).
+        """
+        from ..backends.numpy_backend import map_in_threads
+
+        jobs, total = [], 0
+        for b, box in wanted:
+            box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
+            ranges = [s.indices(n) for s, n in zip(box, self.spatial)]
+            start = np.maximum(np.array([r[0] for r in ranges]) - self.margin, 0)
+            stop = np.minimum(np.array([r[1] for r in ranges]) + self.margin, self.spatial)
+            size = int(np.prod(np.maximum(stop - start, 0))) * self.dtype.itemsize
+            if size > self.limit // 16 or total + size > self.limit:
+                break
+            total += size
+            jobs.append((b, start, stop))
+
+        def one(job: tuple) -> tuple:
+            b, start, stop = job
+            return b, start, stop, self.inner.read(b, tuple(slice(int(a), int(z)) for a, z in zip(start, stop)))
+
+        got = map_in_threads(one, jobs, threads)
+        with self.lock:
+            self.kept += got
+            total = sum(v.nbytes for _, _, _, v in self.kept)
+            while total > self.limit and len(self.kept) > 1:
+                total -= self.kept.pop(0)[3].nbytes
+
     def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`Maps.read`, a small box cut from a kept one where one holds it."""
         box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))

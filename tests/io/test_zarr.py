@@ -162,3 +162,44 @@ def test_a_zarr_chunk_its_codec_cannot_decode_fails_its_input_in_one_line(tmp_pa
         f"peakloc: error: {tmp_path / 'v.zarr'}: corrupt data in the file (RuntimeError: Zstd decompression error"
     )
     assert [row.split(",")[0] for row in result.stdout.splitlines()[1:]] == [str(tmp_path / "ok.npy")] * 2
+
+
+def test_a_tiff_volumes_whole_pages_decode_into_the_array_given(tmp_path, monkeypatch):
+    from peakloc.io import readers
+
+    monkeypatch.setattr(readers, "TIFF_IN_PIECES", 0)
+    data = np.arange(6 * 40 * 50, dtype=np.float32).reshape(6, 40, 50)
+    tifffile.imwrite(tmp_path / "v.tif", data, tile=(16, 16), compression="zlib", photometric="minisblack")
+    array, _ = readers.read_tiff(tmp_path / "v.tif")
+    assert isinstance(array, readers.TiffPages)
+    out = np.zeros((5, 40, 50), np.float32)
+    got = array.read_into((slice(1, 4),), out[1:4])
+    assert np.shares_memory(got, out)
+    np.testing.assert_array_equal(out[1:4], data[1:4])
+    assert not out[0].any() and not out[4].any()  # nothing written outside
+    strided = np.zeros((2, 40, 100), np.float32)[:, :, ::2]  # not contiguous: filled by a copy
+    np.testing.assert_array_equal(array.read_into((slice(2, 4),), strided), data[2:4])
+
+
+@pytest.mark.parametrize("peaks,copied", [(3, False), (5, True)])
+def test_a_store_whose_band_of_chunks_fits_is_copied_only_for_more_windows_than_chunks(
+    tmp_path, volume, monkeypatch, peaks, copied
+):
+    from peakloc.ops import streaming
+    from peakloc.run import locate
+
+    monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # TMPDIR on a disk
+    rng = np.random.default_rng(5)
+    big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
+    big[40:52, 30:50, 34:58] += 4 * volume[0]
+    np.save(tmp_path / "v.npy", big)
+    # 4 chunks of 128x40x40; a band of them (3.1 MiB) fits a quarter of 16 MiB, the map does not fit.
+    store = zarr.open(str(tmp_path / "v.zarr"), mode="w", shape=big.shape, chunks=(128, 40, 40), dtype="f4")
+    store[:] = big
+    options = ["-m", "all", "--peaks", str(peaks), "--min-distance", "2", "--max-memory", "16MiB"]
+    surveyed, copies = [], []
+    real_survey, real_copy = streaming.survey, streaming.decoded_copy
+    monkeypatch.setattr(streaming, "survey", lambda *a, **k: surveyed.append(a[1]) or real_survey(*a, **k))
+    monkeypatch.setattr(streaming, "decoded_copy", lambda *a, **k: copies.append(a[1]) or real_copy(*a, **k))
+    assert rows(tmp_path / "v.zarr", *options) == rows(tmp_path / "v.npy", *options)
+    assert surveyed and copies == ([0] if copied else [])

@@ -357,3 +357,20 @@ def test_a_surveys_candidates_under_a_threshold_that_leaves_few_need_no_second_r
     got = streaming.local_maxima(maps, 0, surveyed.stats, 2, surveyed=surveyed.candidates, **options)
     np.testing.assert_array_equal(got, in_memory(heat, **options))
     assert sum(hi - lo for lo, hi in store.reads) == read  # the survey's candidates were enough
+
+
+def test_kept_boxes_read_ahead_side_by_side_serve_the_windows_after_within_their_limit(rng):
+    from peakloc.ops.lazy import KeptBoxes
+
+    heat = rng.random((1, 60, 40, 30))
+    store = _Counting(heat, (1, 60, 40, 30))
+    # Room for sixteen 9x9x9 float64 boxes (5^3 and a margin of 2): the seventeenth asked is not read ahead.
+    kept = KeptBoxes(Maps(store, 3), margin=2, limit=16 * 9**3 * 8 + 100)
+    wanted = [(0, (slice(z, z + 5), slice(5, 10), slice(5, 10))) for z in range(0, 51, 3)]
+    kept.prefetch(wanted, threads=2)
+    assert len(store.reads) == 16
+    for b, box in wanted[:16]:
+        np.testing.assert_array_equal(kept.read(b, box), heat[(b, *box)])
+    assert len(store.reads) == 16  # served from what was read ahead
+    np.testing.assert_array_equal(kept.read(*wanted[16]), heat[(0, *wanted[16][1])])
+    assert len(store.reads) == 17
