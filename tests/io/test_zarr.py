@@ -101,6 +101,16 @@ def test_a_compressed_tiff_read_in_pieces_gives_pages_and_boxes_as_stored(tmp_pa
         np.testing.assert_array_equal(np.asarray(array[index]), data[index], err_msg=str(index))
 
 
+def _deep_chunked(folder, volume) -> None:
+    """``v.npy`` and ``v.zarr``: 128x80x80 float32 noise with two spots, in Zarr chunks of 128x40x40."""
+    rng = np.random.default_rng(5)
+    big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
+    big[40:52, 30:50, 34:58] += 4 * volume[0]
+    np.save(folder / "v.npy", big)
+    store = zarr.open(str(folder / "v.zarr"), mode="w", shape=big.shape, chunks=(128, 40, 40), dtype="f4")
+    store[:] = big
+
+
 def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without_room(tmp_path, volume, monkeypatch):
     import errno
     import os
@@ -110,12 +120,7 @@ def test_a_store_of_deep_chunks_is_decoded_once_into_a_copy_or_each_pass_without
 
     monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # TMPDIR on a disk
     # 800 Ki values: slabs of 81 rows (the soft-argmax's own), inside chunks of 128.
-    rng = np.random.default_rng(5)
-    big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
-    big[40:52, 30:50, 34:58] += 4 * volume[0]
-    np.save(tmp_path / "v.npy", big)
-    store = zarr.open(str(tmp_path / "v.zarr"), mode="w", shape=big.shape, chunks=(128, 40, 40), dtype="f4")
-    store[:] = big
+    _deep_chunked(tmp_path, volume)
     options = ["-m", "all", "--peaks", "3", "--extra", "--max-memory", "1MiB"]
     expected = rows(tmp_path / "v.npy", *options)
     copies = []
@@ -189,13 +194,8 @@ def test_a_store_whose_band_of_chunks_fits_is_copied_only_for_more_windows_than_
     from peakloc.run import locate
 
     monkeypatch.setattr(locate, "_in_memory_filesystem", lambda path: False)  # TMPDIR on a disk
-    rng = np.random.default_rng(5)
-    big = (rng.random((128, 80, 80)) * 0.1).astype(np.float32)
-    big[40:52, 30:50, 34:58] += 4 * volume[0]
-    np.save(tmp_path / "v.npy", big)
     # 4 chunks of 128x40x40; a band of them (3.1 MiB) fits a quarter of 16 MiB, the map does not fit.
-    store = zarr.open(str(tmp_path / "v.zarr"), mode="w", shape=big.shape, chunks=(128, 40, 40), dtype="f4")
-    store[:] = big
+    _deep_chunked(tmp_path, volume)
     options = ["-m", "all", "--peaks", str(peaks), "--min-distance", "2", "--max-memory", "16MiB"]
     surveyed, copies = [], []
     real_survey, real_copy = streaming.survey, streaming.decoded_copy
