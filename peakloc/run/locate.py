@@ -543,7 +543,6 @@ def _locate_slabs(
     from ..backends.numpy_backend import DEFAULT_THREADS, large_map_rows
     from ..ops import streaming
     from ..ops.peaks import parse_threshold
-    from .spread import slabs_from_heap
 
     # Per value: the slab and its working memory; the overlay's pictures are a fixed sum, set aside once. A
     # float map's slab passes hold little beside the slab: its local maxima a copy where it has NaN or inf and
@@ -610,16 +609,7 @@ def _locate_slabs(
                 first = streaming.map_stats(maps, b, rows, counts, settings.threads, slabs, picture)
             else:
                 runner = maxima if peaks else slabs
-                halo = settings.min_distance if peaks else 0
-                slab_bytes = (rows + 2 * halo) * int(np.prod(maps.spatial[1:])) * maps.dtype.itemsize
-                # Each decoded slab a fresh array: from the heap, not mapped afresh. Not for a memory map (no
-                # copy), nor slabs cut from a band of chunks: a store's threads decode its chunks into arrays
-                # of their own, which the heap would keep too (a 4 GiB OME-Zarr's run: 741 MiB -> 1.1 GiB).
-                fresh = streaming.decodes(maps) and slabs is here and not here.band
-                with slabs_from_heap(slab_bytes if fresh else 0):
-                    surveys.append(
-                        streaming.survey(maps, b, rows, counts, settings.threads, runner, picture, peaks, soft)
-                    )
+                surveys.append(streaming.survey(maps, b, rows, counts, settings.threads, runner, picture, peaks, soft))
                 first = surveys[-1].stats
         except NoFiniteValueError:
             raise _no_finite(layout, b) from None

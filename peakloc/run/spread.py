@@ -107,36 +107,6 @@ def keep_heap_pad(pad: int = HEAP_PAD) -> bool:
     return set_option is not None and bool(set_option(M_TOP_PAD, int(pad)))
 
 
-#: glibc's largest adaptive mmap threshold (64-bit): an array freed above it leaves the threshold there, and
-#: the trim threshold at twice that.
-ADAPTIVE_MMAP_MAX = 32 << 20
-
-
-@contextmanager
-def slabs_from_heap(size: int) -> Iterator[bool]:
-    """While a pass decodes slabs of up to ``size`` bytes, glibc gives them from its heap; whether it does.
-
-    Above glibc's largest mmap threshold (:data:`ADAPTIVE_MMAP_MAX`) every slab is mapped afresh and its
-    pages faulted in, then unmapped: a 4 GiB zlib TIFF read in 64 MiB slabs spent 4.2 s of system time
-    (1.7 s with its slabs from the heap; 13.9 -> 11.8 s). Here arrays up to ``size`` come from the heap, and
-    up to ``size`` of freed memory stays there for the next slab: one slab more than the pass holds, which
-    the budget's room for a slab read again covers. After, the thresholds are where glibc's adaptive ones
-    stand once any large array is freed. Nothing changes where a ``MALLOC_*_THRESHOLD_`` variable set them
-    (a Dask nanny does), where mallopt is missing (not glibc), or for slabs under that threshold.
-    """
-    set_option = mallopt()
-    chosen = any(f"MALLOC_{name}_THRESHOLD_" in os.environ for name in ("TRIM", "MMAP"))
-    if set_option is None or chosen or size <= ADAPTIVE_MMAP_MAX or not set_option(M_MMAP_THRESHOLD, size + 1):
-        yield False
-        return
-    set_option(M_TRIM_THRESHOLD, 2 * size)
-    try:
-        yield True
-    finally:
-        set_option(M_MMAP_THRESHOLD, ADAPTIVE_MMAP_MAX)
-        set_option(M_TRIM_THRESHOLD, 2 * ADAPTIVE_MMAP_MAX)
-
-
 def mallopt():
     """The C library's ``mallopt`` (glibc), or None: not Linux, or not glibc (musl has none)."""
     if not sys.platform.startswith("linux"):
