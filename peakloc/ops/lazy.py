@@ -155,7 +155,7 @@ class Maps:
         #: What a pass over map ``b`` found that would otherwise take another read of it: ``seen[b]`` holds
         #: ``"projections"`` (a volume's maximum projections along Z, Y, X, float64, NaN where nothing is
         #: finite) or ``"pooled"`` (``(factor, picture)``: a large 2-D map max-pooled), and ``"range"`` (its
-        #: finite minimum and maximum). Filled by :func:`peakloc.ops.streaming.map_stats`; read by the overlay.
+        #: finite minimum and maximum). Filled by :func:`peakloc.ops.streaming.survey`; read by the overlay.
         self.seen: dict[int, dict] = {}
 
     def __len__(self) -> int:

@@ -583,7 +583,7 @@ def _locate_slabs(
     counts = "gaussian" in settings.methods  # the fit's clip levels need how many values equal each extreme
     work, stats, raw_stats = maps, [], []
     smoothed = []
-    # What an overlay draws (projections, a pooled picture) and its colour range come from the extremes' read.
+    # What an overlay draws (projections, a pooled picture) and its colour range come from the one read of its slabs.
     picture = 0
     if settings.overlay is not None:
         from ..output.overlay import pool_factor  # only for runs that draw one
