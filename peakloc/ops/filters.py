@@ -77,14 +77,14 @@ def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None,
     """Where ``x`` equals its :func:`maximum_filter` (and, given ``above``, lies strictly above it), as bool.
 
     The same rows as :func:`maximum_filter`; the comparison with ``above`` (a float) is exact whatever
-    ``x``'s dtype (:func:`_exact_bound`). Neither the filtered map nor a float copy is ever held whole:
+    ``x``'s dtype (:func:`exact_bound`). Neither the filtered map nor a float copy is ever held whole:
     memory is the mask's one byte a value.
     """
     x = np.asarray(x)
     start, stop = (0, len(x)) if rows is None else rows
     inner = x[start:stop]
     mask = np.empty(inner.shape, bool)
-    bound = None if above is None else _exact_bound(above, x.dtype)
+    bound = None if above is None else exact_bound(above, x.dtype)
     for index, peak in _tiles(x, radius, start, stop):
         np.equal(inner[index], peak, out=mask[index])
         if bound is not None:
@@ -92,7 +92,7 @@ def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None,
     return mask
 
 
-def _exact_bound(value: float, dtype: np.dtype):
+def exact_bound(value: float, dtype: np.dtype):
     """A scalar of ``dtype`` such that ``x > bound`` equals ``float64(x) > value`` for every ``x`` of ``dtype``."""
     dtype = np.dtype(dtype)
     value = float(value)

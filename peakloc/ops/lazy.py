@@ -258,33 +258,19 @@ class KeptBoxes(Maps):
 
         jobs, total = [], 0
         for b, box in wanted:
-            box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
-            ranges = [s.indices(n) for s, n in zip(box, self.spatial)]
-            start = np.maximum(np.array([r[0] for r in ranges]) - self.margin, 0)
-            stop = np.minimum(np.array([r[1] for r in ranges]) + self.margin, self.spatial)
+            start, stop = self._margined(*self._span(box)[1:])
             size = int(np.prod(np.maximum(stop - start, 0))) * self.dtype.itemsize
             if size > self.limit // 16 or total + size > self.limit:
                 break
             total += size
             jobs.append((b, start, stop))
-
-        def one(job: tuple) -> tuple:
-            b, start, stop = job
-            return b, start, stop, self.inner.read(b, tuple(slice(int(a), int(z)) for a, z in zip(start, stop)))
-
-        got = map_in_threads(one, jobs, threads)
+        got = map_in_threads(lambda job: (*job, self._read_box(*job)), jobs, threads)
         with self.lock:
-            self.kept += got
-            total = sum(v.nbytes for _, _, _, v in self.kept)
-            while total > self.limit and len(self.kept) > 1:
-                total -= self.kept.pop(0)[3].nbytes
+            self._keep(got)
 
     def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`Maps.read`, a small box cut from a kept one where one holds it."""
-        box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
-        ranges = [s.indices(n) for s, n in zip(box, self.spatial)]
-        lo = np.array([r[0] for r in ranges])
-        hi = np.maximum(lo, [r[1] for r in ranges])
+        ranges, lo, hi = self._span(box)
         size = int(np.prod(hi - lo)) * self.dtype.itemsize
         if out is not None or any(r[2] != 1 for r in ranges) or size > self.limit // 16:
             return self.inner.read(b, box, out)
@@ -292,11 +278,28 @@ class KeptBoxes(Maps):
             for owner, start, stop, values in reversed(self.kept):
                 if owner == b and np.all(start <= lo) and np.all(hi <= stop):
                     return values[tuple(slice(a - s, z - s) for a, z, s in zip(lo, hi, start))].copy()
-            start = np.maximum(lo - self.margin, 0)
-            stop = np.minimum(hi + self.margin, self.spatial)
-            values = self.inner.read(b, tuple(slice(int(a), int(z)) for a, z in zip(start, stop)))
-            self.kept.append((b, start, stop, values))
-            total = sum(v.nbytes for _, _, _, v in self.kept)
-            while total > self.limit and len(self.kept) > 1:
-                total -= self.kept.pop(0)[3].nbytes
+            start, stop = self._margined(lo, hi)
+            values = self._read_box(b, start, stop)
+            self._keep([(b, start, stop, values)])
             return values[tuple(slice(a - s, z - s) for a, z, s in zip(lo, hi, start))].copy()
+
+    def _span(self, box: tuple[slice, ...]) -> tuple[list, np.ndarray, np.ndarray]:
+        """``(ranges, lo, hi)`` of a box: each axis's ``slice.indices``, and its first and end samples."""
+        box = tuple(box) + (slice(None),) * (len(self.spatial) - len(box))
+        ranges = [s.indices(n) for s, n in zip(box, self.spatial)]
+        lo = np.array([r[0] for r in ranges])
+        return ranges, lo, np.maximum(lo, [r[1] for r in ranges])
+
+    def _margined(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The box ``lo:hi`` grown by the margin, within the map."""
+        return np.maximum(lo - self.margin, 0), np.minimum(hi + self.margin, self.spatial)
+
+    def _read_box(self, b: int, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        return self.inner.read(b, tuple(slice(int(a), int(z)) for a, z in zip(start, stop)))
+
+    def _keep(self, boxes: list[tuple]) -> None:
+        """Keep ``(b, start, stop, values)`` boxes, the oldest dropped first past the limit (lock held)."""
+        self.kept += boxes
+        total = sum(v.nbytes for _, _, _, v in self.kept)
+        while total > self.limit and len(self.kept) > 1:
+            total -= self.kept.pop(0)[3].nbytes

@@ -34,7 +34,7 @@ from ..backends import numpy_backend
 from ..errors import NoFiniteValueError, NoRoomError
 from . import peaks as in_memory
 from . import regions as labelling
-from .filters import block_maxima, maxima_mask
+from .filters import block_maxima, exact_bound, maxima_mask
 from .lazy import Maps
 from .normalize import coefficient
 from .smoothing import smooth_one, smoothing_kernels
@@ -335,7 +335,7 @@ def survey(
     ndim = len(maps.spatial)
     picture = picture if ndim == 3 or (ndim == 2 and picture > 1) else 0
     plan = None
-    if soft is not None and maps.spatial[0] * per_row > numpy_backend.BLOCK_ELEMENTS:
+    if soft is not None and not _one_block(maps):
         plan = (*soft, numpy_backend.large_map_rows(maps.spatial))
     along_z = None
     if picture:  # what an overlay draws, folded slab by slab
@@ -460,12 +460,13 @@ def _soft_listing(inner: np.ndarray, start: int, extremes, beta: float, normaliz
         for s in range(0, len(inner), step)
     )
     bound = float(hi) + SOFT_MARGIN * cut / coef
-    at_least = _at_least_bound(bound, dtype)
+    # float64(x) >= bound exactly where float64(x) > the float64 just below it (an exact bound in x's dtype).
+    below = exact_bound(np.nextafter(bound, -np.inf), dtype)
     flat = inner.reshape(-1)
     positions, total = [], 0
     for i in range(0, flat.size, CACHE_VALUES):
         part = flat[i : i + CACHE_VALUES]
-        hit = part >= at_least
+        hit = part > below
         if count < inner.size and dtype.kind == "f":
             hit &= np.isfinite(part)  # +inf is never kept (NaN never reaches a bound)
         where = np.flatnonzero(hit)
@@ -475,21 +476,6 @@ def _soft_listing(inner: np.ndarray, start: int, extremes, beta: float, normaliz
         positions.append(where + i)
     positions = np.concatenate(positions) if positions else np.empty(0, np.intp)
     return hi, bound, positions, flat[positions]
-
-
-def _at_least_bound(value: float, dtype: np.dtype):
-    """A scalar of ``dtype`` such that ``x >= it`` holds for every ``x`` of ``dtype`` with ``float64(x) >= value``."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        with np.errstate(over="ignore"):
-            bound = np.array(value).astype(dtype)[()]
-        return np.nextafter(bound, dtype.type(-np.inf)) if float(bound) > value else bound
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if value > info.max:
-            return np.inf  # nothing reaches it
-        return dtype.type(info.min if value < info.min else max(int(np.ceil(value)), info.min))
-    return value  # booleans compare as floats
 
 
 def _listed_sums(
@@ -579,13 +565,18 @@ def soft_argmax(
 
 def _soft_plan(maps: Maps, stats: MapStats, beta: float, normalize: str) -> tuple | None:
     """What :func:`_sums_of` needs beside a slab, or None for a map of one block (read whole instead)."""
-    if maps.spatial[0] * int(np.prod(maps.spatial[1:])) <= numpy_backend.BLOCK_ELEMENTS:
+    if _one_block(maps):
         return None
     hi = np.array([stats.hi], maps.dtype)
     lo = np.array([stats.lo], maps.dtype) if normalize == "minmax" else None
     coef = coefficient(beta, normalize, hi, lo)
     step = numpy_backend.large_map_rows(maps.spatial)
     return hi, coef, numpy_backend.work_dtype(maps.dtype), step, stats.nonfinite == 0
+
+
+def _one_block(maps: Maps) -> bool:
+    """Whether a map of ``maps`` is one block of the NumPy back end's soft-argmax (summed whole, not in slabs)."""
+    return int(np.prod(maps.spatial, dtype=np.int64)) <= numpy_backend.BLOCK_ELEMENTS
 
 
 def _soft_coords(parts: list) -> np.ndarray:
@@ -1084,9 +1075,9 @@ def each_soft_argmax(
         try:
             if _fits(maps, block):
                 coords, n = numpy_backend.soft_argmax(maps.read(b), beta, ndim, normalize, threads)
-            else:
-                stats = map_stats(maps, b, rows)
-                coords, n = soft_argmax(maps, b, stats, beta, normalize, rows, threads), stats.nonfinite
+            else:  # one read of each slab where the weight lies on a few peaks
+                surveyed = survey(maps, b, rows, threads=threads, soft=(beta, normalize))
+                coords, n = surveyed.soft, surveyed.stats.nonfinite
         except NoFiniteValueError:
             raise _named(b) from None
         out[b], nonfinite = coords, nonfinite + n
@@ -1114,8 +1105,10 @@ def each_local_maxima(heatmap, ndim: int, block: int | None = None, **options) -
         try:
             if _fits(maps, block):
                 out.append(in_memory.local_maxima(maps.read(b), **options))
-            else:
-                out.append(local_maxima(maps, b, map_stats(maps, b, rows), rows, **options))
+            else:  # the extremes and the first candidates from one read of each slab
+                distance, count = options.get("min_distance", 1), options.get("num_peaks", 1)
+                surveyed = survey(maps, b, rows, peaks=(distance, first_candidates(count)))
+                out.append(local_maxima(maps, b, surveyed.stats, rows, surveyed=surveyed.candidates, **options))
         except NoFiniteValueError:
             raise _named(b) from None
     return out

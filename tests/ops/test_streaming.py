@@ -374,3 +374,15 @@ def test_kept_boxes_read_ahead_side_by_side_serve_the_windows_after_within_their
     assert len(store.reads) == 16  # served from what was read ahead
     np.testing.assert_array_equal(kept.read(*wanted[16]), heat[(0, *wanted[16][1])])
     assert len(store.reads) == 17
+
+
+def test_the_apis_soft_argmax_of_an_array_read_in_pieces_reads_a_few_spots_once(rng, monkeypatch):
+    from peakloc.backends import numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "BLOCK_ELEMENTS", 4096)
+    heat = _spots(rng, (30, 40, 50), 6)
+    store = _Counting(heat[np.newaxis], (1, 1, 40, 50))
+    got, nonfinite = streaming.each_soft_argmax(store, 100.0, 3, "minmax", block=8000)  # slabs of 4 rows
+    want, _ = numpy_backend.soft_argmax(heat, 100.0, 3, "minmax")
+    assert got[0].tolist() == want.tolist() and nonfinite == 0
+    assert sum(hi - lo for lo, hi in store.reads) == 30 + 4  # once, and the argmax's slab again
