@@ -173,6 +173,15 @@ def cpu(quick: bool) -> None:
             record(
                 "cpu", f"{label}: peakloc vs kornia", ours, "kornia spatial_soft_argmax2d", korn, at_least=kornia_bar
             )
+            if hasattr(os, "fork"):
+                apart = in_processes(x, quick)
+                record(
+                    "cpu",
+                    f"{label}: peakloc's blocks in processes, no GIL between them",
+                    apart,
+                    "kornia spatial_soft_argmax2d",
+                    korn,
+                )
             if label.startswith("uniform"):
                 floor = dense_arithmetic(x, quick)
                 record(
@@ -185,6 +194,29 @@ def cpu(quick: bool) -> None:
         except ImportError:
             print("  kornia not installed: no kornia row")
         record("cpu", f"{label}: peakloc vs numpy argmax", ours, "numpy argmax", argmax)
+
+
+def _time_share(k: int) -> float:
+    share, quick = _SHARES[k], _SHARES[-1]
+    return best_of(lambda: peakloc.soft_argmax(share, threads=1), repeat=5 if quick else 15, number=5)
+
+
+_SHARES: list = []
+
+
+def in_processes(x: np.ndarray, quick: bool) -> float:
+    """Seconds for the batch split as peakloc's threads split it, each share in a forked process at once.
+
+    peakloc runs the shares on threads of one process, and their many small NumPy calls on each map's
+    extremes and thresholds take turns at the GIL; in processes they do not. The slower process's best time
+    is what the threads would take without the GIL between them.
+    """
+    import multiprocessing
+
+    cores = os.cpu_count() or 1
+    _SHARES[:] = [*np.array_split(x.reshape(-1, *x.shape[-2:]), cores), quick]
+    with multiprocessing.get_context("fork").Pool(cores) as pool:
+        return max(pool.map(_time_share, range(cores), chunksize=1))
 
 
 def dense_arithmetic(x: np.ndarray, quick: bool) -> float:

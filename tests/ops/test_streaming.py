@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from peakloc.backends.numpy_backend import DENSE_SHARE, _few_kept, count_per_row
+from peakloc.backends.numpy_backend import _kept, _true_places, count_per_row
 from peakloc.ops import streaming
 from peakloc.ops.lazy import Maps
 
@@ -49,7 +49,7 @@ def test_count_per_row_counts_like_numpy(rng, shape):
 
 @pytest.mark.parametrize("width", [304, 301])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int64])
-def test_few_kept_lists_what_each_rows_own_threshold_keeps(rng, dtype, width):
+def test_kept_lists_what_each_rows_own_threshold_keeps(rng, dtype, width):
     # Each row: low values, and one run of high ones where its peak is (a peaked map's kept values).
     flat = rng.random((40, width)) * 100
     for row, start in enumerate(rng.integers(0, 290, 40)):
@@ -61,14 +61,25 @@ def test_few_kept_lists_what_each_rows_own_threshold_keeps(rng, dtype, width):
         flat[3, :5] = [np.inf, np.nan, 199, -np.inf, np.nan]
         finite = np.isfinite(flat)
     expected = np.flatnonzero((flat >= threshold[:, None]) & (True if finite is None else finite))
-    assert 0 < len(expected) <= DENSE_SHARE * flat.size
-    np.testing.assert_array_equal(_few_kept(flat, threshold, finite), expected)
+    assert len(expected) > 0
+    np.testing.assert_array_equal(_kept(flat, threshold, finite), expected)
 
 
-def test_few_kept_gives_up_where_many_values_might_be_kept(rng):
+def test_kept_lists_dense_rows_and_skips_rows_of_nan_threshold(rng):
     flat = rng.random((10, 100)).astype(np.float32)
-    assert _few_kept(flat, np.full(10, 0.5, np.float32), None) is None
-    assert _few_kept(flat, np.array([np.nan] + [0.99] * 9, np.float32), None) is None
+    threshold = np.array([np.nan] + [0.5] * 9, np.float32)
+    expected = np.flatnonzero(flat >= threshold[:, None])
+    assert len(expected) > 0.3 * flat.size and not (expected < 100).any()
+    np.testing.assert_array_equal(_kept(flat, threshold, None), expected)
+    assert len(_kept(flat, np.full(10, np.nan, np.float32), None)) == 0
+
+
+@pytest.mark.parametrize("size", [0, 5, 8, 1000, 1003])
+def test_true_places_finds_what_flatnonzero_finds(rng, size):
+    mask = rng.random(size) > 0.97
+    mask[-3:] = size > 0
+    np.testing.assert_array_equal(_true_places(mask), np.flatnonzero(mask))
+    np.testing.assert_array_equal(_true_places(mask.reshape(1, -1)), np.flatnonzero(mask))
 
 
 def test_count_per_row_counts_a_strided_mask_like_numpy(rng):
