@@ -30,12 +30,20 @@ def _piece(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarra
     """``np.asarray(array[index])``; a store that fails to decode the piece is the input's error, in words.
 
     A lazily read file is decoded long after it was opened: a corrupt chunk found then still fails its input
-    alone, with one line. With ``out``, an array that can decode into it (``read_into``) does so, and
-    ``out`` is returned; others are read as usual.
+    alone, with one line. With ``out`` (the selection's shape and the array's dtype), an array that can
+    decode into it does so, and ``out`` is returned: one of :class:`~peakloc.io.readers.TiffPages`
+    (``read_into``), or a Zarr array, whose chunks are then copied from their decoded buffers straight into
+    ``out`` rather than into a new array first (the 4 GiB OME-Zarr volume read band by band: 2.7 -> 2.2 s CPU,
+    0.9 -> 0.7 s in the kernel). Others are read as usual.
     """
     try:
         if out is not None and hasattr(array, "read_into"):
             return array.read_into(index, out)
+        if out is not None and _zarr_array(array) and out.dtype == array.dtype:
+            from zarr.core.buffer.cpu import NDBuffer
+
+            array.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
+            return out
         return np.asarray(array[index])
     except (PeaklocError, MemoryError):
         raise
@@ -47,6 +55,11 @@ def _piece(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarra
             raise
         text = (str(exc).strip().splitlines() or ["unreadable"])[0]
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
+
+
+def _zarr_array(array: Any) -> bool:
+    """Whether ``array`` is a Zarr array (Zarr 3's API: ``get_basic_selection`` with an ``out`` buffer)."""
+    return type(array).__module__.split(".")[0] == "zarr" and hasattr(array, "get_basic_selection")
 
 
 #: Libraries whose errors, raised while a piece is read, mean the stored data cannot be decoded.
@@ -97,7 +110,10 @@ def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
             stop = min(hi, (lo // int(chunks[k]) + n + 1) * int(chunks[k]))
             sub[k] = slice(start, stop)
             place[kept.index(k)] = slice(start - lo, stop - lo)
-        out[tuple(place)] = _piece(array, tuple(sub))
+        view = out[tuple(place)]
+        part = _piece(array, tuple(sub), view)
+        if part is not view:
+            view[...] = part
 
     corners = list(np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]))
     # Zarr reads thread-safely and its codecs release the GIL: its columns decode on every core, on threads
@@ -252,7 +268,8 @@ class KeptBoxes(Maps):
         """Read the boxes ``wanted`` (``(b, box)`` pairs, each with the margin) on ``threads`` threads, and keep them.
 
         Those first, up to the limit, where each :meth:`read` would decode its box in turn: a store's boxes,
-        read side by side, decode on every core (a TIFF's tiles, a Zarr store's chunks).
+        read side by side, decode on every core (a TIFF's tiles, a Zarr store's chunks). A store of chunks
+        decodes each chunk the boxes cross once, for all of them (:meth:`_read_by_chunk`).
         """
         from ..backends.numpy_backend import map_in_threads
 
@@ -264,9 +281,66 @@ class KeptBoxes(Maps):
                 break
             total += size
             jobs.append((b, start, stop))
-        got = map_in_threads(lambda job: (*job, self._read_box(*job)), jobs, threads)
+        grid = self._chunk_grid()
+        if grid is None or len(jobs) < 2:
+            got = map_in_threads(lambda job: (*job, self._read_box(*job)), jobs, threads)
+        else:
+            got = self._read_by_chunk(jobs, grid, threads)
         with self.lock:
             self._keep(got)
+
+    def _chunk_grid(self) -> np.ndarray | None:
+        """The store's chunk size along each spatial axis, or None: no regular chunks, or pages read whole.
+
+        A :class:`~peakloc.io.readers.TiffPages` series reads a box inside its pages through tifffile's tiles:
+        its pages are not what a box decodes.
+        """
+        chunks = getattr(self.array, "chunks", None)
+        if hasattr(self.array, "read_into") or not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+            return None
+        return np.array([int(chunks[axis]) for axis in self.order[len(self.batch_shape) :]])
+
+    def _read_by_chunk(self, jobs: list[tuple], grid: np.ndarray, threads: int) -> list[tuple]:
+        """``(b, start, stop, values)`` of each job, each stored chunk that the boxes cross read once.
+
+        Each chunk's part that its boxes cover (their bounding box within it) is read on a thread of its own
+        and cut into each box. The 4 GiB OME-Zarr volume's 101 boxes cross 115 chunks of 16 MiB, 155 times.
+        """
+        from collections import defaultdict
+        from itertools import product
+
+        from ..backends.numpy_backend import map_in_threads
+
+        boxes = [np.empty(tuple(int(n) for n in stop - start), self.dtype) for _, start, stop in jobs]
+        crossing: dict[tuple, list[int]] = defaultdict(list)
+        for k, (b, start, stop) in enumerate(jobs):
+            if np.any(stop <= start):
+                continue
+            first, last = start // grid, (stop - 1) // grid
+            for corner in product(*(range(f, z + 1) for f, z in zip(first, last))):
+                crossing[(b, corner)].append(k)
+
+        def read_chunk(item: tuple[tuple, list[int]]) -> None:
+            (b, corner), members = item
+            lo = np.array(corner) * grid
+            hi = np.minimum(lo + grid, self.spatial)
+            parts = [(np.maximum(jobs[k][1], lo), np.minimum(jobs[k][2], hi)) for k in members]
+            low = np.min([a for a, _ in parts], axis=0)
+            high = np.max([z for _, z in parts], axis=0)
+            # One read of the boxes' bounding part of the chunk, unless they lie far apart in a large chunk.
+            together = int(np.prod(high - low)) * self.dtype.itemsize <= self.limit // 4
+            if together:
+                values, origin = self.inner.read(b, tuple(slice(int(i), int(e)) for i, e in zip(low, high))), low
+            for k, (a, z) in zip(members, parts):
+                if not together:
+                    values, origin = self.inner.read(b, tuple(slice(int(i), int(e)) for i, e in zip(a, z))), a
+                start = jobs[k][1]
+                boxes[k][tuple(slice(int(i - j), int(e - j)) for i, e, j in zip(a, z, start))] = values[
+                    tuple(slice(int(i - j), int(e - j)) for i, e, j in zip(a, z, origin))
+                ]
+
+        map_in_threads(read_chunk, list(crossing.items()), threads)
+        return [(b, start, stop, values) for (b, start, stop), values in zip(jobs, boxes)]
 
     def read(self, b: int, box: tuple[slice, ...] = (), out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`Maps.read`, a small box cut from a kept one where one holds it."""

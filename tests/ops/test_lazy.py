@@ -98,3 +98,17 @@ def test_a_read_into_out_writes_the_same_values_in_any_stored_axis_order(tmp_pat
         out = np.full((5, 26), np.nan, np.float32)
         assert maps.read(1, (slice(2, 7), slice(3, 29)), out=out) is out
         np.testing.assert_array_equal(out, stored[2:7, 1, 3:29])
+
+
+def test_a_zarr_piece_is_decoded_into_the_array_given_not_returned_anew(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    from peakloc.ops.lazy import _piece
+
+    heat = rng.random((6, 20, 30)).astype(np.float32)
+    store = zarr.open_array(tmp_path / "p.zarr", mode="w", shape=heat.shape, chunks=(3, 8, 8), dtype="f4")
+    store[:] = heat
+    band = np.zeros((4, 20, 30), np.float32)
+    into = band[1:3, :, 8:24]  # not contiguous: part of a larger array, as a band's chunk column is
+    assert _piece(store, (slice(2, 4), slice(None), slice(8, 24)), into) is into
+    np.testing.assert_array_equal(band[1:3, :, 8:24], heat[2:4, :, 8:24])
+    assert not band[0].any() and not band[3].any() and not band[1:3, :, :8].any()

@@ -121,6 +121,21 @@ def test_slabs_read_through_a_band_of_whole_chunks_are_the_slabs_read_directly(r
     assert all(hi % 16 == 0 or hi == 50 for _, hi in store.reads)
 
 
+def test_a_reused_band_decodes_each_band_after_the_second_into_the_same_array(rng):
+    # Rows 5-15 kept ahead of rows 16-31; then rows 18-31 moved to the front over themselves (they overlap),
+    # then rows 33-47 (they do not): each read gives the map's rows.
+    heat = rng.random((1, 50, 6, 5))
+    band = streaming._Band(Maps(heat, 3), 0, 16, reuse=True)
+    arrays = []
+    for lo, hi in [(0, 7), (5, 20), (18, 35), (33, 50)]:
+        got = band.read(lo, hi)
+        np.testing.assert_array_equal(got, heat[0, lo:hi])
+        arrays.append(got)
+    assert all(np.shares_memory(arrays[1], later) for later in arrays[2:])
+    fresh = streaming._Band(Maps(heat, 3), 0, 16)
+    assert not np.shares_memory(fresh.read(5, 20), fresh.read(18, 35))
+
+
 @pytest.mark.parametrize("merge", [True, False])
 @pytest.mark.parametrize("min_distance,num_peaks", [(1, 5), (2, 40), (3, 400)])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8])
@@ -385,6 +400,21 @@ def test_kept_boxes_read_ahead_side_by_side_serve_the_windows_after_within_their
     assert len(store.reads) == 16  # served from what was read ahead
     np.testing.assert_array_equal(kept.read(*wanted[16]), heat[(0, *wanted[16][1])])
     assert len(store.reads) == 17
+
+
+def test_kept_boxes_read_ahead_decode_each_chunk_they_cross_once(rng):
+    from peakloc.ops.lazy import KeptBoxes
+
+    heat = rng.random((1, 60, 40, 30))
+    store = _Counting(heat, (1, 10, 40, 30))  # chunks of 10 rows
+    kept = KeptBoxes(Maps(store, 3), margin=2, limit=1 << 20)
+    # With their margins: rows 0-8 (chunk 0), 2-10 (chunks 0 and 1), 10-18 (chunk 1), 35-43 (chunks 3 and 4).
+    wanted = [(0, (slice(z, z + 5), slice(5, 10), slice(4 * z % 20, 4 * z % 20 + 5))) for z in (1, 4, 12, 37)]
+    kept.prefetch(wanted, threads=2)
+    assert sorted(lo // 10 for lo, _ in store.reads) == [0, 1, 3, 4]
+    for b, box in wanted:
+        np.testing.assert_array_equal(kept.read(b, box), heat[(b, *box)])
+    assert len(store.reads) == 4
 
 
 def test_the_apis_soft_argmax_of_an_array_read_in_pieces_reads_a_few_spots_once(rng, monkeypatch):
