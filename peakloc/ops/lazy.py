@@ -30,11 +30,11 @@ def _piece(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarra
     """``np.asarray(array[index])``; a store that fails to decode the piece is the input's error, in words.
 
     A lazily read file is decoded long after it was opened: a corrupt chunk found then still fails its input
-    alone, with one line. With ``out`` (the selection's shape and the array's dtype), an array that can
-    decode into it does so, and ``out`` is returned: one of :class:`~peakloc.io.readers.TiffPages`
-    (``read_into``), or a Zarr array, whose chunks are then copied from their decoded buffers straight into
-    ``out`` rather than into a new array first (the 4 GiB OME-Zarr volume read band by band: 2.7 -> 2.2 s CPU,
-    0.9 -> 0.7 s in the kernel). Others are read as usual.
+    alone, with one line. With ``out`` (the selection's shape), the values are written there and ``out`` is
+    returned. An array that can decode into it does so: a :class:`~peakloc.io.readers.TiffPages` series
+    (``read_into``), or a Zarr array of ``out``'s dtype, whose chunks are then copied from their decoded
+    buffers straight into ``out`` rather than into a new array first (the 4 GiB OME-Zarr volume read band by
+    band: 2.7 -> 2.2 s CPU, 0.9 -> 0.7 s in the kernel). Others are read as usual, then copied there.
     """
     try:
         if out is not None and hasattr(array, "read_into"):
@@ -44,7 +44,7 @@ def _piece(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarra
 
             array.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
             return out
-        return np.asarray(array[index])
+        piece = np.asarray(array[index])
     except (PeaklocError, MemoryError):
         raise
     except Exception as exc:
@@ -55,6 +55,10 @@ def _piece(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarra
             raise
         text = (str(exc).strip().splitlines() or ["unreadable"])[0]
         raise InputError(f"corrupt data in the file ({type(exc).__name__}: {text})") from None
+    if out is None:
+        return piece
+    out[...] = piece
+    return out
 
 
 def _zarr_array(array: Any) -> bool:
@@ -94,8 +98,10 @@ def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
         if all(i.step in (None, 1) for i in index if isinstance(i, slice)):
             split = [(k, lo, hi) for k, lo, hi in ranges[1:] if hi - lo > int(chunks[k])]
     if not split:  # in memory, not chunked, or within one chunk column: one read
-        part = np.asarray(array[index]) if isinstance(array, np.ndarray) else _piece(array, index, out)
-        if out is None or part is out:
+        if not isinstance(array, np.ndarray):
+            return _piece(array, index, out)
+        part = np.asarray(array[index])
+        if out is None:
             return part
         out[...] = part
         return out
@@ -110,10 +116,7 @@ def _get(array: Any, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
             stop = min(hi, (lo // int(chunks[k]) + n + 1) * int(chunks[k]))
             sub[k] = slice(start, stop)
             place[kept.index(k)] = slice(start - lo, stop - lo)
-        view = out[tuple(place)]
-        part = _piece(array, tuple(sub), view)
-        if part is not view:
-            view[...] = part
+        _piece(array, tuple(sub), out[tuple(place)])
 
     corners = list(np.ndindex(*[-(-hi // int(chunks[k])) - lo // int(chunks[k]) for k, lo, hi in split]))
     # Zarr reads thread-safely and its codecs release the GIL: its columns decode on every core, on threads
@@ -212,12 +215,17 @@ class Maps:
             return self.read(int(index[0]), tuple(slice(int(i), int(i) + 1) for i in index[1:])).reshape(())[()]
         return Map(self, int(index))
 
+    def chunk_shape(self) -> tuple[int, ...] | None:
+        """The stored chunk's size along each spatial axis, or None where the store has no regular chunks."""
+        chunks = getattr(self.array, "chunks", None)
+        if not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+            return None
+        return tuple(int(chunks[axis]) for axis in self.order[len(self.batch_shape) :])
+
     def chunk_rows(self) -> int:
         """Rows of the first spatial axis in one stored chunk (1 where the store has no chunks)."""
-        chunks = getattr(self.array, "chunks", None)
-        if not chunks or not isinstance(chunks[0], (int, np.integer)):
-            return 1
-        return int(chunks[self.order[len(self.batch_shape)]])
+        shape = self.chunk_shape()
+        return 1 if shape is None else shape[0]
 
 
 class Map:
@@ -295,10 +303,8 @@ class KeptBoxes(Maps):
         A :class:`~peakloc.io.readers.TiffPages` series reads a box inside its pages through tifffile's tiles:
         its pages are not what a box decodes.
         """
-        chunks = getattr(self.array, "chunks", None)
-        if hasattr(self.array, "read_into") or not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
-            return None
-        return np.array([int(chunks[axis]) for axis in self.order[len(self.batch_shape) :]])
+        shape = None if hasattr(self.array, "read_into") else self.chunk_shape()
+        return None if shape is None else np.array(shape)
 
     def _read_by_chunk(self, jobs: list[tuple], grid: np.ndarray, threads: int) -> list[tuple]:
         """``(b, start, stop, values)`` of each job, each stored chunk that the boxes cross read once.
