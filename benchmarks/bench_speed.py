@@ -188,8 +188,8 @@ def cpu(quick: bool) -> None:
                     "cpu", f"{label}: the dense path's arithmetic alone", floor, "kornia spatial_soft_argmax2d", korn
                 )
                 print(
-                    "    (extremes, v - max, scaling, exp and both marginal sums in float32, the steps whose rounding\n"
-                    "    the results keep, on every core with nothing else: less than any such path takes)"
+                    "    (extremes, v - max, scaling, floor, exp and both marginal sums in float32, the steps whose\n"
+                    "    rounding the results keep, on every core with nothing else: less than any such path takes)"
                 )
         except ImportError:
             print("  kornia not installed: no kornia row")
@@ -223,9 +223,10 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
     """Seconds for the dense path's float32 arithmetic alone, the batch split over cores, nothing else.
 
     On a uniform batch most values carry weight, so every value goes through each step whose rounding the
-    soft-argmax's results keep: the extremes, ``v - max``, the scaling, ``exp`` and the sums onto both axes
-    (matrix-vector products with ones), in chunks of 256 Ki values as the dense path takes them. The choice
-    between the sparse and dense paths and the final float64 sums come on top.
+    soft-argmax's results keep: the extremes, ``v - max``, the scaling, the floor that keeps ``exp`` off
+    subnormal results (``exp_logits``), ``exp`` and the sums onto both axes (matrix-vector products with
+    ones), in chunks of 256 Ki values as the dense path takes them. The choice between the sparse and dense
+    paths and the final float64 sums come on top.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -243,6 +244,7 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
             chunk = w[: len(part[s : s + step])]
             np.subtract(part[s : s + step], hi[s : s + step, None, None], out=chunk)
             chunk *= scale[s : s + step, None, None]
+            np.maximum(chunk, np.float32(-87), out=chunk)
             np.exp(chunk, out=chunk)
             np.matmul(chunk, rows), np.matmul(columns, chunk)
 

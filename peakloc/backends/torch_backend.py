@@ -6,11 +6,13 @@ are skipped so that the graph has no breaks: non-finite values are still masked,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..errors import NoFiniteValueError
-from ..ops.normalize import coefficient
+from ..ops.normalize import coefficient, logit_floor
 
 #: Integer types without an argmax kernel on every device; mapped to int64 in an order-preserving way.
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
@@ -105,11 +107,15 @@ def argmax(t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, int]:
 def probabilities(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tuple[torch.Tensor, int]:
     """``softmax(coef * (v - max v))`` over the spatial positions, shape ``t.shape``, and the non-finite count."""
     x = _flatten(t, ndim).to(work_dtype(t.dtype))
-    finite, nonfinite = _finite(x)
-    if finite is None:
-        hi = x.amax(dim=-1, keepdim=True)
-        lo = x.amin(dim=-1, keepdim=True)
+    hi = x.amax(dim=-1, keepdim=True)
+    lo = x.amin(dim=-1, keepdim=True)
+    # NaN propagates through amax and inf is an extreme: finite extremes mean every value is finite, so the
+    # usual case skips the isfinite pass (on CPU torch's took 4.9 ms on the uniform batch 64x17x64x48).
+    if torch.compiler.is_compiling() or not bool(torch.isfinite(hi).all() & torch.isfinite(lo).all()):
+        finite, nonfinite = _finite(x)
     else:
+        finite, nonfinite = None, 0
+    if finite is not None:
         hi = x.masked_fill(~finite, float("-inf")).amax(dim=-1, keepdim=True)
         lo = x.masked_fill(~finite, float("inf")).amin(dim=-1, keepdim=True)
         # Replace before arithmetic: NaN would poison the gradient even where masked later.
@@ -117,6 +123,12 @@ def probabilities(t: torch.Tensor, beta: float, ndim: int, normalize: str) -> tu
     coef = coefficient(beta, normalize, hi, lo)
     # The shift is detached: softmax does not depend on it, and it keeps the graph free of ties' subgradients.
     logits = (x - hi.detach()) * coef
+    if logits.device.type == "cpu":
+        # Torch's CPU exp and division take up to 70x longer on subnormal results (as NumPy's, see
+        # exp_logits): logits are floored where each probability, its weight over a total of at most
+        # n, stays a normal float. With the finite check above, the uniform batch at beta 100 took 12.7 ->
+        # 3.5 ms here. Below the floor the gradient is 0 instead of about 1e-38.
+        logits = logits.clamp_min(logit_floor(logits.dtype) + math.log(logits.shape[-1]))
     if finite is not None:
         logits = logits.masked_fill(~finite, float("-inf"))
     return torch.softmax(logits, dim=-1).reshape(t.shape), nonfinite

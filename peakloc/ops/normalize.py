@@ -59,3 +59,25 @@ def coefficient(beta: float, normalize: str, hi: Any, lo: Any) -> Any:
     positive = scale > 0
     coef = xp.where(positive, beta / xp.where(positive, scale, 1.0), fallback)
     return xp.where(coef > COEFFICIENT_MAX, COEFFICIENT_MAX, coef)
+
+
+def logit_floor(dtype) -> float:
+    """The least logit whose weight ``exp`` is a normal float: -87 for float32, -708 for float64.
+
+    ``dtype`` is a NumPy or torch float32 or float64 type (both give their ``itemsize``).
+    """
+    return float(np.ceil(np.log(np.finfo(np.dtype(f"f{dtype.itemsize}")).tiny)))
+
+
+def exp_logits(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``exp(logits)`` of floating logits ``<= 0``, each below :func:`logit_floor` taken at the floor.
+
+    NumPy's SIMD ``exp`` leaves its vector loop for each vector with a subnormal result: float32 logits
+    between -104 and -87 cost 13x the others on AVX-512 and 8x on AVX2, float64 ones near -710 up to 160x.
+    The soft-argmax at the default beta (logits down to -100 on every map) spent most of its time there. At
+    the floor a weight is the dtype's smallest normal number (1e-38 in float32): beside the maximum's weight
+    of 1 it changes no sum, as the subnormal or 0 it stands for did not. NaN stays NaN. ``out`` may be
+    ``logits``.
+    """
+    floored = np.maximum(logits, logit_floor(logits.dtype), out=out)
+    return np.exp(floored, out=floored)

@@ -63,6 +63,16 @@ def test_torch_soft_argmax_of_uint8_is_float32():
     np.testing.assert_allclose(out.numpy(), [1, 2])
 
 
+def test_torch_probabilities_on_the_cpu_have_no_subnormal_value():
+    from peakloc.backends.torch_backend import probabilities
+
+    # beta 100 on a uniform map: logits down to -100, whose probabilities would be subnormal (slow on CPUs).
+    t = torch.rand((3, 40, 50), generator=torch.Generator().manual_seed(0))
+    p, _ = probabilities(t, 100.0, 2, "minmax")
+    assert p.min() >= torch.finfo(torch.float32).tiny
+    np.testing.assert_allclose(peakloc.soft_argmax(t).numpy(), reference_soft_argmax(t.numpy()), atol=1e-4)
+
+
 @pytest.mark.parametrize("normalize", ["minmax", "max", "none"])
 def test_torch_soft_argmax_passes_gradcheck_in_float64(normalize):
     g = torch.Generator().manual_seed(0)
