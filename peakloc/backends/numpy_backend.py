@@ -319,7 +319,10 @@ def _stats(x: np.ndarray, normalize: str) -> tuple[np.ndarray, np.ndarray | None
 def _weights(
     x: np.ndarray, hi: np.ndarray, coef: np.ndarray, finite: np.ndarray | None, dtype, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``exp(coef * (x - hi))`` per map, 0 where ``x`` is not finite; into ``out`` (a new array by default)."""
+    """``exp(coef * (x - hi))`` per map, 0 where ``x`` is not finite; into ``out`` (a new array by default).
+
+    Logits below :func:`~peakloc.ops.normalize.logit_floor` weigh the least normal float (:func:`exp_logits`).
+    """
     shape = (-1,) + (1,) * (x.ndim - 1)
     # Subtracting the maximum first keeps every exponent <= 0: no overflow whatever beta and dtype.
     w = np.subtract(x, hi.astype(dtype).reshape(shape), dtype=dtype, out=out)
