@@ -230,6 +230,8 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from peakloc.ops.normalize import exp_logits
+
     cores = os.cpu_count() or 1
     parts = np.array_split(x.reshape(-1, *x.shape[-2:]), cores)
     step = (1 << 18) // (x.shape[-1] * x.shape[-2])
@@ -244,8 +246,7 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
             chunk = w[: len(part[s : s + step])]
             np.subtract(part[s : s + step], hi[s : s + step, None, None], out=chunk)
             chunk *= scale[s : s + step, None, None]
-            np.maximum(chunk, np.float32(-87), out=chunk)
-            np.exp(chunk, out=chunk)
+            exp_logits(chunk, out=chunk)
             np.matmul(chunk, rows), np.matmul(columns, chunk)
 
     with ThreadPoolExecutor(cores) as pool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..normalize import coefficient
+from ..normalize import coefficient, exp_logits
 from ..windows import PeakShape, groups, offsets, windows
 
 
@@ -39,7 +39,7 @@ def locate(
         with np.errstate(all="ignore"):
             hi = np.nanmax(flat, axis=1)
             scale = coefficient(beta, normalize, hi, np.nanmin(flat, axis=1))
-            weights = np.exp(scale[:, None] * (flat - hi[:, None]))
+            weights = exp_logits(scale[:, None] * (flat - hi[:, None]))
         weights = np.nan_to_num(weights, nan=0.0)
         shift = weights @ offsets(half, centres.shape[1]) / weights.sum(axis=1, keepdims=True)
         coords[part] = centres[part] + shift
