@@ -696,11 +696,20 @@ def _watchdog(signum: int, cleanup) -> None:
 
 @contextmanager
 def _signals_end_the_run(cleanup=lambda: None):
+    """While the block runs, SIGINT, SIGTERM and SIGHUP end it: each arms :func:`_watchdog`, then raises.
+
+    SIGINT raises ``KeyboardInterrupt``, as Python's own handler does, the others :class:`_Signalled`. The
+    watchdog is there for SIGINT too: Python raises the exception wherever the main thread is, and inside a
+    finaliser it is printed and dropped ("Exception ignored in"); such a ^C, lost, had a run go on to its end
+    with status 0. A signal the caller ignores (``nohup``, a job started with ``&`` by a script) stays ignored.
+    """
+
     def end(signum, frame):
         _watchdog(signum, cleanup)
-        raise _Signalled(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Signalled(signum)
 
-    previous = {s: signal.signal(s, end) for s in (signal.SIGTERM, signal.SIGHUP)}
+    handled = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, end) for s in handled}
     try:
         yield
     finally:

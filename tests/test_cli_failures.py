@@ -345,6 +345,42 @@ def test_overlay_names_keep_letters_of_any_script_and_never_start_with_a_dot(tmp
     assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["Zürich.png", "index.html", "png.png", "日本.png"]
 
 
+def test_a_sigint_whose_interrupt_a_finaliser_swallows_still_ends_the_run_with_130(tmp_path):
+    # Python raises ^C's KeyboardInterrupt wherever the main thread is; raised inside a finaliser it is
+    # printed and dropped ("Exception ignored in"), and the run would go on to its end with status 0. The
+    # handler arms the watchdog first, as for SIGTERM: the run ends with 130, its partial table removed.
+    partial = tmp_path / ".t.csv.partial"
+    partial.write_text("path\n")
+    code = (
+        "import os, signal, threading, peakloc.cli as c\n"
+        "c.SIGNAL_GRACE = 0.2\n"
+        "class Finalised:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
+        f"with c._signals_end_the_run(lambda: os.unlink({str(partial)!r})):\n"
+        "    Finalised()\n"
+        "    stuck = threading.Lock()\n"
+        "    stuck.acquire()\n"
+        "    stuck.acquire(timeout=10)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 130 and not partial.exists(), done.stderr
+
+
+def test_signals_that_the_caller_ignores_stay_ignored_during_a_run():
+    from peakloc import cli
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with cli._signals_end_the_run():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_signalled_run_whose_main_thread_is_stuck_still_ends_with_its_status(tmp_path):
     # The main thread waits on a lock nobody will release (as on a pool's lock that the signal broke): the
     # watchdog armed by the signal removes the partial table and ends the process with the signal's status.
