@@ -190,10 +190,11 @@ def keyed_by_band(
         keys[alone] = -1 - np.flatnonzero(alone)  # negative: no labelled region's key
         parity[alone] = -1
     for p in (0, 1):
-        chosen = parity == p
-        if chosen.any():
+        # Positions, not a boolean mask, pick the rows: a mask indexing (k, ndim) rows is 6x slower.
+        chosen = np.flatnonzero(parity == p)
+        if chosen.size:
             # A candidate's band lies at or above its value less one: nothing lower needs a label.
-            found, flagged = parts(coords[chosen], p, int(values[chosen].min()) - 1)
+            found, flagged = parts(coords.take(chosen, axis=0), p, int(np.asarray(values).take(chosen).min()) - 1)
             shoulder[chosen] = flagged[found]
             keys[chosen] = found * 2 + p
     return shoulder, keys
@@ -412,9 +413,9 @@ def local_maxima(
         mask = candidates & (x > np.float64(threshold))
     flat = np.flatnonzero(mask)
     values = x.reshape(-1)[flat]
-    order = np.argsort(-values.astype(np.float64), kind="stable")
+    order = highest_first(values)
     flat, values = flat[order], values[order]
-    coords = np.stack(np.unravel_index(flat, x.shape), axis=1)
+    coords = unravel(flat, x.shape)
     return pick(x, coords, values, min_distance, num_peaks, merge_plateaus, np.asarray(heatmap).dtype.kind in "iu")
 
 
@@ -565,6 +566,42 @@ def _stack_band_parts(stack: np.ndarray, points: np.ndarray, parity: int, floor:
     where = points.copy()
     where[:, 0] = local.reshape(-1) * rows + row
     return labels[tuple(where.T)].astype(np.int64), regions.flag_labels(labels, count, edge)
+
+
+def highest_first(values: np.ndarray) -> np.ndarray:
+    """Indices that order ``values`` ``(k,)`` highest first, ties in their given order.
+
+    Integers of one or two bytes by a stable sort of ``max - values`` in the unsigned type of their size,
+    which NumPy radix-sorts (4x faster than sorting them as float64 on the 8k candidates of a broad 8-bit
+    map); other values as float64.
+
+    Examples
+    --------
+    >>> highest_first(np.array([3, 7, 3, 9], np.int8)).tolist()
+    [3, 1, 0, 2]
+    """
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        key = (np.iinfo(values.dtype).max - values.astype(np.int32)).astype(f"u{values.dtype.itemsize}")
+        return np.argsort(key, kind="stable")
+    return np.argsort(-values.astype(np.float64), kind="stable")
+
+
+def unravel(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.unravel_index`` of C-order positions ``flat`` ``(k,)`` as int64 rows ``(k, len(shape))``.
+
+    By ``divmod`` one axis at a time, from the last: 1.7x faster than ``np.unravel_index`` and a stack.
+
+    Examples
+    --------
+    >>> unravel(np.array([0, 5, 11]), (3, 4)).tolist()
+    [[0, 0], [1, 1], [2, 3]]
+    """
+    out = np.empty((len(flat), len(shape)), np.int64)
+    rest = np.asarray(flat, np.int64)
+    for axis in range(len(shape) - 1, 0, -1):
+        rest, out[:, axis] = np.divmod(rest, shape[axis])
+    out[:, 0] = rest
+    return out
 
 
 def comparable(x: np.ndarray) -> np.ndarray:

@@ -79,6 +79,20 @@ def test_maxima_mask_is_the_filter_comparison_and_the_float64_threshold(rng, dty
         np.testing.assert_array_equal(filters.maxima_mask(x, 1, (1, 6), above), expected[1:6], err_msg=str(above))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (17, 23)])
+@pytest.mark.parametrize("radius", [1, 2, 5])
+def test_maxima_mask_of_a_whole_integer_image_matches_scipy(rng, dtype, shape, radius):
+    # A whole 2-D integer map takes OpenCV's dilation; values outside the map must add nothing.
+    x = rng.integers(-3 if dtype == np.int16 else 0, 4, shape).astype(dtype)
+    peak = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=np.iinfo(dtype).min)
+    for above in (None, 0.5, 2.0, -1e300, 1e300, np.nan):
+        expected = x == peak
+        if above is not None:
+            expected &= x.astype(np.float64) > above
+        np.testing.assert_array_equal(filters.maxima_mask(x, radius, above=above), expected, err_msg=str(above))
+
+
 def test_maxima_mask_threshold_between_two_float32_values_is_exact():
     x = np.array([0.0, np.float32(0.1), 0.0], np.float32)
     just_below, just_above = np.nextafter(np.float64(np.float32(0.1)), 0), np.nextafter(np.float64(np.float32(0.1)), 1)

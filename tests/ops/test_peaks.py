@@ -336,3 +336,25 @@ def test_a_map_of_one_value_below_its_peak_has_the_standard_deviation_for_its_no
     heat[10, 10] = 5.0  # MAD 0: the plain standard deviation, not a threshold at the background
     background, sd = peaks.noise_floor(heat)
     assert background == 0 and sd == pytest.approx(np.std(heat))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    values=st.lists(st.integers(-128, 127), max_size=60),
+    dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64, np.float32]),
+)
+def test_highest_first_is_a_stable_descending_order_in_any_dtype(values, dtype):
+    # One- and two-byte integers take a radix sort of their own key; the rest are sorted as float64.
+    v = np.array(values, np.int64)
+    if np.dtype(dtype).kind == "u":
+        v = v + 128
+    v = v.astype(dtype)
+    expected = sorted(range(len(v)), key=lambda k: (-float(v[k]), k))
+    assert peaks.highest_first(v).tolist() == expected
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
+def test_unravel_gives_numpys_coordinates_as_rows(shape):
+    flat = np.arange(int(np.prod(shape)))[::-1]
+    np.testing.assert_array_equal(peaks.unravel(flat, shape), np.argwhere(np.ones(shape, bool))[::-1])
+    assert peaks.unravel(np.array([], np.int64), shape).shape == (0, len(shape))

@@ -34,15 +34,29 @@ def test_labels_are_the_components_grown_over_every_neighbour(rng, shape):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31), shape=st.sampled_from([(30,), (13, 17), (5, 6, 7)]), levels=st.integers(1, 6))
-def test_band_tops_without_an_edge_pixel_are_the_regional_maxima(seed, shape, levels):
-    q = np.random.default_rng(seed).integers(1, levels + 1, shape).astype(np.int16)
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(30,), (13, 17), (5, 6, 7)]),
+    levels=st.integers(1, 6),
+    dtype=st.sampled_from([np.int16, np.uint8, np.uint16]),
+)
+def test_band_tops_without_an_edge_pixel_are_the_regional_maxima(seed, shape, levels, dtype):
+    # Signed and unsigned half levels take different steps to mark the tops absent.
+    q = np.random.default_rng(seed).integers(1, levels + 1, shape).astype(dtype)
     assume(q.min() < q.max())  # scikit-image finds no maximum in a constant image; here it is all one
     top, edge = regions.band_tops(q)
     labels, count = regions.label(top)
     maxima = top & ~regions.flag_labels(labels, count, edge)[labels]
     expected = skimage_morphology.local_maxima(q, connectivity=q.ndim, allow_borders=True)
     np.testing.assert_array_equal(maxima, expected)
+
+
+def test_flag_labels_marks_exactly_the_labels_holding_a_marked_pixel(rng):
+    labels, count = regions.label(rng.random((40, 50)) < 0.5)
+    marks = rng.random(labels.shape) < 0.02
+    expected = np.array([k > 0 and bool(marks[labels == k].any()) for k in range(count + 1)])
+    np.testing.assert_array_equal(regions.flag_labels(labels, count, marks), expected)
+    assert not regions.flag_labels(labels, count, np.zeros(labels.shape, bool)).any()
 
 
 def test_neighbour_max_matches_the_numpy_filter_in_every_dtype(rng):
