@@ -318,6 +318,8 @@ def choose(
     tied[1:] |= same_value
     tied[:-1] |= same_value
     keep = ~tied
+    if not tied.any():  # the usual case in a camera's frame: every candidate is a peak
+        return coords[:num_peaks].astype(np.int64, copy=False).reshape(-1, ndim)
     alone_before = np.cumsum(keep) - keep
     kept = _Kept(shape, min_distance) if min_distance > 1 else None
     chosen = 0
@@ -499,9 +501,16 @@ def _stack_local_maxima(
     hi = flat.max(axis=1).astype(np.float64)
     lo = (flat if finite is None else np.where(finite.reshape(b, -1), flat, np.inf)).min(axis=1).astype(np.float64)
     threshold = np.broadcast_to(peak_bar(hi, lo, threshold_abs, threshold_rel, noise)[1], (b,))
-    canvas = _laid_end_to_end(stack, max(1, int(min_distance)), lowest(stack.dtype))
+    guard = max(1, int(min_distance))
+    canvas = _laid_end_to_end(stack, guard, lowest(stack.dtype))
     mask = maxima_mask(canvas, min_distance, above=float(threshold.min()))
-    owner, *position = np.nonzero(mask.reshape(b, -1, *spatial[1:])[:, : spatial[0]])
+    # Positions in the whole canvas (contiguous: 3x faster than nonzero of the maps' rows), then the guard
+    # rows' dropped.
+    owner, rest = np.divmod(np.flatnonzero(mask), (spatial[0] + guard) * int(np.prod(spatial[1:])))
+    position = list(unravel(rest, (spatial[0] + guard, *spatial[1:])).T)
+    inside = position[0] < spatial[0]
+    if not inside.all():
+        owner, position = owner[inside], [p[inside] for p in position]
     values = stack[(owner, *position)]
     keep = values.astype(np.float64) > threshold[owner]  # exact: float64 holds every value of these dtypes
     owner, position, values = owner[keep], [p[keep] for p in position], values[keep]
