@@ -504,8 +504,8 @@ def _stack_local_maxima(
     guard = max(1, int(min_distance))
     canvas = _laid_end_to_end(stack, guard, lowest(stack.dtype))
     mask = maxima_mask(canvas, min_distance, above=float(threshold.min()))
-    # Positions in the whole canvas (contiguous: 3x faster than nonzero of the maps' rows), then the guard
-    # rows' dropped.
+    # Positions in the whole canvas (contiguous: 3x faster than nonzero of the maps' rows), less any in the
+    # guard rows.
     owner, rest = np.divmod(np.flatnonzero(mask), (spatial[0] + guard) * int(np.prod(spatial[1:])))
     position = list(unravel(rest, (spatial[0] + guard, *spatial[1:])).T)
     inside = position[0] < spatial[0]
