@@ -85,11 +85,9 @@ def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None,
     start, stop = (0, len(x)) if rows is None else rows
     inner = x[start:stop]
     bound = None if above is None else exact_bound(above, x.dtype)
-    if rows is None and x.ndim == 2 and x.dtype in _CV_INTEGERS and x.size:
-        import cv2
-
-        # OpenCV's dilation in one call (10x faster on a 256x256 8-bit map); its border adds no value.
-        mask = np.equal(x, cv2.dilate(np.ascontiguousarray(x), np.ones((2 * radius + 1,) * 2, np.uint8)))
+    if rows is None and x.ndim == 2 and x.size and _dilates(x):
+        # One call (10x faster on a 256x256 8-bit map, 2.7x on 1088 float32 pose maps laid end to end).
+        mask = np.equal(x, dilated(x, radius))
         if bound is not None:
             mask &= x > bound
         return mask
@@ -101,8 +99,26 @@ def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None,
     return mask
 
 
-#: The integer dtypes whose 2-D maximum filter OpenCV's dilation takes (exact; floats may hold NaN).
-_CV_INTEGERS = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16)}
+#: The dtypes whose 2-D maximum filter OpenCV's dilation takes.
+CV_DILATE = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)}
+
+
+def dilated(plane: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`maximum_filter` of a 2-D array of a :data:`CV_DILATE` dtype by OpenCV's dilation, one call.
+
+    The border holds the dtype's lowest value: values outside add nothing (OpenCV's own border for floats
+    is -DBL_MAX, above -inf). A NaN is not propagated as NumPy's maximum propagates it (:func:`_dilates`).
+    """
+    import cv2
+
+    kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
+    border = float(lowest(plane.dtype))
+    return cv2.dilate(np.ascontiguousarray(plane), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def _dilates(x: np.ndarray) -> bool:
+    """Whether :func:`dilated` gives ``x``'s maximum filter exactly: its dtype, and no NaN in a float map."""
+    return x.dtype in CV_DILATE and (x.dtype.kind != "f" or not np.isnan(x.max()))
 
 
 def exact_bound(value: float, dtype: np.dtype):

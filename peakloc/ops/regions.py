@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .filters import lowest
-
-#: The dtypes that OpenCV's dilation takes.
-_CV_DILATE = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)}
+from .filters import CV_DILATE, dilated, lowest
 
 
 def neighbour_max(x: np.ndarray) -> np.ndarray:
@@ -30,16 +27,12 @@ def neighbour_max(x: np.ndarray) -> np.ndarray:
     >>> neighbour_max(np.array([[[1, 0], [0, 0]], [[0, 0], [0, 5]]], np.int64))[0].tolist()
     [[5, 5], [5, 5]]
     """
-    if x.dtype in _CV_DILATE:
-        import cv2
-
-        kernel = np.ones((3, 3), np.uint8)
+    if x.dtype in CV_DILATE:
         if x.ndim <= 2:
-            flat = np.ascontiguousarray(x.reshape(1, -1) if x.ndim == 1 else x)
-            return cv2.dilate(flat, kernel).reshape(x.shape)
+            return dilated(x.reshape(1, -1) if x.ndim == 1 else x, 1).reshape(x.shape)
         out = np.empty(x.shape, x.dtype)
         for k, plane in enumerate(x.reshape((-1,) + x.shape[-2:])):
-            out.reshape((-1,) + x.shape[-2:])[k] = cv2.dilate(np.ascontiguousarray(plane), kernel)
+            out.reshape((-1,) + x.shape[-2:])[k] = dilated(plane, 1)
         return _along(out, 0)
     out = x
     for axis in range(x.ndim):

@@ -79,18 +79,29 @@ def test_maxima_mask_is_the_filter_comparison_and_the_float64_threshold(rng, dty
         np.testing.assert_array_equal(filters.maxima_mask(x, 1, (1, 6), above), expected[1:6], err_msg=str(above))
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (17, 23)])
 @pytest.mark.parametrize("radius", [1, 2, 5])
-def test_maxima_mask_of_a_whole_integer_image_matches_scipy(rng, dtype, shape, radius):
-    # A whole 2-D integer map takes OpenCV's dilation; values outside the map must add nothing.
-    x = rng.integers(-3 if dtype == np.int16 else 0, 4, shape).astype(dtype)
-    peak = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=np.iinfo(dtype).min)
+def test_maxima_mask_of_a_whole_image_matches_scipy(rng, dtype, shape, radius):
+    # A whole 2-D map takes OpenCV's dilation; values outside the map must add nothing.
+    x = rng.integers(-3 if dtype != np.uint8 and dtype != np.uint16 else 0, 4, shape).astype(dtype)
+    if x.dtype.kind == "f":  # infinities, a subnormal and a negative zero beside their neighbours
+        specials = np.array([np.inf, -np.inf, np.finfo(dtype).smallest_subnormal, -0.0], dtype)
+        x.reshape(-1)[rng.integers(0, x.size, 3)] = rng.choice(specials, 3)
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(dtype).min
+    peak = ndimage.maximum_filter(x, size=2 * radius + 1, mode="constant", cval=lowest)
     for above in (None, 0.5, 2.0, -1e300, 1e300, np.nan):
         expected = x == peak
         if above is not None:
             expected &= x.astype(np.float64) > above
         np.testing.assert_array_equal(filters.maxima_mask(x, radius, above=above), expected, err_msg=str(above))
+
+
+def test_maxima_mask_of_a_whole_image_with_nan_is_the_tiled_filters(rng):
+    x = rng.random((20, 30)).astype(np.float32)
+    x[3, 4] = x[10, 0] = np.nan  # NumPy's maximum spreads a NaN over its window: no peak there
+    np.testing.assert_array_equal(filters.maxima_mask(x, 2), filters.maxima_mask(x, 2, rows=(0, 20)))
+    assert not filters.maxima_mask(x, 2)[1:6, 2:7].any()
 
 
 def test_maxima_mask_threshold_between_two_float32_values_is_exact():

@@ -65,4 +65,6 @@ def test_neighbour_max_matches_the_numpy_filter_in_every_dtype(rng):
     for dtype in (np.uint8, np.int16, np.uint16, np.int32, np.int64, np.float32, np.float64):
         for shape in ((9,), (7, 8), (4, 5, 6)):
             x = (rng.random(shape) * 100).astype(dtype)
+            if x.dtype.kind == "f":  # the lowest value at the edge: nothing outside is above it
+                x.reshape(-1)[:2] = -np.inf
             np.testing.assert_array_equal(regions.neighbour_max(x), maximum_filter(x, 1))
