@@ -78,8 +78,9 @@ def maxima_mask(x: np.ndarray, radius: int, rows: tuple[int, int] | None = None,
 
     The same rows as :func:`maximum_filter`; the comparison with ``above`` (a float) is exact whatever
     ``x``'s dtype (:func:`exact_bound`). Neither the filtered map nor a float copy is ever held whole:
-    memory is the mask's one byte a value; except that a whole 2-D map of 8 or 16 bits (``rows`` not given)
-    is dilated by OpenCV in one call, a copy of one or two bytes a value.
+    memory is the mask's one byte a value; except that a whole 2-D map (``rows`` not given) of a
+    :data:`CV_DILATE` dtype, without NaN, is dilated by OpenCV in one call (:func:`dilated`): a copy in its
+    dtype.
     """
     x = np.asarray(x)
     start, stop = (0, len(x)) if rows is None else rows
