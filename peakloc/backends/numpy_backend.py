@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import NoFiniteValueError
 from ..ops.normalize import coefficient, exp_logits
+from ..ops.peaks import unravel
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
@@ -410,13 +411,9 @@ def sparse_sums(values, index, b: int, spatial: tuple[int, ...], hi, coef, dtype
     weights = np.exp(logits)
     out = np.empty((b, 1 + len(spatial)))
     out[:, 0] = np.bincount(owner, weights, minlength=b)
-    coordinates = []
-    for n in spatial[:0:-1]:  # divmod by hand: np.unravel_index is several times slower here
-        position, rest = np.divmod(position, n)
-        coordinates.append(rest)
-    coordinates.append(position)
-    for k, coordinate in enumerate(coordinates[::-1]):
-        out[:, 1 + k] = np.bincount(owner, weights * coordinate, minlength=b)
+    coordinates = unravel(position, spatial)
+    for k in range(len(spatial)):
+        out[:, 1 + k] = np.bincount(owner, weights * coordinates[:, k], minlength=b)
     return out
 
 

@@ -662,14 +662,15 @@ def _candidates_of(
     # Flat positions first, coordinates only of the candidates handed on: a noisy slab has many.
     flat = np.flatnonzero(mask)
     del mask
-    values = x.reshape(-1)[flat].astype(np.float64)
-    order = np.argsort(-values, kind="stable")
+    values = x.reshape(-1)[flat]
+    order = in_memory.highest_first(values)
+    values = values.astype(np.float64)
     left_out = None
     if most is not None and len(order) > most:
         first = np.unravel_index(flat[order[most]], x.shape)
         left_out = (float(values[order[most]]), (int(first[0]) + start, *map(int, first[1:])))
         order = order[:most]
-    coords = np.stack(np.unravel_index(flat[order], x.shape), axis=1)
+    coords = in_memory.unravel(flat[order], x.shape)
     coords[:, 0] += start
     return coords, values[order], left_out
 
