@@ -166,3 +166,20 @@ def test_soft_argmax_of_a_map_has_the_same_bits_beside_peaked_or_dense_maps(rng)
         buffer = np.empty(heat.size + 1, np.float32)[1:].reshape(1, 64, 48)
         buffer[:] = heat
         np.testing.assert_array_equal(peakloc.soft_argmax(buffer)[0], alone, err_msg=f"map {i}")
+
+
+def test_soft_argmax_of_a_map_has_the_same_bits_where_dense_and_peaked_maps_alternate(rng):
+    # A batch takes each run of consecutive dense (or peaked) maps together as a view; past a few runs
+    # it gathers them instead. Either way, and with a NaN in a dense and in a peaked map, each map's bits
+    # are its own.
+    peaked = _mixed_maps(rng, 12)[::6]
+    dense = rng.random((2, 64, 48)).astype(np.float32)
+    dense[1, 5, 7] = np.nan
+    peaked[1, 9, 3] = np.nan
+    few = np.concatenate([dense, peaked, dense])  # 3 runs
+    many = np.stack([(dense, peaked)[k % 2][k // 2 % 2] for k in range(20)])  # 20 runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", peakloc.NonFiniteWarning)
+        for batch in (few, many):
+            alone = np.concatenate([peakloc.soft_argmax(m[None]) for m in batch])
+            np.testing.assert_array_equal(peakloc.soft_argmax(batch), alone)
