@@ -97,8 +97,17 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
-#: Threads for large arrays when the caller does not say: one per core, at most 8.
-DEFAULT_THREADS = max(1, min(os.cpu_count() or 1, 8))
+def cores() -> int:
+    """Cores this process may run on: its CPU affinity where the platform has one, else every core.
+
+    ``os.cpu_count()`` counts the machine's cores, not the few a container, ``taskset`` or a cluster's job
+    (a SLURM cpuset) allows; threads for all of them would queue on the allowed few.
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+#: Threads for large arrays when the caller does not say: one per core this process may run on, at most 8.
+DEFAULT_THREADS = max(1, min(cores(), 8))
 
 
 @cache

@@ -362,7 +362,7 @@ def chunk_size(count: int, workers: int, most: int = MAX_CHUNK, per_worker: int 
 
 def workers_for(count: int, settings: Settings) -> int:
     """How many processes to use: one for few inputs or a GPU run, else one per core (at most 8)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = numpy_backend.cores()
     if count < PARALLEL_MIN_INPUTS or settings.device != "cpu" or cores < 2:
         return 1
     return min(cores, 8, count)

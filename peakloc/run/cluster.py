@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..backends import numpy_backend
 from ..errors import PeaklocError
 from ..ops.streaming import Slabs
 from .batch import Job, Outcome, chunk_size, failure, run_chunk
@@ -96,8 +97,7 @@ def _worker_share(budget: int | None) -> tuple[int | None, int]:
 
     worker = get_worker()
     nthreads = max(1, int(getattr(worker, "nthreads", 0) or worker.state.nthreads))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return (None if budget is None else budget // nthreads), max(1, cores // nthreads)
+    return (None if budget is None else budget // nthreads), max(1, numpy_backend.cores() // nthreads)
 
 
 def _same(job: Job) -> Job:

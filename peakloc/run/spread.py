@@ -51,11 +51,6 @@ HELPER_BYTES = 48 << 20
 MIN_BUDGET = 1 << 30
 
 
-def cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def worth_helpers(settings: Settings) -> bool:
     """Whether ``settings`` ask for per-map work (local maxima, sub-pixel fits) that pays for helper processes."""
     if settings.device != "cpu":
@@ -74,7 +69,7 @@ def helper_count(items: Sequence[Input], settings: Settings, budget: int | None 
         return 0
     if budget is not None and budget < MIN_BUDGET:
         return 0
-    return min(cores(), 8) - 1
+    return min(numpy_backend.cores(), 8) - 1
 
 
 def budget_left(budget: int | None, count: int) -> int | None:

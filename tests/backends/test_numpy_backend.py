@@ -1,6 +1,10 @@
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
+import pytest
 
 from peakloc.backends import numpy_backend
 
@@ -24,3 +28,17 @@ def test_scratch_larger_than_the_limit_is_new_each_time():
     first = numpy_backend.scratch("test-large", (size,), np.uint8)
     assert first.shape == (size,)
     assert not np.shares_memory(first, numpy_backend.scratch("test-large", (size,), np.uint8))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="the platform has no CPU affinity to follow")
+def test_default_threads_follow_the_cores_the_process_may_run_on():
+    # A container, taskset or a cluster job's cpuset allows fewer cores than the machine has: threads for
+    # every core of the machine would queue on the allowed ones.
+    code = (
+        "import os\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from peakloc.backends import numpy_backend\n"
+        "print(numpy_backend.cores(), numpy_backend.DEFAULT_THREADS)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.split() == ["1", "1"]

@@ -115,7 +115,7 @@ def test_only_a_large_stack_with_per_map_work_within_the_budget_is_spread(pool, 
 
 
 def test_helpers_start_only_for_inputs_of_some_megabytes_that_need_per_map_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(spread, "cores", lambda: 2)
+    monkeypatch.setattr(numpy_backend, "cores", lambda: 2)
     small, large = tmp_path / "small.npy", tmp_path / "large.npy"
     np.save(small, np.zeros((4, 64, 64), np.float32))
     np.save(large, np.zeros((64, 128, 128), np.float32))
@@ -125,7 +125,7 @@ def test_helpers_start_only_for_inputs_of_some_megabytes_that_need_per_map_work(
     assert spread.helper_count([Input(str(tmp_path / "missing.npy"))], SPOTS) == 0
     assert spread.helper_count([Input(str(large))], SPOTS, 1 << 30) == 1
     assert spread.helper_count([Input(str(large))], SPOTS, (1 << 30) - 1) == 0  # a budget that cannot spare them
-    monkeypatch.setattr(spread, "cores", lambda: 1)
+    monkeypatch.setattr(numpy_backend, "cores", lambda: 1)
     assert spread.helper_count([Input(str(large))], SPOTS) == 0
 
 
@@ -144,7 +144,7 @@ def test_a_run_with_helpers_keeps_freed_memory_at_the_top_of_its_heap_on_linux()
 def test_a_movie_on_helpers_gives_the_table_and_warnings_of_one_process(tmp_path, monkeypatch):
     path = tmp_path / "movie.tif"
     tifffile.imwrite(path, movie(frames=48, side=192, seed=5), metadata={"axes": "TYX"})  # 3.4 MiB
-    monkeypatch.setattr(spread, "cores", lambda: 2)
+    monkeypatch.setattr(numpy_backend, "cores", lambda: 2)
     monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 20)
     used = []
     real = batch.locate_spread
@@ -213,7 +213,7 @@ def test_a_crowded_volume_whose_fits_ran_on_helpers_gives_the_table_of_one_proce
         expected += 300 * np.exp(-sum(((g - c) / s) ** 2 for g, c, s in zip(grids, centre, (2.0, 1.3, 1.3))) / 2)
     path = tmp_path / "volume.npy"
     np.save(path, rng.poisson(expected).astype(np.uint16))
-    monkeypatch.setattr(spread, "cores", lambda: 2)
+    monkeypatch.setattr(numpy_backend, "cores", lambda: 2)
     monkeypatch.setattr(spread, "MIN_INPUT_BYTES", 1 << 10)
     shared = []
     real = numpy_backend.share
