@@ -182,25 +182,10 @@ def cpu(quick: bool) -> None:
                     "kornia spatial_soft_argmax2d",
                     korn,
                 )
-            if label.startswith("pose"):
-                floor = peaked_passes(x, quick)
-                record(
-                    "cpu", f"{label}: the peaked path's three passes alone", floor, "kornia spatial_soft_argmax2d", korn
-                )
-                print(
-                    "    (each map's maximum, its minimum and one comparison of every value with a threshold, on\n"
-                    "    every core with nothing else: the least any NumPy path reads; #24's 3x kornia needs the\n"
-                    "    whole soft-argmax in about this time)"
-                )
-            if label.startswith("uniform"):
-                floor = dense_arithmetic(x, quick)
-                record(
-                    "cpu", f"{label}: the dense path's arithmetic alone", floor, "kornia spatial_soft_argmax2d", korn
-                )
-                print(
-                    "    (extremes, v - max, scaling, floor, exp and both marginal sums in float32, the steps whose\n"
-                    "    rounding the results keep, on every core with nothing else: less than any such path takes)"
-                )
+            # The floor under each bar: what no NumPy path of that batch can skip, on every core.
+            floor_fn, what, note = FLOORS["pose" if label.startswith("pose") else "uniform"]
+            record("cpu", f"{label}: {what}", floor_fn(x, quick), "kornia spatial_soft_argmax2d", korn)
+            print(note)
         except ImportError:
             print("  kornia not installed: no kornia row")
         record("cpu", f"{label}: peakloc vs numpy argmax", ours, "numpy argmax", argmax)
@@ -283,6 +268,24 @@ def dense_arithmetic(x: np.ndarray, quick: bool) -> float:
 
     with ThreadPoolExecutor(cores) as pool:
         return best_of(lambda: list(pool.map(work, parts)), repeat=5 if quick else 15, number=5)
+
+
+#: Per batch: the function timing its floor, the row's name, and what the floor holds (printed under it).
+FLOORS = {
+    "pose": (
+        peaked_passes,
+        "the peaked path's three passes alone",
+        "    (each map's maximum, its minimum and one comparison of every value with a threshold, on\n"
+        "    every core with nothing else: the least any NumPy path reads; #24's 3x kornia needs the\n"
+        "    whole soft-argmax in about this time)",
+    ),
+    "uniform": (
+        dense_arithmetic,
+        "the dense path's arithmetic alone",
+        "    (extremes, v - max, scaling, floor, exp and both marginal sums in float32, the steps whose\n"
+        "    rounding the results keep, on every core with nothing else: less than any such path takes)",
+    ),
+}
 
 
 def spots_image(shape: tuple[int, ...], count: int, rng: np.random.Generator, sigma: float = 1.5) -> np.ndarray:
