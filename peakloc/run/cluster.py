@@ -64,6 +64,22 @@ class ClusterError(PeaklocError):
     """The cluster cannot be used: the scheduler is unreachable, or went away mid-run."""
 
 
+#: Loggers of Dask's client and of the Tornado loop under it: a lost scheduler had Tornado log a
+#: connection reset on stderr, beside the run's own one-line error.
+DASK_LOGGERS = ("distributed", "tornado")
+
+
+def quiet_dask_logs() -> None:
+    """Silence Dask's and Tornado's log lines below CRITICAL: the run reports what goes wrong itself.
+
+    Dask sets levels on some of their loggers (``tornado.application``: ERROR), so each is quietened, not
+    only their parents.
+    """
+    for name in [*DASK_LOGGERS, *logging.root.manager.loggerDict]:
+        if name.split(".")[0] in DASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
     """A client of the scheduler at ``address``: ``tcp://host:port`` (or ``host:port``), or a scheduler file.
 
@@ -72,11 +88,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
     import dask
     from distributed import Client
 
-    # The run reports what goes wrong itself: Dask's own log lines would only repeat it on stderr. Dask
-    # sets levels on some of its loggers, so each is quietened, not only their parent.
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name == "distributed" or name.startswith("distributed."):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    quiet_dask_logs()
     with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
         try:
             if os.path.isfile(address):

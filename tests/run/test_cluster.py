@@ -314,6 +314,29 @@ def test_a_scheduler_lost_mid_run_keeps_the_rows_done_and_says_so(tmp_path):
     assert len((tmp_path / "dask.csv").read_text().splitlines()) == 1 + 2 * done
 
 
+_LOG_PROBE = """
+import logging, sys
+import distributed  # its configuration gives Tornado's and its own loggers their handlers and levels
+if sys.argv[1] == "quiet":
+    from peakloc.run.cluster import quiet_dask_logs
+    quiet_dask_logs()
+logging.getLogger("tornado.application").error("Exception in callback: connection reset")
+logging.getLogger("distributed.comm.tcp").error("connection closed")
+"""
+
+
+@pytest.mark.parametrize("mode", ["loud", "quiet"])
+def test_dask_and_tornado_log_no_line_once_quietened(mode):
+    # A lost scheduler had Tornado log a connection reset on stderr beside the run's one-line error.
+    done = subprocess.run([sys.executable, "-c", _LOG_PROBE, mode], capture_output=True, text=True, timeout=WAIT)
+    lines = done.stderr.splitlines()
+    if mode == "loud":  # the premise: unquietened, both reach stderr
+        assert any("tornado.application" in line for line in lines)
+        assert any("distributed.comm.tcp" in line for line in lines)
+    else:
+        assert lines == []
+
+
 def test_the_run_layer_takes_a_client(shared, tmp_path):
     from peakloc.io.inputs import Input
     from peakloc.run import batch
