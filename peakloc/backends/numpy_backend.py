@@ -413,16 +413,14 @@ def sparse_sums(values, index, b: int, spatial: tuple[int, ...], hi, coef, dtype
     ``index`` holds the values' flat positions in the ``(b, *spatial)`` maps, ascending; ``values`` are in
     the maps' dtype. A caller that listed a map's kept values while reading it gets :func:`_sums`'s answer.
     """
-    per_map = int(np.prod(spatial))
-    owner, position = np.divmod(index, per_map)
+    owner, *coordinates = unravel(index, (b, *spatial)).T
     with np.errstate(over="ignore"):  # as in _weights: -inf logits are weight 0
         logits = (values - hi[owner].astype(dtype)).astype(dtype) * coef[owner].astype(dtype)
     weights = np.exp(logits)
     out = np.empty((b, 1 + len(spatial)))
     out[:, 0] = np.bincount(owner, weights, minlength=b)
-    coordinates = unravel(position, spatial)
-    for k in range(len(spatial)):
-        out[:, 1 + k] = np.bincount(owner, weights * coordinates[:, k], minlength=b)
+    for k, coordinate in enumerate(coordinates):
+        out[:, 1 + k] = np.bincount(owner, weights * coordinate, minlength=b)
     return out
 
 
