@@ -264,8 +264,8 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
     submitted: dict[str, int] = {}
     from distributed import as_completed
 
-    # Results are fetched as tasks finish, several at once, and put back in input order here.
-    finished = as_completed(with_results=True, raise_errors=False, loop=client.loop)
+    # Tasks are taken as they finish, their results fetched several at once and put back in input order here.
+    finished = as_completed(loop=client.loop)
 
     def submit(k: int) -> None:
         future = client.submit(run_chunk_task, shared, chunks[k], budget, key=f"peakloc-chunk-{name}-{k}", pure=False)
@@ -277,8 +277,9 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
         for k in range(min(window, len(chunks))):
             submit(k)
         queued, ready = min(window, len(chunks)), 0
-        for future, result in finished:
-            waiting[submitted.pop(future.key)] = result[1] if future.status == "error" else result
+        for batch in finished.batches():
+            for future, result in zip(batch, _results(client, batch)):
+                waiting[submitted.pop(future.key)] = result
             while ready in waiting:
                 yield from _collect(client, shared, chunks[ready], waiting.pop(ready), budget, job)
                 ready += 1
@@ -297,11 +298,41 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
                 pass
 
 
+def _results(client: Client, futures: list) -> list:
+    """Each done task's result, or the exception it ended with (the failed fetch's, for a finished one).
+
+    The finished tasks' results come in one request. They are fetched here, not by ``as_completed``: there,
+    a fetch that failed (the scheduler lost while it ran) ended its helper quietly and left the run waiting
+    for that task forever.
+    """
+    from asyncio import CancelledError
+
+    finished = [future for future in futures if future.status == "finished"]
+    try:
+        fetched = client.gather(finished) if finished else []
+    except (Exception, CancelledError) as exc:  # each of these chunks fails with it
+        fetched = [exc] * len(finished)
+    results = dict(zip((future.key for future in finished), fetched))
+    return [results[future.key] if future.key in results else _result_or_error(future) for future in futures]
+
+
+def _result_or_error(future):
+    """The result of a task that did not finish: the exception it failed with, or its cancellation."""
+    from asyncio import CancelledError
+
+    try:
+        return future.result()
+    except (Exception, CancelledError) as exc:
+        return exc
+
+
 def _collect(client: Client, shared, chunk: list, result, budget: int | None, job: Job) -> list[Outcome]:
     """A chunk's outcomes from its task's ``result``.
 
     A chunk whose task failed (``result`` is its exception) runs again input by input, each failing alone.
     """
+    from asyncio import CancelledError
+
     from distributed import KilledWorker
 
     if not isinstance(result, BaseException):
@@ -322,7 +353,7 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
             except KilledWorker:
                 if attempt + 1 == ISOLATED_TRIES:
                     outcomes.append(Outcome(item.path, errors=[KILLED]))
-            except Exception as exc:
+            except (Exception, CancelledError) as exc:
                 _raise_if_fatal(client, job, exc)
                 outcomes.append(Outcome(item.path, errors=[failure(exc)]))
                 break
@@ -336,5 +367,7 @@ def _raise_if_fatal(client: Client, job: Job, exc: BaseException) -> None:
     """
     if job.reraise:
         raise exc
-    if client.status not in ("running", "connecting"):
+    # A client that lost its scheduler cancels every task it had and tries to connect again ("connecting"):
+    # none of them will finish, so the run ends at once.
+    if client.status != "running":
         raise ClusterError(f"lost the Dask scheduler ({type(exc).__name__})") from None

@@ -99,6 +99,13 @@ class Cluster:
         keys = self.client.run_on_scheduler(lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log])
         return len({k for k in keys if k.startswith(prefix)})
 
+    def keys_done(self, prefix: str) -> int:
+        """How many tasks whose key starts with ``prefix`` have their result held by a worker now."""
+        keys = self.client.run_on_scheduler(
+            lambda dask_scheduler: [str(k) for k, task in dask_scheduler.tasks.items() if task.state == "memory"]
+        )
+        return sum(k.startswith(prefix) for k in keys)
+
 
 @contextmanager
 def cluster(folder: Path, workers: int = 2, env: dict | None = None, worker_args: tuple[str, ...] = ()):
@@ -296,14 +303,39 @@ def test_a_scheduler_that_cannot_be_reached_is_one_usage_line_within_15_s(tmp_pa
     assert not (tmp_path / "t.csv").exists()
 
 
-def test_a_scheduler_lost_mid_run_keeps_the_rows_done_and_says_so(tmp_path):
+#: `peakloc find` whose client waits 3 s before each fetch of results from the scheduler: a scheduler
+#: killed once a chunk is done goes away while the client fetches that chunk's rows.
+_SLOW_FETCH = """
+import asyncio, runpy, sys
+from distributed import Client
+
+fetch = Client._gather_remote
+
+async def slow_fetch(self, *args, **kwargs):
+    await asyncio.sleep(3)
+    return await fetch(self, *args, **kwargs)
+
+Client._gather_remote = slow_fetch
+sys.argv = ["peakloc", *sys.argv[1:]]
+runpy.run_module("peakloc", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("when", ["while a chunk runs", "while a chunk's rows are fetched"])
+def test_a_scheduler_lost_mid_run_keeps_the_rows_done_and_says_so(tmp_path, when):
+    # Losing it while rows were fetched left the run waiting for them forever.
     _slow_inputs(tmp_path / "data", 64)
+    fetching = when == "while a chunk's rows are fetched"
+    peakloc = [sys.executable, "-c", _SLOW_FETCH, "find"] if fetching else PEAKLOC
     with cluster(tmp_path / "cluster", 1) as doomed:
         with (tmp_path / "err.txt").open("w") as err:
             remote = subprocess.Popen(
-                [*PEAKLOC, "data", "-o", "dask.csv", "--dask", doomed.address], cwd=tmp_path, stderr=err
+                [*peakloc, "data", "-o", "dask.csv", "--dask", doomed.address], cwd=tmp_path, stderr=err
             )
-            _until(lambda: doomed.keys_run("peakloc-chunk"), "the first chunk")
+            if fetching:
+                _until(lambda: doomed.keys_done("peakloc-chunk"), "the first chunk's rows")
+            else:
+                _until(lambda: doomed.keys_run("peakloc-chunk"), "the first chunk")
             os.killpg(doomed.scheduler.pid, signal.SIGKILL)
             assert remote.wait(WAIT) == 1
     messages = (tmp_path / "err.txt").read_text().splitlines()
