@@ -268,7 +268,13 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
     finished = as_completed(loop=client.loop)
 
     def submit(k: int) -> None:
-        future = client.submit(run_chunk_task, shared, chunks[k], budget, key=f"peakloc-chunk-{name}-{k}", pure=False)
+        try:
+            future = client.submit(
+                run_chunk_task, shared, chunks[k], budget, key=f"peakloc-chunk-{name}-{k}", pure=False
+            )
+        except Exception as exc:  # a client closed since it lost its scheduler
+            _raise_if_fatal(client, job, exc)
+            raise
         submitted[future.key] = k
         finished.add(future)
 
@@ -344,10 +350,10 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
     outcomes = []
     for item in chunk:
         for attempt in range(ISOLATED_TRIES):
-            single = client.submit(
-                run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False
-            )
             try:
+                single = client.submit(
+                    run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False
+                )
                 outcomes += single.result()
                 break
             except KilledWorker:

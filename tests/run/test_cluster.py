@@ -420,3 +420,29 @@ def test_a_worker_without_a_nanny_keeps_glibcs_own_adaptive_heap():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, env=env, timeout=WAIT)
     assert out.stdout.split()[0] == "False"
+
+
+def test_a_run_taken_up_after_its_client_closed_ends_as_a_lost_scheduler(tmp_path, monkeypatch):
+    # The next chunk went to the closed client: its ClosedClientError was a traceback, not the run's line.
+    from peakloc.io.inputs import Input
+    from peakloc.run import batch
+    from peakloc.run import cluster as on_dask
+    from peakloc.run.settings import Settings
+
+    for name, value in (("MAX_CHUNK", 1), ("MIN_IN_FLIGHT", 1), ("IN_FLIGHT_PER_THREAD", 1)):
+        monkeypatch.setattr(on_dask, name, value)
+    monkeypatch.setattr(batch, "CHUNK", 1)  # a chunk a map, one in flight: the next is sent as one is taken
+    for k in range(3):
+        np.save(tmp_path / f"m{k}.npy", np.eye(4))
+    inputs = [Input(str(tmp_path / f"m{k}.npy")) for k in range(3)]
+    with cluster(tmp_path / "cluster", 1) as doomed:
+        client = on_dask.connect(doomed.address, timeout=2)
+        try:
+            with batch.outcomes(batch.Job(Settings()), inputs, client) as results:
+                assert next(results).path == inputs[0].path
+                os.killpg(doomed.scheduler.pid, signal.SIGKILL)
+                _until(lambda: client.status == "closed", "the client to give its scheduler up")
+                with pytest.raises(on_dask.ClusterError, match=r"^lost the Dask scheduler \(\w+\)$"):
+                    next(results)
+        finally:
+            client.close(timeout=5)
