@@ -268,13 +268,7 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
     finished = as_completed(loop=client.loop)
 
     def submit(k: int) -> None:
-        try:
-            future = client.submit(
-                run_chunk_task, shared, chunks[k], budget, key=f"peakloc-chunk-{name}-{k}", pure=False
-            )
-        except Exception as exc:  # a client closed since it lost its scheduler
-            _raise_if_fatal(client, job, exc)
-            raise
+        future = _submit(client, job, shared, chunks[k], budget, f"peakloc-chunk-{name}-{k}")
         submitted[future.key] = k
         finished.add(future)
 
@@ -302,6 +296,18 @@ def outcomes_on(client: Client, job: Job, items: Sequence[Input]) -> Iterator[It
                 client.cancel(futures)
             except Exception:  # noqa: BLE001, S110 - the scheduler may be gone already
                 pass
+
+
+def _submit(client: Client, job: Job, shared, items: list, budget: int | None, key: str):
+    """The task that runs ``items`` (:func:`run_chunk_task`) under ``key``.
+
+    A client closed since it lost its scheduler refuses it: that refusal is :class:`ClusterError`.
+    """
+    try:
+        return client.submit(run_chunk_task, shared, items, budget, key=key, pure=False)
+    except Exception as exc:
+        _raise_if_fatal(client, job, exc)
+        raise
 
 
 def _results(client: Client, futures: list) -> list:
@@ -351,9 +357,7 @@ def _collect(client: Client, shared, chunk: list, result, budget: int | None, jo
     for item in chunk:
         for attempt in range(ISOLATED_TRIES):
             try:
-                single = client.submit(
-                    run_chunk_task, shared, [item], budget, key=f"peakloc-input-{uuid.uuid4().hex}", pure=False
-                )
+                single = _submit(client, job, shared, [item], budget, f"peakloc-input-{uuid.uuid4().hex}")
                 outcomes += single.result()
                 break
             except KilledWorker:
